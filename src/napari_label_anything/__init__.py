@@ -1,0 +1,2 @@
+"""napari-label-anything: multi-class few-shot segmentation from visual prompts."""
+__version__ = "0.1.0"

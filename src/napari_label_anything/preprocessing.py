@@ -1,0 +1,135 @@
+"""Image and prompt preprocessing, exactly as the official Label Anything pipeline does it.
+
+Two frames exist. ``custom`` (SAM checkpoints): resize the long side to S keeping the aspect
+ratio, then zero-pad right/bottom to S x S. ``squash`` (MAE checkpoints): resize to S x S.
+Everything here is NumPy/PIL plus ``torch.nn.functional.interpolate`` for the masks.
+
+Microscopy images (any dtype, one channel) are first brought to 8-bit RGB by
+``to_uint8_rgb``: a robust per-image (or per-stack) percentile stretch, documented in README.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+PROMPT_MASK_SIDE = 256  # hard-coded in the official data pipeline
+DEFAULT_PERCENTILES = (0.5, 99.5)
+
+
+def get_preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h, w) after resizing so that the long side is ``long_side`` (rounded half up)."""
+    scale = long_side * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def get_preprocess_shape_f32(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """Same as ``get_preprocess_shape`` in float32, as the official post-processing computes it.
+
+    The official post-processing receives the sizes as int64 tensors, so its arithmetic runs
+    in float32; the two versions differ only when a size lands within float32 rounding of .5.
+    """
+    scale = np.float32(long_side) / np.float32(max(height, width))
+    return int(np.float32(height) * scale + np.float32(0.5)), int(np.float32(width) * scale + np.float32(0.5))
+
+
+def model_frame_shape(height: int, width: int, side: int, custom: bool) -> tuple[int, int]:
+    """Size of the resized (unpadded) image inside the S x S model input."""
+    return get_preprocess_shape(height, width, side) if custom else (side, side)
+
+
+def intensity_range(image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
+    """Robust (low, high) intensity of an image or stack, ignoring the extreme tails.
+
+    Large arrays are subsampled (at most ~4M values) so a whole stack costs little.
+    """
+    flat = np.asarray(image).ravel()
+    step = max(1, flat.size // 4_000_000)
+    low, high = np.percentile(flat[::step], percentiles)
+    return float(low), float(high)
+
+
+def to_uint8_rgb(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Convert a 2D image to (H, W, 3) uint8 RGB, the model's input format.
+
+    - uint8 RGB is kept; RGBA drops alpha; uint8 grayscale is replicated to three channels
+      (what ``PIL.Image.convert("RGB")`` does).
+    - Any other dtype (uint16, int, float, bool), grayscale or colour, is stretched linearly so
+      that ``value_range`` (default: the 0.5th and 99.5th percentiles of this image) maps to
+      0..255, then clipped. A constant image becomes black.
+
+    Args:
+        image: (H, W), (H, W, 3) or (H, W, 4) array of any real dtype, finite values.
+        value_range: (low, high) to map to 0..255; pass one range for every plane of a stack
+            so all planes get the same contrast.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.dtype == np.uint8 and value_range is None:
+        out = image
+    else:
+        if image.dtype == np.bool_:
+            image = image.astype(np.uint8) * 255
+            low, high = 0.0, 255.0
+        else:
+            low, high = value_range if value_range is not None else intensity_range(image)
+        scaled = (image.astype(np.float32) - np.float32(low)) * np.float32(255.0 / max(high - low, 1e-12))
+        out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8) if high > low else np.zeros(image.shape, np.uint8)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return np.ascontiguousarray(out)
+
+
+def image_to_model_input(rgb: np.ndarray, side: int, custom: bool) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, S, S) float32 normalised (and zero-padded in custom mode).
+
+    PIL bilinear resize (antialiased when shrinking), /255, ImageNet mean/std, as the
+    official CustomResize/Resize + ToTensor + Normalize.
+    """
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    new_h, new_w = model_frame_shape(h, w, side, custom)
+    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+    tensor = resized.astype(np.float32) / np.float32(255.0)
+    tensor = ((tensor - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+    out = np.zeros((3, side, side), dtype=np.float32)
+    out[:, :new_h, :new_w] = tensor
+    return out
+
+
+def transform_coords(xy: np.ndarray, original_hw: tuple[int, int], side: int, custom: bool) -> np.ndarray:
+    """Map (..., 2) (x, y) pixel coordinates of the original image into the model frame."""
+    old_h, old_w = original_hw
+    new_h, new_w = model_frame_shape(old_h, old_w, side, custom)
+    out = np.array(xy, dtype=np.float64, copy=True)
+    out[..., 0] = out[..., 0] * (new_w / old_w)
+    out[..., 1] = out[..., 1] * (new_h / old_h)
+    return out
+
+
+def transform_boxes(boxes: np.ndarray, original_hw: tuple[int, int], side: int, custom: bool) -> np.ndarray:
+    """Map (N, 4) (x1, y1, x2, y2) boxes of the original image into the model frame."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return transform_coords(boxes.reshape(-1, 2, 2), original_hw, side, custom).reshape(boxes.shape)
+
+
+def mask_to_prompt(mask: np.ndarray, side: int, custom: bool) -> np.ndarray:
+    """(H, W) boolean mask -> (256, 256) float32 0/1 prompt mask.
+
+    Custom mode: nearest resize to the model frame, zero-pad to S x S, nearest to 256 x 256.
+    Squash mode: nearest straight to 256 x 256. "Nearest" is torch's legacy ``nearest``
+    (source index = floor(dst * in / out)), which the official tensor resize uses.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    mask_t = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
+    if custom:
+        new_h, new_w = get_preprocess_shape(*mask.shape, side)
+        mask_t = F.interpolate(mask_t, size=(new_h, new_w), mode="nearest")
+        mask_t = F.pad(mask_t, (0, side - new_w, 0, side - new_h))
+    mask_t = F.interpolate(mask_t, size=(PROMPT_MASK_SIDE, PROMPT_MASK_SIDE), mode="nearest")
+    return mask_t[0, 0].numpy()
