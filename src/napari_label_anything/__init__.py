@@ -1,2 +1,44 @@
-"""napari-label-anything: multi-class few-shot segmentation from visual prompts."""
+"""napari-label-anything: multi-class few-shot segmentation from visual prompts.
+
+The public API (importing it does not import torch)::
+
+    import napari_label_anything as nla
+    episode = nla.Episode(classes=["nucleus", "membrane"])
+    episode.add_support(image, labels=painted)
+    seg = nla.load_segmenter("pasqualedem/label_anything_sam_1024_coco", device="auto")
+    labels = seg.predict(episode, query)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .episode import Episode, Support
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "load_segmenter": "segmenter",
+    "Segmenter": "segmenter",
+    "LabelAnythingSegmenter": "segmenter",
+    "PredictionCancelled": "segmenter",
+    "resolve_device": "device",
+    "available_devices": "device",
+    "CheckpointNotAvailableError": "checkpoint",
+}
+
+__all__ = ["Episode", "Support", "__version__", *_LAZY]
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointNotAvailableError
+    from .device import available_devices, resolve_device
+    from .segmenter import LabelAnythingSegmenter, PredictionCancelled, Segmenter, load_segmenter
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

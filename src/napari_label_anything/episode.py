@@ -1,0 +1,320 @@
+"""A few-shot episode: named classes and support images with their prompts.
+
+Conventions, everywhere in the public API:
+- class k (1..N) is ``classes[k - 1]``; label value k is class k; 0 is background/unprompted;
+- coordinates are napari's (row, column) = (y, x), in pixels of the support image;
+- points are (y, x, k); boxes are (y0, x0, y1, x1, k) with any two opposite corners.
+
+An episode holds NumPy arrays only (no torch); it validates input when it is added, so a
+mistake is reported where it was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "napari-label-anything.episode"
+FORMAT_VERSION = 1
+
+
+def check_image(image: Any, what: str = "image") -> np.ndarray:
+    """Validate a 2D image: (Y, X) grayscale or (Y, X, 3|4) colour, real dtype, finite values."""
+    array = np.asarray(image)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise TypeError(f"{what} must be real-valued, got dtype {array.dtype}")
+    is_colour = array.ndim == 3 and array.shape[-1] in (3, 4)
+    if array.ndim != 2 and not is_colour:
+        raise ValueError(
+            f"{what} must be 2D (Y, X) or colour (Y, X, 3|4), got shape {array.shape}; "
+            "for a stack pass one plane (or use plane=...)"
+        )
+    if min(array.shape[:2]) < 2:
+        raise ValueError(f"{what} is too small: shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return array
+
+
+def _class_id(value: Any, names: list[str], what: str) -> int:
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"{what}: unknown class {value!r}; classes are {names}")
+        return names.index(value) + 1
+    if isinstance(value, (bool, np.bool_)) or not float(value).is_integer():
+        raise ValueError(f"{what}: class must be an integer 1..{len(names)} or a class name, got {value!r}")
+    k = int(value)
+    if not 1 <= k <= len(names):
+        raise ValueError(f"{what}: unknown class {k}; valid classes are 1..{len(names)} ({names})")
+    return k
+
+
+def _as_rows(values: Any, width: int, what: str, names: list[str]) -> np.ndarray:
+    """Parse [(..coords.., k), ...] into a float64 (n, width) array with k as a float id."""
+    if values is None:
+        return np.zeros((0, width), dtype=np.float64)
+    rows = list(values) if not isinstance(values, np.ndarray) else list(values.reshape(-1, values.shape[-1]))
+    out = np.zeros((len(rows), width), dtype=np.float64)
+    for i, row in enumerate(rows):
+        row = list(row)
+        if len(row) != width:
+            raise ValueError(f"{what}[{i}] must have {width} values, got {len(row)}: {row!r}")
+        try:
+            coords = np.asarray(row[:-1], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}[{i}]: coordinates must be numbers, got {row[:-1]!r}") from None
+        if not np.isfinite(coords).all():
+            raise ValueError(f"{what}[{i}] has NaN or infinite coordinates")
+        out[i, :-1] = coords
+        out[i, -1] = _class_id(row[-1], names, f"{what}[{i}]")
+    return out
+
+
+@dataclass
+class Support:
+    """One support image with its prompts (see the module docstring for conventions).
+
+    Attributes:
+        image: (Y, X) or (Y, X, 3|4) array, any real dtype.
+        labels: (Y, X) int array of painted mask prompts (0 = unprompted), or None.
+        points: (n, 3) float64 rows (y, x, k).
+        boxes: (n, 5) float64 rows (y0, x0, y1, x1, k) with y0 < y1 and x0 < x1.
+        name: optional display name (e.g. the napari layer it came from).
+    """
+
+    image: np.ndarray
+    labels: np.ndarray | None = None
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
+    name: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.image.shape[:2])
+
+    def prompted_classes(self) -> set[int]:
+        """Class ids that have at least one prompt in this support."""
+        found = {int(k) for k in self.points[:, 2]} | {int(k) for k in self.boxes[:, 4]}
+        if self.labels is not None:
+            found |= {int(v) for v in np.unique(self.labels) if v != 0}
+        return found
+
+    def prompt_counts(self, n_classes: int) -> dict[str, np.ndarray]:
+        """Per class 0..N: painted pixels, points and boxes; each an (N+1,) int array."""
+        size = n_classes + 1
+        pixels = np.zeros(size, dtype=np.int64)
+        if self.labels is not None:
+            pixels = np.bincount(self.labels.ravel().astype(np.int64), minlength=size)[:size]
+            pixels[0] = 0
+        return {
+            "pixels": pixels,
+            "points": np.bincount(self.points[:, 2].astype(np.int64), minlength=size)[:size],
+            "boxes": np.bincount(self.boxes[:, 4].astype(np.int64), minlength=size)[:size],
+        }
+
+
+class Episode:
+    """Classes plus support images with prompts: everything a few-shot prediction needs.
+
+    >>> episode = Episode(classes=["nucleus", "membrane"])
+    >>> episode.add_support(image, labels=painted)             # doctest: +SKIP
+    >>> episode.add_support(image2, points=[(10, 20, 1)], boxes=[(0, 0, 30, 40, "membrane")])  # doctest: +SKIP
+    """
+
+    def __init__(self, classes: Sequence[str], model: str | None = None) -> None:
+        names = [str(c) for c in classes]
+        if not names:
+            raise ValueError("an episode needs at least one class")
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        if any(not n.strip() for n in names):
+            raise ValueError("class names must not be empty")
+        self.classes: list[str] = names
+        self.supports: list[Support] = []
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"Episode(classes={self.classes}, supports={len(self.supports)})"
+
+    @property
+    def n_classes(self) -> int:
+        """Number of foreground classes N (the model sees N + 1 with the background)."""
+        return len(self.classes)
+
+    def add_support(
+        self,
+        image: Any,
+        labels: Any = None,
+        points: Any = None,
+        boxes: Any = None,
+        *,
+        plane: int | tuple[int, ...] | None = None,
+        name: str | None = None,
+    ) -> Support:
+        """Add a support image with mask, point and/or box prompts.
+
+        Args:
+            image: (Y, X) or (Y, X, 3|4) array; with ``plane``, a stack whose plane is taken.
+            labels: (Y, X) integer array, 0 = unprompted, k = class k (a stack with ``plane``).
+            points: iterable of (y, x, k); k is a class id 1..N or a class name.
+            boxes: iterable of (y0, x0, y1, x1, k).
+            plane: index into the leading axes of ``image`` (and of ``labels`` when it has the
+                same shape as ``image``), for prompting one plane of a z-stack or time series.
+            name: display name.
+
+        Raises:
+            ValueError / TypeError: on any malformed input, naming what is wrong.
+        """
+        if plane is not None:
+            index = plane if isinstance(plane, tuple) else (plane,)
+            full = np.asarray(image)
+            if labels is not None and np.shape(labels) == full.shape[: np.ndim(labels)] and np.ndim(labels) > 2:
+                labels = np.asarray(labels)[index]
+            image = full[index]
+        image = check_image(image, "support image")
+        shape = image.shape[:2]
+        label_array = None
+        if labels is not None:
+            label_array = np.asarray(labels)
+            if label_array.shape != shape:
+                raise ValueError(f"labels have shape {label_array.shape} but the support image is {shape}")
+            if not (np.issubdtype(label_array.dtype, np.integer) or label_array.dtype == np.bool_):
+                if not np.issubdtype(label_array.dtype, np.floating) or not np.all(np.mod(label_array, 1) == 0):
+                    raise TypeError(f"labels must hold integers, got dtype {label_array.dtype}")
+            label_array = label_array.astype(np.int64)
+            low, high = int(label_array.min()), int(label_array.max())
+            if low < 0 or high > self.n_classes:
+                raise ValueError(
+                    f"labels hold values {low}..{high} but only 0..{self.n_classes} exist "
+                    f"(0 = unprompted, 1..{self.n_classes} = {self.classes})"
+                )
+            if high == 0:
+                label_array = None
+        point_rows = _as_rows(points, 3, "points", self.classes)
+        box_rows = _as_rows(boxes, 5, "boxes", self.classes)
+        height, width = shape
+        for i, (y, x, _) in enumerate(point_rows):
+            if not (0 <= y < height and 0 <= x < width):
+                raise ValueError(f"points[{i}] = ({y:g}, {x:g}) lies outside the {height}x{width} image")
+        if len(box_rows):
+            ys, xs = box_rows[:, [0, 2]], box_rows[:, [1, 3]]
+            box_rows = np.column_stack([ys.min(1), xs.min(1), ys.max(1), xs.max(1), box_rows[:, 4]])
+        for i, (y0, x0, y1, x1, _) in enumerate(box_rows):
+            if y1 <= y0 or x1 <= x0:
+                raise ValueError(f"boxes[{i}] = ({y0:g}, {x0:g}, {y1:g}, {x1:g}) is empty")
+            if y0 < 0 or x0 < 0 or y1 > height or x1 > width:
+                raise ValueError(f"boxes[{i}] = ({y0:g}, {x0:g}, {y1:g}, {x1:g}) reaches outside the {height}x{width} image")
+        if label_array is None and not len(point_rows) and not len(box_rows):
+            raise ValueError("a support needs at least one prompt: non-zero labels, points or boxes")
+        support = Support(np.array(image), label_array, point_rows, box_rows, name)
+        self.supports.append(support)
+        return support
+
+    def remove_support(self, index: int) -> Support:
+        return self.supports.pop(index)
+
+    def prompted_classes(self) -> set[int]:
+        found: set[int] = set()
+        for support in self.supports:
+            found |= support.prompted_classes()
+        return found
+
+    def validate(self) -> None:
+        """Check that the episode can be run: supports exist and every class is prompted.
+
+        Raises:
+            ValueError: naming the classes without any prompt.
+        """
+        if not self.supports:
+            raise ValueError("the episode has no support image; add one with add_support()")
+        missing = [self.classes[k - 1] for k in range(1, self.n_classes + 1) if k not in self.prompted_classes()]
+        if missing:
+            raise ValueError(
+                f"class(es) {missing} have no prompt in any support; prompt them or remove them from the episode"
+            )
+
+    def signature(self) -> str:
+        """A hash of classes, supports and prompts: equal episodes have equal signatures."""
+        digest = hashlib.sha1()
+        digest.update(json.dumps(self.classes).encode())
+        for s in self.supports:
+            for array in (s.image, s.labels, s.points, s.boxes):
+                if array is None:
+                    digest.update(b"none")
+                    continue
+                digest.update(str((array.shape, array.dtype.str)).encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the episode (classes, supports with images, prompts, model id) to one file.
+
+        The file is a NumPy ``.npz`` archive (arrays plus a JSON header); it is read back
+        with ``allow_pickle=False``, so loading an episode never runs code.
+        """
+        path = Path(path)
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "classes": self.classes,
+            "model": self.model,
+            "supports": [{"name": s.name, "has_labels": s.labels is not None} for s in self.supports],
+        }
+        arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+        for i, s in enumerate(self.supports):
+            arrays[f"support{i}.image"] = s.image
+            arrays[f"support{i}.points"] = s.points
+            arrays[f"support{i}.boxes"] = s.boxes
+            if s.labels is not None:
+                arrays[f"support{i}.labels"] = s.labels.astype(np.min_scalar_type(max(self.n_classes, 1)))
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        path.write_bytes(buffer.getvalue())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Episode:
+        """Read an episode written by ``save``.
+
+        Raises:
+            ValueError: the file is not an episode file or is damaged.
+        """
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as archive:
+                data = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(f"{path} is not a readable episode file: {err}") from None
+        try:
+            meta = json.loads(bytes(data["meta"]).decode())
+        except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(f"{path} is not an episode file (no valid header)") from None
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError(f"{path} is not an episode file (format {meta.get('format')!r})")
+        if meta.get("version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer version (format {meta['version']}); please upgrade")
+        episode = cls(meta["classes"], model=meta.get("model"))
+        for i, info in enumerate(meta["supports"]):
+            try:
+                labels = data.get(f"support{i}.labels") if info.get("has_labels") else None
+                episode.add_support(
+                    data[f"support{i}.image"],
+                    labels=labels,
+                    points=[(*row[:2], int(row[2])) for row in data[f"support{i}.points"]],
+                    boxes=[(*row[:4], int(row[4])) for row in data[f"support{i}.boxes"]],
+                    name=info.get("name"),
+                )
+            except KeyError as err:
+                raise ValueError(f"{path} is damaged: missing {err}") from None
+        return episode

@@ -1,0 +1,88 @@
+"""Iterating the 2D planes of a stack: (Z, Y, X), (T, Z, Y, X), with or without trailing RGB."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """Where the planes of a stack are.
+
+    shape: the stack's full shape.
+    plane_axes: the axes iterated over (in the caller's array), outermost first.
+    spatial_shape: (Y, X) of each plane.
+    rgb: whether the last axis is a colour channel.
+    """
+
+    shape: tuple[int, ...]
+    plane_axes: tuple[int, ...]
+    spatial_shape: tuple[int, int]
+    rgb: bool
+
+    @property
+    def n_planes(self) -> int:
+        return int(np.prod([self.shape[a] for a in self.plane_axes])) if self.plane_axes else 1
+
+    def plane_indices(self) -> list[tuple[int, ...]]:
+        """Index tuples (one entry per plane axis) of every plane, in C order."""
+        return list(itertools.product(*(range(self.shape[a]) for a in self.plane_axes)))
+
+    def take(self, stack: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
+        """The plane at ``index`` as a (Y, X[, C]) array."""
+        selector: list[object] = [slice(None)] * stack.ndim
+        for axis, i in zip(self.plane_axes, index):
+            selector[axis] = i
+        return stack[tuple(selector)]
+
+    def labels_index(self, index: tuple[int, ...]) -> tuple[object, ...]:
+        """Selector of one plane in the (stack shape without channel) label array."""
+        ndim = len(self.shape) - (1 if self.rgb else 0)
+        selector: list[object] = [slice(None)] * ndim
+        for axis, i in zip(self.plane_axes, index):
+            selector[axis] = i
+        return tuple(selector)
+
+    @property
+    def labels_shape(self) -> tuple[int, ...]:
+        return self.shape[:-1] if self.rgb else self.shape
+
+
+def stack_layout(shape: tuple[int, ...], axis: int | tuple[int, ...] | None = 0, rgb: bool | None = None) -> StackLayout:
+    """Work out the planes of an array of ``shape``.
+
+    Args:
+        shape: the stack's shape.
+        axis: the plane axis, or a tuple of them. With the default 0, every axis in front of
+            the two spatial axes is a plane axis, so (T, Z, Y, X) iterates over T and Z.
+            Use e.g. ``axis=2`` for a (Y, X, Z) stack.
+        rgb: whether the last axis is colour; by default, when it has size 3 or 4 and the
+            array has at least three dimensions (a 2D (Y, X) image is never RGB).
+
+    Raises:
+        ValueError: when the shape cannot hold planes along ``axis``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if rgb is None:
+        rgb = len(shape) >= 3 and shape[-1] in (3, 4)
+    ndim = len(shape) - (1 if rgb else 0)
+    if ndim < 2:
+        raise ValueError(f"a stack needs two spatial axes; got shape {shape}")
+    axes = (axis,) if isinstance(axis, int) else tuple(axis or ())
+    axes = tuple(a % ndim if -ndim <= a < ndim else _bad_axis(a, shape) for a in axes)
+    if axis == 0 or axis is None:
+        axes = tuple(range(ndim - 2))
+    spatial = tuple(a for a in range(ndim) if a not in axes)
+    if len(spatial) != 2:
+        raise ValueError(
+            f"stack of shape {shape} with plane axes {axes} leaves {len(spatial)} spatial axes; "
+            "exactly two (Y, X) must remain: pass every non-spatial axis in axis=(...)"
+        )
+    return StackLayout(shape, axes, (shape[spatial[0]], shape[spatial[1]]), bool(rgb))
+
+
+def _bad_axis(axis: int, shape: tuple[int, ...]) -> int:
+    raise ValueError(f"axis {axis} is out of range for a stack of shape {shape}")
