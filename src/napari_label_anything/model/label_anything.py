@@ -142,16 +142,7 @@ class LabelAnything(nn.Module):
             features = self.encode_images(images.flatten(0, 1)).unflatten(0, images.shape[:2])
         b, n = features.shape[:2]
         features = self.apply_neck(features.flatten(0, 1)).unflatten(0, (b, n))
-        prompts = PromptTensors(
-            example_flags=batch["flag_examples"].bool(),
-            points=batch.get("prompt_points"),
-            point_flags=batch.get("flag_points"),
-            boxes=batch.get("prompt_bboxes"),
-            box_flags=batch.get("flag_bboxes"),
-            masks=batch.get("prompt_masks"),
-            mask_flags=batch.get("flag_masks"),
-        )
-        classes = self.encode_prompts(features[:, 1:], prompts, class_rows)
+        classes = self.encode_prompts(features[:, 1:], PromptTensors.from_batch(batch), class_rows)
         lowres = self.decode(features[:, 0], classes)
         dims = batch["dims"]
         max_h, max_w = (int(v) for v in dims.reshape(-1, 2).max(dim=0).values)

@@ -94,6 +94,19 @@ class PromptTensors:
     masks: torch.Tensor | None = None
     mask_flags: torch.Tensor | None = None
 
+    @classmethod
+    def from_batch(cls, batch: dict[str, torch.Tensor]) -> PromptTensors:
+        """Take the prompts out of an official batch dictionary (``prompt_*``/``flag_*`` keys)."""
+        return cls(
+            example_flags=batch["flag_examples"].bool(),
+            points=batch.get("prompt_points"),
+            point_flags=batch.get("flag_points"),
+            boxes=batch.get("prompt_bboxes"),
+            box_flags=batch.get("flag_bboxes"),
+            masks=batch.get("prompt_masks"),
+            mask_flags=batch.get("flag_masks"),
+        )
+
     def used(self, kind: str) -> bool:
         flags = getattr(self, f"{kind}_flags")
         return flags is not None and flags.numel() > 0 and bool((flags != 0).any())
