@@ -166,7 +166,7 @@ def load_weights(model: LabelAnything, state_dict: dict[str, torch.Tensor], sour
         else:
             unprefixed.append(key)
     missing = sorted(set(expected) - set(stripped))
-    unexpected = sorted(set(stripped) - set(expected)) + sorted(unprefixed)
+    unexpected = sorted(STATE_DICT_PREFIX + k for k in set(stripped) - set(expected)) + sorted(unprefixed)
     mismatched = [
         f"{STATE_DICT_PREFIX}{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
         for k, v in stripped.items()

@@ -66,13 +66,15 @@ def stack_layout(shape: tuple[int, ...], axis: int | tuple[int, ...] | None = 0,
         ValueError: when the shape cannot hold planes along ``axis``.
     """
     shape = tuple(int(s) for s in shape)
+    requested = (axis,) if isinstance(axis, int) else tuple(axis or ())
     if rgb is None:
-        rgb = len(shape) >= 3 and shape[-1] in (3, 4)
+        # A last axis named as a plane axis is a (Y, X, Z) stack, not colour.
+        names_last_axis = any(a % len(shape) == len(shape) - 1 for a in requested if -len(shape) <= a < len(shape))
+        rgb = len(shape) >= 3 and shape[-1] in (3, 4) and not names_last_axis
     ndim = len(shape) - (1 if rgb else 0)
     if ndim < 2:
         raise ValueError(f"a stack needs two spatial axes; got shape {shape}")
-    axes = (axis,) if isinstance(axis, int) else tuple(axis or ())
-    axes = tuple(a % ndim if -ndim <= a < ndim else _bad_axis(a, shape) for a in axes)
+    axes = tuple(a % ndim if -ndim <= a < ndim else _bad_axis(a, shape) for a in requested)
     if axis == 0 or axis is None:
         axes = tuple(range(ndim - 2))
     spatial = tuple(a for a in range(ndim) if a not in axes)
