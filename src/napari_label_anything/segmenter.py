@@ -260,16 +260,27 @@ class LabelAnythingSegmenter(Segmenter):
         return logits.argmax(dim=0).cpu().numpy().astype(labels_dtype(episode.n_classes))
 
 
-def load_segmenter(name_or_path: str, device: Any = "auto", *, local_files_only: bool | None = None) -> Segmenter:
-    """Load a segmenter by hub repo id or checkpoint folder.
+def load_segmenter(name_or_path: str = "auto", device: Any = "auto", *, local_files_only: bool | None = None) -> Segmenter:
+    """Load a segmenter by name, hub repo id or checkpoint folder.
 
     Args:
-        name_or_path: a Hugging Face repo id such as ``pasqualedem/label_anything_sam_1024_coco``
-            or a folder holding ``config.json`` + ``model.safetensors``.
+        name_or_path: a Hugging Face repo id such as ``pasqualedem/label_anything_sam_1024_coco``,
+            a short name from ``napari-label-anything models`` (e.g. ``mae-480-coco``), a folder
+            holding ``config.json`` + ``model.safetensors``, ``classic`` (the embedded segmenter,
+            no weights) or ``auto`` (the best Label Anything checkpoint already on this
+            machine, else ``classic``).
         device: ``auto`` (CUDA, then MPS, then CPU), ``cuda``, ``mps`` or ``cpu``.
         local_files_only: never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
     """
     from .checkpoint import load_model
+    from .device import resolve_device
+    from .registry import CLASSIC, resolve_model_name
 
-    model = load_model(name_or_path, local_files_only=local_files_only)
-    return LabelAnythingSegmenter(model, device=device, name=str(name_or_path))
+    device = resolve_device(device)
+    resolved = resolve_model_name(str(name_or_path), device.type)
+    if resolved == CLASSIC:
+        from .classic import ClassicSegmenter
+
+        return ClassicSegmenter()
+    model = load_model(resolved, local_files_only=local_files_only)
+    return LabelAnythingSegmenter(model, device=device, name=resolved)

@@ -1,0 +1,213 @@
+"""The ``napari-label-anything`` command line: demo, batch prediction, model management.
+
+A thin layer over the public API; every option maps to an argument of ``Episode``,
+``load_segmenter`` or ``Segmenter.predict_stack``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _episode_from_args(args: argparse.Namespace):
+    from .episode import Episode
+    from .files import read_image
+
+    if args.episode:
+        return Episode.load(args.episode)
+    if not args.classes or not args.support:
+        raise SystemExit("give --episode FILE, or --classes and at least one --support IMAGE:LABELS")
+    episode = Episode([c.strip() for c in args.classes.split(",")])
+    for spec in args.support:
+        image_path, sep, labels_path = spec.partition(":")
+        if not sep:
+            raise SystemExit(f"--support needs IMAGE:LABELS (a label image of painted prompts), got {spec!r}")
+        episode.add_support(read_image(image_path), labels=read_image(labels_path), name=Path(image_path).name)
+    return episode
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .files import read_image, write_labels
+    from .segmenter import load_segmenter
+    from .stacks import stack_layout
+
+    episode = _episode_from_args(args)
+    start = time.perf_counter()
+    segmenter = load_segmenter(args.model, device=args.device)
+    print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s")
+    rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
+    options = {"class_rows": rows} if rows is not None else {}
+    out_dir = Path(args.out)
+    for query_path in args.queries:
+        query = read_image(query_path)
+        layout = stack_layout(query.shape, args.axis)
+        start = time.perf_counter()
+        with tqdm(total=layout.n_planes, desc=Path(query_path).name, unit="plane", disable=args.quiet) as bar:
+            labels = segmenter.predict_stack(
+                episode, query, axis=args.axis, progress=lambda done, total: bar.update(1), **options
+            )
+        target = out_dir / (Path(query_path).name.split(".")[0] + "_labels.tif")
+        write_labels(target, labels, episode.classes, {"model": args.model, "query": str(query_path)})
+        counts = {name: int((labels == k).sum()) for k, name in enumerate(["background", *episode.classes])}
+        print(f"{query_path}: {layout.n_planes} plane(s) in {time.perf_counter() - start:.1f} s -> {target}  {counts}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+
+    model = load_model(args.model)
+    c = model.config
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: encoder {c.encoder}, image size {c.image_size}, embed dim {c.embed_dim}, "
+          f"class-token pool {c.class_bank_size or 'none'}, {n / 1e6:.1f} M parameters")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .files import overlay_png, write_labels
+    from .samples import iou_per_class, load_sample
+    from .segmenter import load_segmenter
+
+    clock = time.perf_counter()
+
+    def step(message: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        print(f"  {message:<58s} {now - clock:6.2f} s")
+        clock = now
+
+    print(f"napari-label-anything demo (sample {args.sample!r}, model {args.model!r}, device {args.device!r})")
+    sample = load_sample(args.sample, planes=args.planes)
+    episode = sample.episode()
+    prompted = int((sample.scribbles > 0).sum())
+    step(f"loaded sample: {sample.description[:30]}..., {prompted} scribbled px")
+    segmenter = load_segmenter(args.model, device=args.device)
+    step(f"loaded model {segmenter.name!r} on {segmenter.device}")
+    if sample.query.ndim == sample.support.ndim:
+        segmenter.predict(episode, sample.support)  # fits / encodes the supports once
+        step("prepared the episode (fit or encode supports)")
+        labels = segmenter.predict(episode, sample.query)
+        step(f"predicted the {sample.query.shape[0]}x{sample.query.shape[1]} query")
+    else:
+        labels = segmenter.predict_stack(episode, sample.query)
+        step(f"predicted a stack of {sample.query.shape[0]} planes")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tiff = write_labels(out / f"{sample.name}_labels.tif", labels, episode.classes, {"model": segmenter.name})
+    first = labels if labels.ndim == 2 else labels[0]
+    query0 = sample.query if labels.ndim == 2 else sample.query[0]
+    png = overlay_png(out / f"{sample.name}_overlay.png", query0, first)
+    overlay_png(out / f"{sample.name}_support.png", sample.support, sample.scribbles)
+    step(f"wrote {tiff.name}, {png.name}")
+    scores = iou_per_class(labels, sample.answer, episode.n_classes)
+    print("IoU per class against the known answer:")
+    for k, name in enumerate(episode.classes, start=1):
+        print(f"  {name:<20s} {scores[k]:.3f}")
+    foreground = [scores[k] for k in range(1, episode.n_classes + 1)]
+    print(f"  {'mean (classes)':<20s} {np.nanmean(foreground):.3f}")
+    print(f"outputs in {out.resolve()}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .checkpoint import hub_cache_dir, is_offline
+    from .registry import list_models, register_local_model, unregister_local_model
+
+    if args.add:
+        name, folder = args.add
+        print(f"registered {name!r} -> {register_local_model(name, folder)}")
+        return 0
+    if args.remove:
+        unregister_local_model(args.remove)
+        print(f"removed {args.remove!r}")
+        return 0
+    print(f"hub cache: {hub_cache_dir()}{'  (offline: HF_HUB_OFFLINE is set)' if is_offline() else ''}")
+    print(f"{'name':<20s} {'cached':<7s} {'size':>8s}  source / description")
+    for row in list_models():
+        size = f"{row.size_mb:.0f} MB" if row.size_mb else "-"
+        print(f"{row.name:<20s} {'yes' if row.cached else 'no':<7s} {size:>8s}  {row.source}: {row.description}")
+        if row.path is not None:
+            print(f"{'':<38s}{row.path}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .checkpoint import cached_checkpoint, download_checkpoint
+    from .registry import find_known
+
+    known = find_known(args.name)
+    repo_id = known.repo_id if known else args.name
+    cached = cached_checkpoint(repo_id)
+    if cached is not None and not args.force:
+        print(f"{repo_id} is already cached in {cached}")
+        return 0
+    folder = download_checkpoint(repo_id, progress=not args.quiet)
+    print(f"downloaded {repo_id} to {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-label-anything",
+        description="Few-shot multi-class segmentation with visual prompts (Label Anything).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    predict = sub.add_parser("predict", help="segment query images or stacks from an episode")
+    predict.add_argument("queries", nargs="+", help="query images or stacks (TIFF, PNG, JPEG)")
+    predict.add_argument("--model", required=True, help="hub repo id or checkpoint folder")
+    predict.add_argument("--episode", help="an .episode file saved from Python or napari")
+    predict.add_argument("--classes", help="comma-separated class names (with --support)")
+    predict.add_argument("--support", action="append", help="IMAGE:LABELS support with painted prompts")
+    predict.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    predict.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
+    predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.set_defaults(func=_predict)
+
+    demo = sub.add_parser("demo", help="run a complete few-shot episode on a bundled sample")
+    demo.add_argument("--model", default="auto", help="auto (default), classic, a model name, repo id or folder")
+    demo.add_argument("--sample", default="textures", help="bundled sample (default: textures)")
+    demo.add_argument("--planes", type=int, default=1, help="make the query a stack of this many planes")
+    demo.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
+    demo.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    demo.set_defaults(func=_demo)
+
+    models = sub.add_parser("models", help="list known models, their cache status and size")
+    models.add_argument("--add", nargs=2, metavar=("NAME", "FOLDER"), help="register a local checkpoint folder")
+    models.add_argument("--remove", metavar="NAME", help="forget a registered local folder")
+    models.set_defaults(func=_models)
+
+    download = sub.add_parser("download", help="download a published checkpoint into the hub cache")
+    download.add_argument("name", help="model name (see 'models') or hub repo id")
+    download.add_argument("--force", action="store_true", help="download even if cached")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(func=_download)
+
+    info = sub.add_parser("info", help="describe a checkpoint")
+    info.add_argument("model", help="hub repo id or checkpoint folder")
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

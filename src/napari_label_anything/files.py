@@ -1,0 +1,78 @@
+"""Reading images and writing label images (TIFF with class names in the metadata)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a TIFF (any dimensionality, via tifffile) or a PNG/JPEG/BMP (via Pillow)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    if path.name.lower().endswith(TIFF_SUFFIXES):
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def write_labels(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a label image as TIFF; the class names travel in its JSON metadata.
+
+    The metadata (``ImageDescription``) holds ``{"classes": {"0": "background", "1": ...}, ...}``;
+    ``read_label_classes`` reads it back.
+    """
+    import tifffile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"classes": label_names(classes), **(extra or {})}
+    tifffile.imwrite(path, labels, metadata={"napari_label_anything": json.dumps(metadata)}, compression="zlib")
+    return path
+
+
+def label_names(classes: Sequence[str]) -> dict[str, str]:
+    """{"0": "background", "1": classes[0], ...}."""
+    return {"0": "background", **{str(k): name for k, name in enumerate(classes, start=1)}}
+
+
+def read_label_classes(path: str | os.PathLike) -> dict[int, str]:
+    """Class names stored by ``write_labels`` ({} when the TIFF has none)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        metadata = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    raw = metadata.get("napari_label_anything")
+    if not raw:
+        return {}
+    return {int(k): v for k, v in json.loads(raw)["classes"].items()}
+
+
+def overlay_png(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> Path:
+    """Save a 2D image with its labels blended on top (colours of skimage's label2rgb)."""
+    from PIL import Image
+    from skimage.color import label2rgb
+
+    from .preprocessing import to_uint8_rgb
+
+    rgb = to_uint8_rgb(image)
+    blended = label2rgb(labels, image=rgb, alpha=alpha, bg_label=0, bg_color=None, kind="overlay")
+    Image.fromarray(np.clip(blended * 255 if blended.max() <= 1.0 else blended, 0, 255).astype(np.uint8)).save(path)
+    return Path(path)
