@@ -107,6 +107,10 @@ def download_checkpoint(repo_id: str, progress: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    if is_offline():
+        raise CheckpointNotAvailableError(
+            f"cannot download {repo_id!r}: downloads are off (HF_HUB_OFFLINE is set).\n" + manual_install_hint(repo_id)
+        )
     try:
         folder = snapshot_download(
             repo_id,

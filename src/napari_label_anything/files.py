@@ -44,7 +44,13 @@ def write_labels(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"classes": label_names(classes), **(extra or {})}
-    tifffile.imwrite(path, labels, metadata={"napari_label_anything": json.dumps(metadata)}, compression="zlib")
+    tifffile.imwrite(
+        path,
+        labels,
+        photometric="minisblack",  # a 3- or 4-plane label stack is not a colour image
+        metadata={"napari_label_anything": json.dumps(metadata)},
+        compression="zlib",
+    )
     return path
 
 
