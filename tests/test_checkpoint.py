@@ -158,7 +158,7 @@ def test_save_model_round_trip(tmp_path, reference):
     model = ckpt.load_model(reference / "attn_variants")
     ckpt.save_model(model, tmp_path)
     again = ckpt.load_model(tmp_path)
-    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
+    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
 
 

@@ -56,7 +56,12 @@ def test_demo_on_a_label_anything_checkpoint_and_a_stack(reference, tmp_path, ca
     assert "predicted a stack of 2 planes" in out and "brick" in out
     labels = tifffile.imread(tmp_path / "textures_labels.tif")
     assert labels.shape == (2, 256, 256)
-    assert read_label_classes(tmp_path / "textures_labels.tif") == {0: "background", 1: "brick", 2: "grass", 3: "gravel"}
+    assert read_label_classes(tmp_path / "textures_labels.tif") == {
+        0: "background",
+        1: "brick",
+        2: "grass",
+        3: "gravel",
+    }
 
 
 def test_predict_with_an_episode_file(reference, tmp_path, capsys):
@@ -67,8 +72,17 @@ def test_predict_with_an_episode_file(reference, tmp_path, capsys):
     stack = np.stack([blob_image(seed=s)[0] for s in range(3)])
     tifffile.imwrite(tmp_path / "stack.tif", stack)
     code = main(
-        ["predict", "--model", str(reference / "sam_like"), "--episode", str(tmp_path / "run.episode"),
-         str(tmp_path / "stack.tif"), "--out", str(tmp_path / "pred"), "--quiet"]
+        [
+            "predict",
+            "--model",
+            str(reference / "sam_like"),
+            "--episode",
+            str(tmp_path / "run.episode"),
+            str(tmp_path / "stack.tif"),
+            "--out",
+            str(tmp_path / "pred"),
+            "--quiet",
+        ]
     )
     assert code == 0
     written = tifffile.imread(tmp_path / "pred" / "stack_labels.tif")
@@ -81,9 +95,19 @@ def test_predict_with_support_files(reference, tmp_path):
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "prompts.tif", labels)
     code = main(
-        ["predict", "--model", str(reference / "mae_like"), "--classes", "red,green",
-         "--support", f"{tmp_path / 'img.tif'}:{tmp_path / 'prompts.tif'}", str(tmp_path / "img.tif"),
-         "--out", str(tmp_path), "--quiet"]
+        [
+            "predict",
+            "--model",
+            str(reference / "mae_like"),
+            "--classes",
+            "red,green",
+            "--support",
+            f"{tmp_path / 'img.tif'}:{tmp_path / 'prompts.tif'}",
+            str(tmp_path / "img.tif"),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
     )
     assert code == 0 and (tmp_path / "img_labels.tif").is_file()
 
@@ -93,8 +117,16 @@ def test_bad_input_is_a_clean_error(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "prompts.tif", np.full(image.shape[:2], 5, np.uint8))
     code = main(
-        ["predict", "--model", "classic", "--classes", "a,b",
-         "--support", f"{tmp_path / 'img.tif'}:{tmp_path / 'prompts.tif'}", str(tmp_path / "img.tif")]
+        [
+            "predict",
+            "--model",
+            "classic",
+            "--classes",
+            "a,b",
+            "--support",
+            f"{tmp_path / 'img.tif'}:{tmp_path / 'prompts.tif'}",
+            str(tmp_path / "img.tif"),
+        ]
     )
     assert code == 2
     assert "only 0..2 exist" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from conftest import REFERENCE
-
 from napari_label_anything.checkpoint import load_model
 from napari_label_anything.model.layers import LayerNorm2d
 from napari_label_anything.model.prompt_encoder import PromptTensors

@@ -40,7 +40,9 @@ def e2e(request, reference):
 
 def test_prompt_tensors_equal_official(e2e):
     _, segmenter, case, _ = e2e
-    arrays = build_prompt_arrays(episode_from_case(case), segmenter.config.image_size, segmenter.config.custom_preprocess)
+    arrays = build_prompt_arrays(
+        episode_from_case(case), segmenter.config.image_size, segmenter.config.custom_preprocess
+    )
     for key, value in arrays.items():
         expected = case[f"in.{key}"]
         assert value.shape == expected.shape, key
@@ -83,7 +85,9 @@ def test_full_official_forward_matches(e2e):
     """The official batch interface on raw images (images path), padding included."""
     name, segmenter, case, rows = e2e
     model = segmenter.model
-    images = torch.stack([torch.from_numpy(segmenter._model_input(case[f"raw.image{i}"], None)) for i in range(3)])[None]
+    images = torch.stack([torch.from_numpy(segmenter._model_input(case[f"raw.image{i}"], None)) for i in range(3)])[
+        None
+    ]
     batch = {k[3:]: torch.from_numpy(case[k]) for k in case.files if k.startswith("in.")}
     for key in ("prompt_points", "prompt_bboxes", "prompt_masks"):
         batch[key] = batch[key].float()

@@ -27,7 +27,18 @@ _LAZY = {
     "CheckpointNotAvailableError": "checkpoint",
 }
 
-__all__ = ["Episode", "Support", "__version__", *_LAZY]
+__all__ = [
+    "CheckpointNotAvailableError",
+    "Episode",
+    "LabelAnythingSegmenter",
+    "PredictionCancelled",
+    "Segmenter",
+    "Support",
+    "__version__",
+    "available_devices",
+    "load_segmenter",
+    "resolve_device",
+]
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointNotAvailableError

@@ -123,7 +123,9 @@ def download_checkpoint(repo_id: str, progress: bool = True) -> Path:
             f"could not download {repo_id!r} (no network?): {err}\n" + manual_install_hint(repo_id)
         ) from None
     except HfHubHTTPError as err:
-        raise CheckpointNotAvailableError(f"could not download {repo_id!r}: {err}\n" + manual_install_hint(repo_id)) from None
+        raise CheckpointNotAvailableError(
+            f"could not download {repo_id!r}: {err}\n" + manual_install_hint(repo_id)
+        ) from None
     return resolve_checkpoint(folder)
 
 

@@ -67,8 +67,10 @@ def _info(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     c = model.config
     n = sum(p.numel() for p in model.parameters())
-    print(f"{args.model}: encoder {c.encoder}, image size {c.image_size}, embed dim {c.embed_dim}, "
-          f"class-token pool {c.class_bank_size or 'none'}, {n / 1e6:.1f} M parameters")
+    print(
+        f"{args.model}: encoder {c.encoder}, image size {c.image_size}, embed dim {c.embed_dim}, "
+        f"class-token pool {c.class_bank_size or 'none'}, {n / 1e6:.1f} M parameters"
+    )
     return 0
 
 

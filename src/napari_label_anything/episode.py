@@ -213,7 +213,9 @@ class Episode:
             if y1 <= y0 or x1 <= x0:
                 raise ValueError(f"boxes[{i}] = ({y0:g}, {x0:g}, {y1:g}, {x1:g}) is empty")
             if y0 < 0 or x0 < 0 or y1 > height or x1 > width:
-                raise ValueError(f"boxes[{i}] = ({y0:g}, {x0:g}, {y1:g}, {x1:g}) reaches outside the {height}x{width} image")
+                raise ValueError(
+                    f"boxes[{i}] = ({y0:g}, {x0:g}, {y1:g}, {x1:g}) reaches outside the {height}x{width} image"
+                )
         if label_array is None and not len(point_rows) and not len(box_rows):
             raise ValueError("a support needs at least one prompt: non-zero labels, points or boxes")
         support = Support(np.array(image), label_array, point_rows, box_rows, name)

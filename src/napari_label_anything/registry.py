@@ -33,13 +33,57 @@ class KnownModel:
 
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
-    KnownModel("sam-1024-coco", "pasqualedem/label_anything_sam_1024_coco", "SAM ViT-B", 1024, 512, "COCO, all 80 classes", 470),
-    KnownModel("sam-1024-coco-256", "pasqualedem/label_anything_256_sam_1024_coco", "SAM ViT-B", 1024, 256, "COCO, all 80 classes", 420),
-    KnownModel("mae-480-coco", "pasqualedem/label_anything_mae_480_coco", "ViT-MAE base", 480, 256, "COCO, all 80 classes", 381),
-    KnownModel("mae-480-coco-fold0", "pasqualedem/label_anything_coco_fold0_mae_7a5p0t63", "ViT-MAE base", 480, 256, "COCO-20i fold 0 held out", 381),
-    KnownModel("mae-480-coco-fold1", "pasqualedem/label_anything_coco_fold1_mae_coh54ws0", "ViT-MAE base", 480, 256, "COCO-20i fold 1 held out", 381),
-    KnownModel("mae-480-coco-fold2", "pasqualedem/label_anything_coco_fold2_mae_2pnppb7k", "ViT-MAE base", 480, 256, "COCO-20i fold 2 held out", 381),
-    KnownModel("mae-480-coco-fold3", "pasqualedem/label_anything_coco_fold3_mae_a2gk7tet", "ViT-MAE base", 480, 256, "COCO-20i fold 3 held out", 381),
+    KnownModel(
+        "sam-1024-coco", "pasqualedem/label_anything_sam_1024_coco", "SAM ViT-B", 1024, 512, "COCO, all 80 classes", 470
+    ),
+    KnownModel(
+        "sam-1024-coco-256",
+        "pasqualedem/label_anything_256_sam_1024_coco",
+        "SAM ViT-B",
+        1024,
+        256,
+        "COCO, all 80 classes",
+        420,
+    ),
+    KnownModel(
+        "mae-480-coco", "pasqualedem/label_anything_mae_480_coco", "ViT-MAE base", 480, 256, "COCO, all 80 classes", 381
+    ),
+    KnownModel(
+        "mae-480-coco-fold0",
+        "pasqualedem/label_anything_coco_fold0_mae_7a5p0t63",
+        "ViT-MAE base",
+        480,
+        256,
+        "COCO-20i fold 0 held out",
+        381,
+    ),
+    KnownModel(
+        "mae-480-coco-fold1",
+        "pasqualedem/label_anything_coco_fold1_mae_coh54ws0",
+        "ViT-MAE base",
+        480,
+        256,
+        "COCO-20i fold 1 held out",
+        381,
+    ),
+    KnownModel(
+        "mae-480-coco-fold2",
+        "pasqualedem/label_anything_coco_fold2_mae_2pnppb7k",
+        "ViT-MAE base",
+        480,
+        256,
+        "COCO-20i fold 2 held out",
+        381,
+    ),
+    KnownModel(
+        "mae-480-coco-fold3",
+        "pasqualedem/label_anything_coco_fold3_mae_a2gk7tet",
+        "ViT-MAE base",
+        480,
+        256,
+        "COCO-20i fold 3 held out",
+        381,
+    ),
 )
 
 # What "auto" tries, in order: the large SAM model is only worth it with a GPU.

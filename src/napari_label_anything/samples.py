@@ -71,7 +71,7 @@ def scribbles_from_answer(answer: np.ndarray, seed: int = 0, stroke_every: int =
 
 def _mosaic(layout: np.ndarray, textures: list[np.ndarray], offsets: list[tuple[int, int]], shape) -> np.ndarray:
     image = np.zeros(shape, dtype=np.uint8)
-    for k, (texture, (dy, dx)) in enumerate(zip(textures, offsets), start=1):
+    for k, (texture, (dy, dx)) in enumerate(zip(textures, offsets, strict=True), start=1):
         tile = np.roll(texture, (dy, dx), axis=(0, 1))[: shape[0], : shape[1]]
         image[layout == k] = tile[layout == k]
     return image

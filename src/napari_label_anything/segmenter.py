@@ -75,7 +75,9 @@ class Segmenter(ABC):
         stack = np.asarray(stack)
         layout = stack_layout(stack.shape, axis)
         episode.validate()
-        indices = layout.plane_indices() if planes is None else [(p,) if isinstance(p, int) else tuple(p) for p in planes]
+        indices = (
+            layout.plane_indices() if planes is None else [(p,) if isinstance(p, int) else tuple(p) for p in planes]
+        )
         if "value_range" not in options and stack.dtype != np.uint8:
             options["value_range"] = intensity_range(stack)
         for index in indices:
@@ -145,7 +147,10 @@ class LabelAnythingSegmenter(Segmenter):
 
     def __repr__(self) -> str:
         c = self.config
-        return f"LabelAnythingSegmenter({self.name!r}, encoder={c.encoder}, image_size={c.image_size}, device={self.device})"
+        return (
+            f"LabelAnythingSegmenter({self.name!r}, encoder={c.encoder}, "
+            f"image_size={c.image_size}, device={self.device})"
+        )
 
     def clear_cache(self) -> None:
         self._features.clear()
@@ -188,7 +193,8 @@ class LabelAnythingSegmenter(Segmenter):
             return None
         if len(rows) != episode.n_classes + 1:
             raise ValueError(
-                f"class_rows needs {episode.n_classes + 1} entries (background + {episode.n_classes} classes), got {len(rows)}"
+                f"class_rows needs {episode.n_classes + 1} entries "
+                f"(background + {episode.n_classes} classes), got {len(rows)}"
             )
         if any(not 0 <= r < bank for r in rows):
             raise ValueError(f"class_rows must lie in 0..{bank - 1}, got {rows}")
@@ -260,7 +266,9 @@ class LabelAnythingSegmenter(Segmenter):
         return logits.argmax(dim=0).cpu().numpy().astype(labels_dtype(episode.n_classes))
 
 
-def load_segmenter(name_or_path: str = "auto", device: Any = "auto", *, local_files_only: bool | None = None) -> Segmenter:
+def load_segmenter(
+    name_or_path: str = "auto", device: Any = "auto", *, local_files_only: bool | None = None
+) -> Segmenter:
     """Load a segmenter by name, hub repo id or checkpoint folder.
 
     Args:

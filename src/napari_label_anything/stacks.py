@@ -34,7 +34,7 @@ class StackLayout:
     def take(self, stack: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
         """The plane at ``index`` as a (Y, X[, C]) array."""
         selector: list[object] = [slice(None)] * stack.ndim
-        for axis, i in zip(self.plane_axes, index):
+        for axis, i in zip(self.plane_axes, index, strict=True):
             selector[axis] = i
         return stack[tuple(selector)]
 
@@ -42,7 +42,7 @@ class StackLayout:
         """Selector of one plane in the (stack shape without channel) label array."""
         ndim = len(self.shape) - (1 if self.rgb else 0)
         selector: list[object] = [slice(None)] * ndim
-        for axis, i in zip(self.plane_axes, index):
+        for axis, i in zip(self.plane_axes, index, strict=True):
             selector[axis] = i
         return tuple(selector)
 
@@ -51,7 +51,9 @@ class StackLayout:
         return self.shape[:-1] if self.rgb else self.shape
 
 
-def stack_layout(shape: tuple[int, ...], axis: int | tuple[int, ...] | None = 0, rgb: bool | None = None) -> StackLayout:
+def stack_layout(
+    shape: tuple[int, ...], axis: int | tuple[int, ...] | None = 0, rgb: bool | None = None
+) -> StackLayout:
     """Work out the planes of an array of ``shape``.
 
     Args:

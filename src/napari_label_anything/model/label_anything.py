@@ -124,7 +124,9 @@ class LabelAnything(nn.Module):
 
     # -- the official batch interface ----------------------------------------------------
 
-    def forward(self, batch: dict[str, torch.Tensor], class_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict[str, torch.Tensor], class_rows: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Run the official batch dictionary through the model.
 
         Keys as in the official code: ``images`` (B, 1+M, 3, S, S) or ``embeddings``

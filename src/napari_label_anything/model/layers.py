@@ -49,7 +49,7 @@ class MLP(nn.Module):
         super().__init__()
         hidden = [hidden_dim] * (num_layers - 1)
         self.layers = nn.ModuleList(
-            nn.Linear(n_in, n_out) for n_in, n_out in zip([input_dim, *hidden], [*hidden, output_dim])
+            nn.Linear(n_in, n_out) for n_in, n_out in zip([input_dim, *hidden], [*hidden, output_dim], strict=True)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

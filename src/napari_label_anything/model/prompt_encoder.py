@@ -49,9 +49,7 @@ class PositionEmbeddingRandom(nn.Module):
 
     def encode_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """Encode (..., N, 2) (x, y) pixel coordinates of an (h, w) frame; returns (..., N, 2*F)."""
-        scale = torch.tensor(
-            [1.0 / image_size[1], 1.0 / image_size[0]], dtype=coords.dtype, device=coords.device
-        )
+        scale = torch.tensor([1.0 / image_size[1], 1.0 / image_size[0]], dtype=coords.dtype, device=coords.device)
         return self._encode(coords * scale)
 
 
