@@ -1,0 +1,249 @@
+"""napari layers <-> the core: prompt layers of a support, collecting an Episode, writing results.
+
+No Qt here: these functions work on a ``napari.Viewer`` and its layers only, so they are tested
+without the dock widget. Conventions: a support's prompt layers have the image's shape (minus
+colour) and its scale/translate; points and rectangles carry their class in
+``features["class"]``; every plane of a stack that holds prompts becomes one support.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..episode import Episode
+from .classes import ClassTable, rgba
+
+OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query layer's name
+CLASSES_KEY = "label_anything_classes"  # metadata: {label value: class name}
+
+
+def spatial_shape(layer) -> tuple[int, ...]:
+    """Shape of an image layer without its colour axis."""
+    shape = tuple(layer.data.shape)
+    return shape[:-1] if layer.rgb else shape
+
+
+def label_colormap(classes: ClassTable):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors = {None: np.zeros(4), 0: np.zeros(4)}
+    colors.update({k: rgba(c) for k, c in enumerate(classes.colors, start=1)})
+    return DirectLabelColormap(color_dict=colors)
+
+
+@dataclass
+class SupportLayers:
+    """The prompt layers of one support image layer."""
+
+    image: object
+    labels: object
+    points: object
+    shapes: object
+    owns_labels: bool = True
+    _callbacks: list = field(default_factory=list, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+    def layers(self) -> list:
+        return [self.labels, self.points, self.shapes]
+
+    def prompt_counts(self, n_classes: int) -> dict[str, np.ndarray]:
+        """Painted pixels, points and boxes per class 0..N over all planes."""
+        size = n_classes + 1
+        data = np.asarray(self.labels.data)
+        pixels = np.bincount(data.ravel().clip(0, size), minlength=size + 1)[:size].astype(np.int64)
+        pixels[0] = 0
+        return {
+            "pixels": pixels,
+            "points": _class_counts(self.points, size),
+            "boxes": _class_counts(self.shapes, size),
+        }
+
+    def recolor(self, classes: ClassTable) -> None:
+        """Show every point/box in its class colour and the labels in the class colours."""
+        self.labels.colormap = label_colormap(classes)
+        for layer, attribute in ((self.points, "face_color"), (self.shapes, "edge_color")):
+            values = _classes_of(layer)
+            if len(values):
+                colors = np.array([rgba(classes.color_of(int(k))) if 1 <= k <= len(classes) else (0.5,) * 4 for k in values])
+                setattr(layer, attribute, colors)
+
+    def set_active_class(self, classes: ClassTable) -> None:
+        k = classes.active
+        if not k:
+            return
+        self.labels.selected_label = k
+        color = classes.color_of(k)
+        for layer in (self.points, self.shapes):
+            layer.feature_defaults["class"] = k
+        self.points.current_face_color = color
+        self.shapes.current_edge_color = color
+
+    def remove_class(self, k: int) -> None:
+        """Drop class k's prompts and renumber the classes above it."""
+        data = np.asarray(self.labels.data)
+        data = np.where(data == k, 0, np.where(data > k, data - 1, data)).astype(data.dtype)
+        self.labels.data = data
+        for layer in (self.points, self.shapes):
+            doomed = set(np.nonzero(_classes_of(layer) == k)[0].tolist())
+            if doomed:
+                layer.selected_data = doomed
+                layer.remove_selected()
+            values = _classes_of(layer)
+            if len(values):
+                layer.features["class"] = np.where(values > k, values - 1, values)
+
+
+def _classes_of(layer) -> np.ndarray:
+    if len(layer.data) == 0 or "class" not in layer.features:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(layer.features["class"], dtype=np.int64)
+
+
+def _class_counts(layer, size: int) -> np.ndarray:
+    values = _classes_of(layer)
+    return np.bincount(values.clip(0, size), minlength=size + 1)[:size]
+
+
+def create_support_layers(viewer, image_layer, classes: ClassTable, labels_layer=None) -> SupportLayers:
+    """Add a Labels, a Points and a Shapes layer for prompting ``image_layer``.
+
+    ``labels_layer``: an existing Labels layer of the same shape to use as mask prompts
+    (it is not modified by the plugin except by the user's own painting).
+    """
+    shape = spatial_shape(image_layer)
+    geometry = {"scale": image_layer.scale, "translate": image_layer.translate}
+    owns_labels = labels_layer is None
+    if labels_layer is None:
+        labels_layer = viewer.add_labels(
+            np.zeros(shape, dtype=np.uint8), name=f"{image_layer.name} mask prompts", **geometry
+        )
+    elif tuple(labels_layer.data.shape) != shape:
+        raise ValueError(
+            f"labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
+            f"but image {image_layer.name!r} is {shape}"
+        )
+    ndim = len(shape)
+    points = viewer.add_points(
+        np.zeros((0, ndim)),
+        name=f"{image_layer.name} point prompts",
+        features={"class": np.zeros(0, dtype=np.int64)},
+        size=max(3, min(shape[-2:]) // 60),
+        border_width=0,
+        **geometry,
+    )
+    shapes = viewer.add_shapes(
+        None,
+        ndim=ndim,
+        name=f"{image_layer.name} box prompts",
+        features={"class": np.zeros(0, dtype=np.int64)},
+        face_color="transparent",
+        edge_width=max(1, min(shape[-2:]) // 200),
+        **geometry,
+    )
+    support = SupportLayers(image_layer, labels_layer, points, shapes, owns_labels)
+    support.recolor(classes)
+    support.set_active_class(classes)
+    for layer in (points, shapes):
+
+        def on_data(event=None, support=support):
+            support.recolor(classes)
+
+        layer.events.data.connect(on_data)
+        support._callbacks.append((layer.events.data, on_data))
+    viewer.layers.selection.active = labels_layer
+    return support
+
+
+def _plane_of(coords: np.ndarray, ndim: int) -> tuple[int, ...]:
+    return tuple(int(round(c)) for c in coords[: ndim - 2])
+
+
+def supports_to_episode(supports: list[SupportLayers], classes: ClassTable, model: str | None = None) -> Episode:
+    """Build an Episode: one support per (image layer, plane) that carries prompts.
+
+    Boxes are clipped to the image; points keep their coordinates (Episode rejects points
+    outside the image with a message naming them).
+    """
+    episode = Episode(classes.names, model=model)
+    for support in supports:
+        image = np.asarray(support.image.data)
+        shape = spatial_shape(support.image)
+        ndim = len(shape)
+        labels = np.asarray(support.labels.data)
+        per_plane: dict[tuple[int, ...], dict[str, list]] = {}
+        if ndim == 2:
+            if labels.any():
+                per_plane.setdefault((), {"points": [], "boxes": []})
+        else:
+            flat = labels.reshape(-1, *shape[-2:])
+            for i in np.nonzero(flat.reshape(flat.shape[0], -1).any(axis=1))[0]:
+                per_plane.setdefault(tuple(np.unravel_index(i, shape[:-2])), {"points": [], "boxes": []})
+        for coords, k in zip(np.asarray(support.points.data), _classes_of(support.points), strict=True):
+            entry = per_plane.setdefault(_plane_of(coords, ndim), {"points": [], "boxes": []})
+            entry["points"].append((coords[-2], coords[-1], int(k)))
+        for vertices, k in zip(support.shapes.data, _classes_of(support.shapes), strict=True):
+            vertices = np.asarray(vertices)
+            lo, hi = vertices[:, -2:].min(0), vertices[:, -2:].max(0)
+            lo, hi = np.clip(lo, 0, shape[-2:]), np.clip(hi, 0, shape[-2:])
+            entry = per_plane.setdefault(_plane_of(vertices[0], ndim), {"points": [], "boxes": []})
+            entry["boxes"].append((lo[0], lo[1], hi[0], hi[1], int(k)))
+        for plane, prompts in sorted(per_plane.items()):
+            plane_labels = labels[plane] if plane else labels
+            name = support.name + (f" [{', '.join(map(str, plane))}]" if plane else "")
+            episode.add_support(
+                image[plane] if plane else image,
+                labels=plane_labels if plane_labels.any() else None,
+                points=prompts["points"] or None,
+                boxes=prompts["boxes"] or None,
+                name=name,
+            )
+    return episode
+
+
+def find_output_layer(viewer, query_layer):
+    """The plugin's own output layer for ``query_layer``, or None (user layers never match)."""
+    for layer in viewer.layers:
+        if layer.metadata.get(OUTPUT_KEY) == query_layer.name and layer.__class__.__name__ == "Labels":
+            return layer
+    return None
+
+
+def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarray], classes: ClassTable):
+    """Write predicted planes into the plugin's output layer for ``query_layer``.
+
+    Creates ``"<query> labels"`` (a unique name if a user layer already has it) or updates the
+    existing output layer; planes not in ``predicted`` keep their values (0 when new).
+    """
+    shape = spatial_shape(query_layer)
+    layer = find_output_layer(viewer, query_layer)
+    dtype = np.uint8 if len(classes) < 256 else np.uint16
+    if layer is not None and tuple(layer.data.shape) == shape:
+        data = np.array(layer.data, dtype=dtype)
+    else:
+        data = np.zeros(shape, dtype=dtype)
+    for index, plane in predicted.items():
+        data[index] = plane
+    names = {0: "background", **{k: n for k, n in enumerate(classes.names, start=1)}}
+    features = {"index": list(names), "class": list(names.values())}
+    if layer is None:
+        name = f"{query_layer.name} labels"
+        existing = {lay.name for lay in viewer.layers}
+        suffix = 2
+        while name in existing:
+            name = f"{query_layer.name} labels ({suffix})"
+            suffix += 1
+        layer = viewer.add_labels(
+            data, name=name, scale=query_layer.scale, translate=query_layer.translate, opacity=0.6
+        )
+        layer.metadata[OUTPUT_KEY] = query_layer.name
+    else:
+        layer.data = data
+    layer.metadata[CLASSES_KEY] = names
+    layer.features = features
+    layer.colormap = label_colormap(classes)
+    return layer
