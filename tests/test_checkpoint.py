@@ -59,20 +59,39 @@ def test_offline_without_cache_says_where_and_how(hub_cache):
     assert "models--pasqualedem--label_anything_sam_1024_coco" in message
 
 
+def fake_hub_download(source: Path, calls: list):
+    """A stand-in for hf_hub_download that fills the cache from ``source`` and reports bytes."""
+
+    def download(repo_id, filename, cache_dir, tqdm_class=None):
+        calls.append((repo_id, filename, Path(cache_dir)))
+        repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+        snapshot = repo / "snapshots" / "abc123"
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text("abc123")
+        data = (source / filename).read_bytes()
+        if tqdm_class is not None:
+            bar = tqdm_class(total=len(data))
+            for _ in range(4):
+                bar.update(len(data) // 4)
+        (snapshot / filename).write_bytes(data)
+        return str(snapshot / filename)
+
+    return download
+
+
 def test_download_goes_through_hub_and_cache(hub_cache, reference, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    calls = []
-
-    def fake_snapshot_download(repo_id, allow_patterns, cache_dir, tqdm_class=None):
-        calls.append((repo_id, tuple(allow_patterns), cache_dir))
-        return str(place_in_hub_cache(Path(cache_dir), repo_id, reference / "mae_like"))
-
-    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_snapshot_download)
+    calls, reports = [], []
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub_download(reference / "mae_like", calls))
     folder = ckpt.resolve_checkpoint("someone/some_model")
-    assert calls == [("someone/some_model", ("config.json", "model.safetensors"), hub_cache)]
+    assert [c[1] for c in calls] == ["config.json", "model.safetensors"]
+    assert all(c[0] == "someone/some_model" and c[2] == hub_cache for c in calls)
     assert (folder / "model.safetensors").is_file()
     # A second call is served from the cache without downloading.
-    assert ckpt.resolve_checkpoint("someone/some_model") == folder and len(calls) == 1
+    assert ckpt.resolve_checkpoint("someone/some_model") == folder and len(calls) == 2
+    ckpt.download_checkpoint("someone/other", on_progress=lambda *a: reports.append(a))
+    assert reports[-1][0] == "model.safetensors" and reports[-1][1] > 0 and reports[-1][2] > 0
 
 
 def test_download_failure_explains_manual_install(hub_cache, monkeypatch):
@@ -81,7 +100,7 @@ def test_download_failure_explains_manual_install(hub_cache, monkeypatch):
     def no_network(*args, **kwargs):
         raise LocalEntryNotFoundError("connection refused")
 
-    monkeypatch.setattr("huggingface_hub.snapshot_download", no_network)
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", no_network)
     with pytest.raises(nla.CheckpointNotAvailableError, match="download config.json and model.safetensors"):
         ckpt.resolve_checkpoint("someone/unreachable")
 

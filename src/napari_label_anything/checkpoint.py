@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -102,48 +103,68 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, *, local_files_only: boo
     return download_checkpoint(name)
 
 
-def download_checkpoint(repo_id: str, progress: bool = True) -> Path:
-    """Download ``repo_id``'s two checkpoint files into the hub cache; returns the folder."""
-    from huggingface_hub import snapshot_download
+def download_checkpoint(
+    repo_id: str,
+    progress: bool = True,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> Path:
+    """Download ``repo_id``'s two checkpoint files into the hub cache; returns the folder.
+
+    Args:
+        progress: show huggingface_hub's console progress bars.
+        on_progress: called as ``on_progress(filename, bytes_done, bytes_total)`` while
+            downloading (used by the napari widget); replaces the console bars.
+    """
+    import inspect
+
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     if is_offline():
         raise CheckpointNotAvailableError(
             f"cannot download {repo_id!r}: downloads are off (HF_HUB_OFFLINE is set).\n" + manual_install_hint(repo_id)
         )
+    supports_tqdm = "tqdm_class" in inspect.signature(hf_hub_download).parameters
     try:
-        folder = snapshot_download(
-            repo_id,
-            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME],
-            cache_dir=hub_cache_dir(),
-            tqdm_class=None if progress else _SilentTqdm,
-        )
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            options = {}
+            if supports_tqdm and (on_progress is not None or not progress):
+                options["tqdm_class"] = _callback_tqdm(name, on_progress)
+            path = hf_hub_download(repo_id, name, cache_dir=hub_cache_dir(), **options)
     except LocalEntryNotFoundError as err:
         raise CheckpointNotAvailableError(
             f"could not download {repo_id!r} (no network?): {err}\n" + manual_install_hint(repo_id)
         ) from None
     except HfHubHTTPError as err:
-        raise CheckpointNotAvailableError(
-            f"could not download {repo_id!r}: {err}\n" + manual_install_hint(repo_id)
-        ) from None
-    return resolve_checkpoint(folder)
+        raise CheckpointNotAvailableError(f"could not download {repo_id!r}: {err}\n" + manual_install_hint(repo_id)) from None
+    return resolve_checkpoint(Path(path).parent)
 
 
-class _SilentTqdm:
-    def __init__(self, *args, **kwargs):
-        pass
+def _callback_tqdm(filename: str, on_progress: Callable[[str, int, int], None] | None) -> type:
+    """A tqdm stand-in that forwards byte counts to ``on_progress`` (or stays silent)."""
 
-    def __enter__(self):
-        return self
+    class CallbackTqdm:
+        def __init__(self, *args, total=None, initial=0, **kwargs):
+            self.total, self.n = int(total or 0), int(initial or 0)
 
-    def __exit__(self, *exc):
-        return False
+        def update(self, n=1):
+            self.n += int(n or 0)
+            if on_progress is not None:
+                on_progress(filename, self.n, self.total)
 
-    def update(self, n=1):
-        pass
+        def __enter__(self):
+            return self
 
-    def close(self):
-        pass
+        def __exit__(self, *exc):
+            return False
+
+        def close(self):
+            pass
+
+        def set_description(self, *args, **kwargs):
+            pass
+
+    return CallbackTqdm
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

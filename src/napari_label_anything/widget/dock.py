@@ -91,6 +91,7 @@ class LabelAnythingWidget(QWidget):
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self._run_query = None
         self.last_error: Exception | None = None
+        self.status_history: list[str] = []  # status lines of the current run, for the console
         self._build_ui()
         self.classes.changed.connect(self._on_classes_changed)
         self.classes.active_changed.connect(self._on_active_class)
@@ -419,6 +420,20 @@ class LabelAnythingWidget(QWidget):
             self._segmenters[key] = load_segmenter(key[0], device=key[1])
         return self._segmenters[key]
 
+    def _checkpoint_to_download(self) -> str | None:
+        """The hub repo id of the chosen model when it must be downloaded first, else None."""
+        from ..checkpoint import cached_checkpoint, is_offline, looks_like_repo_id
+        from ..device import resolve_device
+        from ..registry import resolve_model_name
+
+        name = self.model_combo.currentData()
+        if (name, self.device_combo.currentText()) in self._segmenters:
+            return None
+        source = resolve_model_name(name, resolve_device(self.device_combo.currentText()).type)
+        if looks_like_repo_id(source) and cached_checkpoint(source) is None and not is_offline():
+            return source
+        return None
+
     def _plane_indices(self, query_layer, scope: str) -> tuple[list[tuple[int, ...]], object]:
         layout = stack_layout(query_layer.data.shape, 0, rgb=query_layer.rgb)
         if not layout.plane_axes:
@@ -455,9 +470,11 @@ class LabelAnythingWidget(QWidget):
             self.last_error = err
             return None
         _import_torch_stack()
+        download = self._checkpoint_to_download()
         self._pending = {}
         self._run_query = query_layer
         self.last_error = None
+        self.status_history = []
         self.progress.setRange(0, len(indices))
         self.progress.setValue(0)
         self.run_button.setEnabled(False)
@@ -470,6 +487,7 @@ class LabelAnythingWidget(QWidget):
             query,
             indices,
             layout,
+            download,
             yielded=self._on_yielded,
             returned=self._on_returned,
             errored=self._on_errored,
@@ -485,6 +503,7 @@ class LabelAnythingWidget(QWidget):
         kind, payload = message
         if kind == "status":
             self.status.setText(payload)
+            self.status_history.append(payload)
             return
         index, labels, done, total = payload
         self._pending[index] = labels

@@ -58,19 +58,52 @@ class WorkerLauncher:
             worker.quit()
 
 
+def download_with_status(repo_id: str, poll_seconds: float = 0.25) -> Iterator[tuple[str, str]]:
+    """Download a checkpoint in a helper thread, yielding ("status", "downloading ... 42%") lines."""
+    import threading
+
+    from ..checkpoint import download_checkpoint, hub_cache_dir
+
+    state: dict[str, Any] = {"file": "", "done": 0, "total": 0, "error": None}
+
+    def on_progress(name: str, done: int, total: int) -> None:
+        state.update(file=name, done=done, total=total)
+
+    def target() -> None:
+        try:
+            download_checkpoint(repo_id, progress=False, on_progress=on_progress)
+        except Exception as err:  # noqa: BLE001 - re-raised in the worker below
+            state["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    yield "status", f"downloading {repo_id} into {hub_cache_dir()}"
+    while thread.is_alive():
+        thread.join(poll_seconds)
+        if state["total"]:
+            percent = 100 * state["done"] / state["total"]
+            yield "status", f"downloading {state['file']}: {percent:.0f}% of {state['total'] / 1e6:.0f} MB"
+    if state["error"] is not None:
+        raise state["error"]
+
+
 def predict_planes(
     get_segmenter: Callable[[], Any],
     episode,
     query: np.ndarray,
     plane_indices: list[tuple[int, ...]],
     layout,
+    download: str | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Generator run in the worker: yields ("status", text), then ("plane", (index, labels, done, total)).
 
-    Loading the model (and downloading it on first use) happens here, off the GUI thread.
+    Downloading the checkpoint ``download`` (a hub repo id, when not cached) and loading the
+    model happen here, off the GUI thread.
     """
     from ..preprocessing import intensity_range
 
+    if download is not None:
+        yield from download_with_status(download)
     yield "status", "loading model"
     segmenter = get_segmenter()
     yield "status", f"running {segmenter.name} on {segmenter.device}"
