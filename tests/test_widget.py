@@ -48,7 +48,7 @@ def test_user_flow_on_a_2d_query(qtbot, viewer_and_widget):
     support, _ = prompt_blobs(widget, viewer)
     counts = support.prompt_counts(2)
     assert counts["pixels"][1] > 0 and counts["points"][2] == 1
-    assert "red:" in widget.support_list.item(0).text()
+    assert "red: " in widget.support_list.item(0).text() and "green: 0 px, 1 pt" in widget.support_list.item(0).text()
     widget.query_combo.setCurrentText("query")
     worker = widget.run()
     assert worker is not None

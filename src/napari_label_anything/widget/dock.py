@@ -162,6 +162,7 @@ class LabelAnythingWidget(QWidget):
         buttons.addWidget(remove_support)
         support_layout.addLayout(buttons)
         self.support_list = QListWidget()
+        self.support_list.setWordWrap(True)
         support_layout.addWidget(self.support_list)
         layout.addWidget(support_box)
 
@@ -376,10 +377,10 @@ class LabelAnythingWidget(QWidget):
         for support in self.supports:
             counts = support.prompt_counts(n)
             parts = [
-                f"{name}: {counts['pixels'][k]} px, {counts['points'][k]} pt, {counts['boxes'][k]} box"
+                f"  {name}: {counts['pixels'][k]} px, {counts['points'][k]} pt, {counts['boxes'][k]} box"
                 for k, name in enumerate(self.classes.names, start=1)
             ]
-            self.support_list.addItem(f"{support.name} — " + "; ".join(parts))
+            self.support_list.addItem("\n".join([support.name, *parts]))
 
     def adopt_sample_layers(self) -> None:
         """Set up the plugin's sample (or any Labels layer carrying class names) as a support."""

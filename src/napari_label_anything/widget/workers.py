@@ -18,7 +18,8 @@ class WorkerLauncher:
 
     @property
     def busy(self) -> bool:
-        return any(w.is_running for w in self._workers)
+        """True from ``start`` until the worker's ``finished`` signal (a queued worker counts)."""
+        return bool(self._workers)
 
     def start(
         self,
