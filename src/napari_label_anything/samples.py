@@ -4,9 +4,11 @@ Each sample is a support image with scribble prompts, a query image (or stack) a
 query's known answer. The CLI demo, the napari sample-data contribution and the tests all
 use these functions.
 
-- ``textures``: three textures (brick, grass, gravel) laid out in two different mosaics; the
-  answer is exact, because the mosaics are built from it. ``planes=`` makes the query a
-  (Z, Y, X) stack of different mosaics, like a z-stack to propagate through.
+- ``textures``: patches of three textures (brick, grass, gravel) on a smooth background, in
+  different arrangements on the support and the query; the answer is exact, because the
+  images are built from it. Only the patches are scribbled; the background stays unprompted,
+  as in a typical objects-on-background annotation. ``planes=`` makes the query a (Z, Y, X)
+  stack of different arrangements, like a stack to propagate through.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ class Sample:
         return episode
 
 
-def scribbles_from_answer(answer: np.ndarray, seed: int = 0, stroke_every: int = 16, keep: float = 0.6) -> np.ndarray:
-    """Sparse strokes inside each labelled region, as a user would scribble.
+def scribbles_from_answer(answer: np.ndarray, seed: int = 0, stroke_every: int = 10, keep: float = 0.7) -> np.ndarray:
+    """Sparse strokes inside every labelled object, as a user would scribble.
 
-    Regions are eroded (strokes stay away from borders) and skeletonised into lines; of the
-    ``stroke_every``-pixel-high bands that cross a region, a ``keep`` fraction (at least two)
-    keep their lines, drawn 3 pixels wide, so the prompts cover a few percent of the image.
+    Each object (connected region) is eroded, so strokes stay off its border, and
+    skeletonised; of the ``stroke_every``-pixel-high bands its skeleton crosses, a ``keep``
+    fraction (at least one) keep their lines, drawn 3 pixels wide. Background (0) is never
+    scribbled: it stays unprompted.
     """
     from scipy import ndimage
     from skimage.morphology import disk, skeletonize
@@ -58,62 +61,80 @@ def scribbles_from_answer(answer: np.ndarray, seed: int = 0, stroke_every: int =
     for k in np.unique(answer):
         if k == 0:
             continue
-        lines = skeletonize(ndimage.binary_erosion(answer == k, disk(3)))
-        crossing = np.unique(band[np.nonzero(lines)[0]])
-        if not len(crossing):
-            continue
-        n_keep = max(2, int(round(keep * len(crossing))))
-        kept = rng.choice(crossing, size=min(n_keep, len(crossing)), replace=False)
-        strokes = ndimage.binary_dilation(lines & np.isin(band, kept)[:, None], disk(1)) & (answer == k)
-        out[strokes] = k
+        objects, count = ndimage.label(answer == k)
+        for i in range(1, count + 1):
+            region = objects == i
+            lines = skeletonize(ndimage.binary_erosion(region, disk(3)))
+            crossing = np.unique(band[np.nonzero(lines)[0]])
+            if not len(crossing):
+                continue
+            kept = rng.choice(crossing, size=max(1, int(round(keep * len(crossing)))), replace=False)
+            strokes = ndimage.binary_dilation(lines & np.isin(band, kept)[:, None], disk(1)) & region
+            out[strokes] = k
     return out
 
 
-def _mosaic(layout: np.ndarray, textures: list[np.ndarray], offsets: list[tuple[int, int]], shape) -> np.ndarray:
-    image = np.zeros(shape, dtype=np.uint8)
-    for k, (texture, (dy, dx)) in enumerate(zip(textures, offsets, strict=True), start=1):
-        tile = np.roll(texture, (dy, dx), axis=(0, 1))[: shape[0], : shape[1]]
-        image[layout == k] = tile[layout == k]
+def _blob_layout(shape: tuple[int, int], blobs: list[tuple[float, float, float, int]], seed: int) -> np.ndarray:
+    """Labels of round patches with wavy borders: (centre y, centre x, radius, class) each."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    for cy, cx, radius, k in blobs:
+        angle = np.arctan2(yy - cy, xx - cx)
+        wobble = 1 + 0.12 * np.sin(3 * angle + rng.uniform(0, 6)) + 0.06 * np.sin(5 * angle + rng.uniform(0, 6))
+        labels[np.hypot(yy - cy, xx - cx) < radius * wobble] = k
+    return labels
+
+
+def _compose(labels: np.ndarray, sources: list[np.ndarray], offset: tuple[int, int], seed: int) -> np.ndarray:
+    """Fill class k with texture k (taken at ``offset``) on a smooth, noisy background."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    h, w = labels.shape
+    background = ndimage.gaussian_filter(rng.normal(0, 1, (h, w)), 8)
+    background = 110 + 60 * background / (np.abs(background).max() + 1e-9) + rng.normal(0, 4, (h, w))
+    image = np.clip(background, 0, 255).astype(np.uint8)
+    for k, texture in enumerate(sources, start=1):
+        tile = np.roll(texture, offset, axis=(0, 1))[:h, :w]
+        image[labels == k] = tile[labels == k]
     return image
 
 
-def _layout(shape, centres, seed) -> np.ndarray:
-    """Voronoi-like regions around labelled seed points, with wavy borders."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
-    yy += 6 * np.sin(xx / 17.0 + rng.random() * 6)
-    xx += 6 * np.sin(yy / 13.0 + rng.random() * 6)
-    distances = np.stack([(yy - cy) ** 2 + (xx - cx) ** 2 for cy, cx, _ in centres])
-    labels = np.array([k for _, _, k in centres], dtype=np.uint8)
-    return labels[distances.argmin(0)]
+def _random_blobs(shape: tuple[int, int], rng: np.random.Generator, per_class: int = 2) -> list:
+    h, w = shape
+    blobs: list[tuple[float, float, float, int]] = []
+    for k in (1, 2, 3) * per_class:
+        for _ in range(200):  # rejection sampling: patches must not touch
+            r = rng.uniform(0.12, 0.16) * min(h, w)
+            cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
+            if all(np.hypot(cy - y, cx - x) > 1.15 * (r + q) for y, x, q, _ in blobs):
+                blobs.append((cy, cx, r, k))
+                break
+    return blobs
 
 
 def textures(shape: tuple[int, int] = (256, 256), planes: int = 1) -> Sample:
-    """Brick / grass / gravel mosaics; ``planes`` > 1 gives a (Z, Y, X) query stack."""
+    """Brick / grass / gravel patches on a smooth background; ``planes`` > 1 gives a (Z, Y, X) query."""
     from skimage import data
 
     sources = [data.brick(), data.grass(), data.gravel()]
-    h, w = shape
-    support_layout = _layout(shape, [(h * 0.25, w * 0.3, 1), (h * 0.7, w * 0.2, 2), (h * 0.6, w * 0.8, 3)], seed=1)
-    support = _mosaic(support_layout, sources, [(0, 0)] * 3, shape)
+    support_labels = _blob_layout(shape, _random_blobs(shape, np.random.default_rng(1)), seed=1)
+    support = _compose(support_labels, sources, (0, 0), seed=1)
     queries, answers = [], []
     for z in range(planes):
-        rng = np.random.default_rng(100 + z)
-        centres = [(rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w, k) for k in (1, 2, 3, 1, 2, 3)]
-        layout = _layout(shape, centres, seed=10 + z)
-        # Query tiles come from other parts of the source images than the support's.
-        queries.append(_mosaic(layout, sources, [(-256 - 17 * z, -256 + 11 * z)] * 3, shape))
+        layout = _blob_layout(shape, _random_blobs(shape, np.random.default_rng(100 + z)), seed=10 + z)
+        # Query patches come from other parts of the texture images than the support's.
+        queries.append(_compose(layout, sources, (-256 - 17 * z, -256 + 11 * z), seed=50 + z))
         answers.append(layout)
-    query = queries[0] if planes == 1 else np.stack(queries)
-    answer = answers[0] if planes == 1 else np.stack(answers)
     return Sample(
         "textures",
         ["brick", "grass", "gravel"],
         support,
-        scribbles_from_answer(support_layout),
-        query,
-        answer,
-        "three scikit-image textures in two different mosaics (exact answer)",
+        scribbles_from_answer(support_labels),
+        queries[0] if planes == 1 else np.stack(queries),
+        answers[0] if planes == 1 else np.stack(answers),
+        "brick, grass and gravel patches (scikit-image textures) on a smooth background; exact answer",
     )
 
 
