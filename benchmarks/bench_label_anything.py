@@ -31,13 +31,26 @@ from napari_label_anything.segmenter import LabelAnythingSegmenter
 
 CONFIGS = {
     "mae": {
-        "encoder": "vit_b_mae", "image_embed_dim": 768, "embed_dim": 256, "image_size": 480, "spatial_convs": 3,
-        "class_attention": False, "example_attention": False, "example_class_attention": False,
+        "encoder": "vit_b_mae",
+        "image_embed_dim": 768,
+        "embed_dim": 256,
+        "image_size": 480,
+        "spatial_convs": 3,
+        "class_attention": False,
+        "example_attention": False,
+        "example_class_attention": False,
         "custom_preprocess": False,
     },
     "sam": {
-        "encoder": "vit_b", "use_vit_sam_neck": False, "image_embed_dim": 768, "embed_dim": 512, "image_size": 1024,
-        "spatial_convs": 3, "class_attention": False, "example_attention": True, "example_class_attention": False,
+        "encoder": "vit_b",
+        "use_vit_sam_neck": False,
+        "image_embed_dim": 768,
+        "embed_dim": 512,
+        "image_size": 1024,
+        "spatial_convs": 3,
+        "class_attention": False,
+        "example_attention": True,
+        "example_class_attention": False,
         "class_encoder": {"name": "RandomMatrixEncoder", "bank_size": 100, "embed_dim": 512},
     },
 }

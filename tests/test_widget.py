@@ -99,7 +99,7 @@ def test_cancel_mid_stack_changes_nothing(qtbot, viewer_and_widget):
     assert 1 <= len(planes) < 8
     after = [layer.name for layer in viewer.layers]
     assert after == [name for name, _ in before]
-    for (name, data), layer in zip(before, viewer.layers, strict=True):
+    for (_, data), layer in zip(before, viewer.layers, strict=True):
         if data is not None:
             np.testing.assert_array_equal(np.asarray(layer.data), data)
     assert "cancelled" in widget.status.text()

@@ -9,8 +9,8 @@ safetensors, and SAM ``.pth`` files go through ``torch.load(weights_only=True)``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -136,7 +136,9 @@ def download_checkpoint(
             f"could not download {repo_id!r} (no network?): {err}\n" + manual_install_hint(repo_id)
         ) from None
     except HfHubHTTPError as err:
-        raise CheckpointNotAvailableError(f"could not download {repo_id!r}: {err}\n" + manual_install_hint(repo_id)) from None
+        raise CheckpointNotAvailableError(
+            f"could not download {repo_id!r}: {err}\n" + manual_install_hint(repo_id)
+        ) from None
     return resolve_checkpoint(Path(path).parent)
 
 

@@ -104,7 +104,9 @@ class ClassTable:
             self.set_active(min(k, len(self._classes)) if self._classes else 0)
 
     def reset(self, names: list[str], colors: list[str] | None = None) -> None:
-        self._classes = [ClassInfo(n, (colors or [])[i] if colors else default_color(i + 1)) for i, n in enumerate(names)]
+        self._classes = [
+            ClassInfo(n, (colors or [])[i] if colors else default_color(i + 1)) for i, n in enumerate(names)
+        ]
         self._active = 0
         self.changed.emit()
         self.set_active(1)

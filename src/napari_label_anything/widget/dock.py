@@ -116,7 +116,9 @@ class LabelAnythingWidget(QWidget):
         self.model_combo.addItem("auto (best available)", "auto")
         for row in list_models():
             state = "cached" if row.cached else f"download ~{row.size_mb:.0f} MB"
-            self.model_combo.addItem(f"{row.name} ({state})" if row.name != "classic" else "classic (no weights)", row.name)
+            self.model_combo.addItem(
+                f"{row.name} ({state})" if row.name != "classic" else "classic (no weights)", row.name
+            )
         self.model_combo.addItem("local folder…", "__folder__")
         self.model_combo.activated.connect(self._on_model_chosen)
         self.device_combo = QComboBox()
@@ -439,7 +441,9 @@ class LabelAnythingWidget(QWidget):
         layout = stack_layout(query_layer.data.shape, 0, rgb=query_layer.rgb)
         if not layout.plane_axes:
             return [()], layout
-        current = tuple(int(round(c)) for c in query_layer.world_to_data(self.viewer.dims.point)[: len(layout.plane_axes)])
+        current = tuple(
+            int(round(c)) for c in query_layer.world_to_data(self.viewer.dims.point)[: len(layout.plane_axes)]
+        )
         current = tuple(min(max(c, 0), layout.shape[a] - 1) for c, a in zip(current, layout.plane_axes, strict=True))
         if scope == "current plane":
             return [current], layout
@@ -623,4 +627,3 @@ class LabelAnythingWidget(QWidget):
         hint = super().sizeHint()
         hint.setWidth(max(hint.width(), 360))
         return hint
-

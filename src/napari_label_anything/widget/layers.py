@@ -69,7 +69,9 @@ class SupportLayers:
         for layer, attribute in ((self.points, "face_color"), (self.shapes, "edge_color")):
             values = _classes_of(layer)
             if len(values):
-                colors = np.array([rgba(classes.color_of(int(k))) if 1 <= k <= len(classes) else (0.5,) * 4 for k in values])
+                colors = np.array(
+                    [rgba(classes.color_of(int(k))) if 1 <= k <= len(classes) else (0.5,) * 4 for k in values]
+                )
                 setattr(layer, attribute, colors)
 
     def set_active_class(self, classes: ClassTable) -> None:

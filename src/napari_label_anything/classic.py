@@ -1,0 +1,474 @@
+"""An embedded few-shot segmenter that needs no downloaded weights: a per-episode pixel classifier.
+
+``ClassicSegmenter`` trains randomised trees (scikit-learn) on multi-scale intensity, edge and
+texture features of an episode's prompted pixels, once per episode content, then classifies
+every pixel of each query plane.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .episode import Episode, Support, check_image
+from .preprocessing import intensity_range
+from .segmenter import Segmenter
+
+BACKGROUND_NAME = "background"
+_FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
+               "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
+               "n_estimators", "min_samples_leaf", "background_ratio")  # fmt: skip
+_PREDICT_CHUNK = 1 << 18  # pixels per predict call
+_VOTE_GROUPS = 8
+
+
+def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """(Y, X[, 3|4]) image of any real dtype -> (Y, X[, 3]) float32 in 0..1.
+
+    The rule of ``preprocessing.to_uint8_rgb`` (so every segmenter sees the same contrast),
+    without its 8-bit quantisation: uint8 is divided by 255 unless ``value_range`` is given;
+    bool maps to 0/1; anything else maps ``value_range`` (default: this image's 0.5th..99.5th
+    percentiles, over all channels) linearly to 0..1 and is clipped. Alpha is dropped.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
+    if image.dtype == np.uint8 and value_range is None:
+        return image.astype(np.float32) / np.float32(255.0)
+    low, high = value_range if value_range is not None else intensity_range(image)
+    if not high > low:
+        return np.zeros(image.shape, np.float32)
+    scaled = (image.astype(np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
+
+
+def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0) -> np.ndarray:
+    """Multi-scale features of a normalised (Y, X) or (Y, X, 3) image: (Y, X, F) float32.
+
+    At each sigma in sigma_min, 2 * sigma_min, ..., sigma_max: Gaussian intensity, gradient
+    magnitude and the two Hessian eigenvalues (``multiscale_basic_features``), the local
+    standard deviation and, from the second sigma on, the local energy of the finest detail
+    (image minus its sigma_min blur, RMS over sigma): the last two separate textures of equal
+    mean. Colour images get those of the luminance plus each channel's smoothed intensity:
+    full features per channel would triple the cost for little gain.
+    """
+    from scipy.ndimage import gaussian_filter
+    from skimage.feature import multiscale_basic_features
+
+    num_sigma = int(np.floor(np.log2(sigma_max / sigma_min) + 1e-9)) + 1
+    sigmas = sigma_min * 2.0 ** np.arange(num_sigma)
+    kwargs = {"sigma_min": sigma_min, "sigma_max": float(sigmas[-1]), "num_sigma": num_sigma}
+    grey = image01 if image01.ndim == 2 else image01 @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+    parts = [multiscale_basic_features(grey, **kwargs)]
+    squared = grey * grey
+    detail = grey - gaussian_filter(grey, sigma_min)
+    detail *= detail
+    for i, sigma in enumerate(sigmas):
+        variance = gaussian_filter(squared, sigma) - gaussian_filter(grey, sigma) ** 2
+        parts.append(np.sqrt(np.maximum(variance, 0))[..., None])
+        if i:
+            parts.append(np.sqrt(gaussian_filter(detail, sigma))[..., None])
+    if image01.ndim == 3:
+        parts.append(multiscale_basic_features(image01, edges=False, texture=False, channel_axis=-1, **kwargs))
+    return np.concatenate(parts, axis=-1).astype(np.float32, copy=False)
+
+
+class BalancedExtraTrees:
+    """Extremely randomised trees, each grown on a class-balanced bootstrap sample.
+
+    Every tree draws, with replacement, up to m pixels of each class, where m is the size of
+    the largest prompted class, and at most ``background_ratio * m`` implicit background pixels.
+    When background comes from a rule rather than from the user, it holds some unprompted
+    objects; a tree that sees thousands of background pixels memorises those as background,
+    one that sees about as many as there are prompted pixels is outvoted on them (bagging for
+    positive-unlabelled learning). Leaves are weighted so every class has equal total weight.
+    """
+
+    def __init__(self, n_estimators: int = 40, min_samples_leaf: int = 3, background_ratio: float | None = 1.0,
+                 n_jobs: int = 1, seed: int = 0) -> None:  # fmt: skip
+        self.n_estimators, self.min_samples_leaf = n_estimators, min_samples_leaf
+        self.background_ratio, self.n_jobs, self.seed = background_ratio, n_jobs, seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> BalancedExtraTrees:
+        """x: (n, F) float32 features; y: (n,) int classes, 0 = background; sample_weight: (n,)."""
+        from sklearn.tree import ExtraTreeClassifier
+
+        self.classes_ = np.unique(y)
+        members = {c: np.flatnonzero(y == c) for c in self.classes_}
+        prompted = [len(members[c]) for c in self.classes_ if c > 0 or self.background_ratio is None]
+        m = max(prompted or [len(y)])
+        sizes = {c: min(len(members[c]), m) for c in self.classes_}
+        if self.background_ratio is not None and 0 in sizes:
+            sizes[0] = min(len(members[0]), max(1, int(self.background_ratio * m)))
+
+        def grow(seed: int):
+            rng = np.random.default_rng(seed)
+            rows = np.concatenate([rng.choice(members[c], sizes[c]) for c in self.classes_])
+            labels, weights = y[rows], sample_weight[rows]
+            totals = np.bincount(labels, weights=weights)
+            weights = weights * (totals[totals > 0].mean() / totals[labels])
+            tree = ExtraTreeClassifier(max_features="sqrt", min_samples_leaf=self.min_samples_leaf, random_state=seed)
+            return tree.fit(x[rows], labels, sample_weight=weights)
+
+        seeds = np.random.default_rng(self.seed).integers(0, 2**31 - 1, self.n_estimators)
+        with ThreadPoolExecutor(self.n_jobs) as pool:  # sklearn trees release the GIL
+            self.trees_ = list(pool.map(grow, (int(s) for s in seeds)))
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, len(classes_)) float32 mean of the trees' class frequencies."""
+
+        def vote(trees):  # every tree saw every class, so their columns line up
+            out = np.zeros((len(x), len(self.classes_)), np.float32)
+            for tree in trees:
+                out += tree.predict_proba(x)
+            return out
+
+        # A running sum per group of trees bounds memory; a fixed grouping and summing order
+        # makes the result bit-identical whatever n_jobs is.
+        groups = [self.trees_[i::_VOTE_GROUPS] for i in range(min(_VOTE_GROUPS, len(self.trees_)))]
+        with ThreadPoolExecutor(self.n_jobs) as pool:
+            return sum(pool.map(vote, groups)) / np.float32(len(self.trees_))
+
+
+def _predict(classifier: BalancedExtraTrees, x: np.ndarray) -> np.ndarray:
+    """``classifier.predict_proba`` in chunks, which bounds the trees' temporary memory."""
+    out = np.zeros((len(x), len(classifier.classes_)), np.float32)
+    for start in range(0, len(x), _PREDICT_CHUNK):
+        out[start : start + _PREDICT_CHUNK] = classifier.predict_proba(x[start : start + _PREDICT_CHUNK])
+    return out
+
+
+def _subsample(masks: list[np.ndarray], cap: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Flat indices, per mask, of at most ``cap`` True pixels drawn uniformly over all masks."""
+    where = [np.flatnonzero(m) for m in masks]
+    starts = np.cumsum([0] + [len(w) for w in where])
+    picks = np.sort(rng.choice(starts[-1], min(starts[-1], cap), replace=False))
+    return [w[picks[(picks >= a) & (picks < a + len(w))] - a] for w, a in zip(where, starts[:-1], strict=True)]
+
+
+def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row/column indices of the pixels within ``radius`` of (y, x), clipped to the image."""
+    cy, cx, r = int(round(y)), int(round(x)), int(np.ceil(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    keep = dy**2 + dx**2 <= radius**2
+    rows, cols = cy + dy[keep], cx + dx[keep]
+    inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
+    return rows[inside], cols[inside]
+
+
+class ClassicSegmenter(Segmenter):
+    """Few-shot pixel classification with no pretrained weights (any CPU, no download).
+
+    Images are normalised (``normalise_image``) and featurised (``pixel_features``); prompted
+    support pixels train ``BalancedExtraTrees``, which classify every query pixel; probability
+    maps are then smoothed by a Gaussian of ``smooth`` pixels.
+
+    Training pixels of class k (1..N), per support (where prompts overlap, painted labels win
+    over points, and points over box cores):
+
+    - labels: every pixel painted k (sparse scribbles and complete masks alike);
+    - points: the pixels within ``point_radius`` of each point;
+    - boxes: weak evidence, so only the box core, the inscribed ellipse shrunk to ``box_core``
+      of its half-axes (at least the centre pixel), with sample weight ``box_weight``; core
+      pixels claimed by boxes of two classes are dropped.
+
+    Background (class 0) training pixels follow exactly one of two rules:
+
+    1. Explicit: if a class is named "background" (case-insensitive), its prompts are the only
+       class 0 training pixels; its own output channel is always 0 (its probability is
+       reported as class 0, so ``predict`` labels it 0).
+    2. Implicit (no such class):
+       a. Candidates, per support: unprompted pixels outside every box and farther
+          (Euclidean) than ``label_margin`` from every painted pixel, ``point_margin`` from
+          every point's disk and ``box_margin`` from every box (boxes are taken to be tight);
+          margins are halved until a candidate exists.
+       b. Unless ``detection_threshold`` is None, candidates that look like prompted pixels
+          are dropped (positive-unlabelled learning, Elkan & Noto 2008): prompted connected
+          components (strokes, point disks, box cores) are split into two folds; for each, a
+          classifier learns that fold's prompted pixels against a candidate subsample and
+          scores the candidates and the other fold. With c the mean score of held-out
+          prompted pixels, score / c estimates the chance that a candidate belongs to a
+          prompted class; above ``detection_threshold`` it is dropped, and so are those within
+          ``detection_margin`` of such pixels that form regions touching no prompt (the rims
+          of unprompted objects, which look unlike prompted centres).
+       c. If fewer than ``min_background`` of the candidates are left, the prompted classes
+          are taken to tile the image (e.g. a mosaic of textures): there is no background.
+       The rule assumes that pixels unlike every prompt are background; where a background
+       looks like a prompted class, add a "background" class and prompt it.
+
+    Each class keeps at most ``max_samples_per_class`` pixels (a fixed-seed uniform subsample
+    over all supports); results are deterministic. Each support and, unless ``value_range`` is
+    passed (``predict_stack`` passes one for a whole stack), each query is normalised on its
+    own percentiles. If any support is colour, every image is featurised as colour (see
+    ``features``). ``stats`` counts fits and fit-cache hits.
+
+    Args:
+        sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
+        point_radius, box_core, box_weight: prompt sampling (see above).
+        label_margin, point_margin, box_margin, detection_threshold, detection_margin,
+            min_background: the implicit background rule (see above).
+        max_samples_per_class: training pixel cap per class.
+        n_estimators, min_samples_leaf, background_ratio: the trees (``BalancedExtraTrees``).
+        smooth: Gaussian sigma (pixels) applied to the probability maps; 0 disables it.
+        n_jobs: threads for fitting and prediction (default: CPU count, at most 8).
+        cache_size: fitted episodes kept.
+    """
+
+    name = "classic"
+    device = "cpu"
+
+    def __init__(
+        self,
+        *,
+        sigma_min: float = 1.0,
+        sigma_max: float = 16.0,
+        point_radius: float = 5.0,
+        box_core: float = 0.5,
+        box_weight: float = 0.5,
+        label_margin: float = 0.0,
+        point_margin: float = 10.0,
+        box_margin: float = 2.0,
+        detection_margin: float | None = 5.0,
+        detection_threshold: float | None = 0.5,
+        min_background: float = 0.15,
+        max_samples_per_class: int = 10_000,
+        n_estimators: int = 40,
+        min_samples_leaf: int = 3,
+        background_ratio: float = 3.0,
+        smooth: float = 1.0,
+        n_jobs: int | None = None,
+        cache_size: int = 4,
+    ) -> None:
+        if not 0 < sigma_min <= sigma_max:
+            raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+        if not 0 < box_core <= 1:
+            raise ValueError(f"box_core must lie in (0, 1], got {box_core}")
+        values = locals()
+        for name in _FIT_PARAMS:  # every one of them is part of the fit cache key
+            setattr(self, name, values[name])
+        self.smooth, self.cache_size = float(smooth), int(cache_size)
+        self.n_jobs = int(n_jobs) if n_jobs is not None else min(8, os.cpu_count() or 1)
+        self._fitted: OrderedDict[tuple, tuple[BalancedExtraTrees, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = {"fits": 0, "fit_cache_hits": 0}
+
+    def __repr__(self) -> str:
+        return f"ClassicSegmenter(sigma={self.sigma_min:g}..{self.sigma_max:g}, trees={self.n_estimators})"
+
+    def clear_cache(self) -> None:
+        self._fitted.clear()
+
+    def features(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False) -> np.ndarray:
+        """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey set.
+
+        So grey and colour images mix: grey is repeated into 3 channels, colour reduced to luminance.
+        """
+        image01 = normalise_image(image, value_range)
+        if colour and image01.ndim == 2:
+            image01 = np.repeat(image01[..., None], 3, axis=-1)
+        elif not colour and image01.ndim == 3:
+            image01 = image01 @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+        return pixel_features(image01, self.sigma_min, self.sigma_max)
+
+    def prompt_pixels(self, support: Support, background_class: int | None = None):
+        """Training pixels of the prompts of one support (the rules in the class docstring).
+
+        Returns:
+            target: (Y, X) int32; -1 = no training pixel, else 0..N (the explicit "background"
+                class already mapped to 0). Implicit background is not included.
+            weight: (Y, X) float32 sample weights.
+            footprints: [(mask, margin)], the (Y, X) bool areas of foreground painted pixels,
+                point disks and boxes with the margin implicit background keeps from each.
+        """
+        shape = support.shape
+        target = np.full(shape, -1, np.int32)
+        weight = np.zeros(shape, np.float32)
+        boxed, near_point, painted_fg = (np.zeros(shape, bool) for _ in range(3))
+
+        def as_target(k: float) -> int:
+            return 0 if int(k) == background_class else int(k)
+
+        core_class = np.full(shape, -1, np.int32)  # -2 marks a clash between classes
+        for y0, x0, y1, x1, k in support.boxes:
+            k = as_target(k)
+            r0, c0 = max(0, int(np.floor(y0))), max(0, int(np.floor(x0)))
+            r1, c1 = min(shape[0], int(np.floor(y1)) + 1), min(shape[1], int(np.floor(x1)) + 1)
+            cy, cx, hy, hx = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2, (x1 - x0) / 2
+            rows, cols = np.arange(r0, r1)[:, None], np.arange(c0, c1)[None, :]
+            core = ((rows - cy) / (self.box_core * hy)) ** 2 + ((cols - cx) / (self.box_core * hx)) ** 2 <= 1
+            core[min(int(round(cy)), r1 - 1) - r0, min(int(round(cx)), c1 - 1) - c0] = True
+            window = core_class[r0:r1, c0:c1]
+            clash = core & (window != -1) & (window != k)
+            window[core & (window == -1)] = k
+            window[clash] = -2
+            if k:
+                boxed[r0:r1, c0:c1] = True
+        has_core = core_class >= 0
+        target[has_core], weight[has_core] = core_class[has_core], self.box_weight
+
+        for y, x, k in support.points:
+            rows, cols = _disk(shape, y, x, self.point_radius)
+            target[rows, cols], weight[rows, cols] = as_target(k), 1.0
+            near_point[rows, cols] |= as_target(k) > 0
+
+        if support.labels is not None:
+            painted = support.labels > 0
+            values = support.labels[painted].astype(np.int32)
+            if background_class is not None:
+                values[values == background_class] = 0
+            target[painted], weight[painted] = values, 1.0
+            painted_fg = painted & (target > 0)
+        footprints = [(painted_fg, self.label_margin), (near_point, self.point_margin), (boxed, self.box_margin)]
+        return target, weight, footprints
+
+    @staticmethod
+    def _add_background(target: np.ndarray, weight: np.ndarray, footprints) -> None:
+        """Mark the implicit background candidates of one support as class 0 (in place)."""
+        from scipy.ndimage import distance_transform_edt
+
+        free = target < 0
+        distances = [(distance_transform_edt(~mask), margin) for mask, margin in footprints if mask.any()]
+        for scale in (*(0.5**i for i in range(7)), 0.0):
+            # distance > 0 also keeps every footprint itself out, whatever the scale
+            candidates = np.logical_and.reduce([free] + [d > max(m * scale, 0.0) for d, m in distances])
+            if candidates.any():
+                break
+        target[candidates], weight[candidates] = 0, 1.0
+
+    def _drop_prompt_like(self, targets: list[np.ndarray], features: list[np.ndarray]) -> None:
+        """Steps b and c of the implicit background rule, on the targets of all supports in place."""
+        from scipy.ndimage import distance_transform_edt
+        from scipy.ndimage import label as connected
+
+        rng = np.random.default_rng(1)
+        flat = [f.reshape(-1, f.shape[-1]) for f in features]
+        components = [connected(t > 0, structure=np.ones((3, 3))) for t in targets]
+        offsets = np.cumsum([0] + [n for _, n in components])
+        n_folds = min(2, int(offsets[-1]))
+        fold_of = rng.permutation(offsets[-1]) % n_folds  # one fold per stroke, disk or box core
+        folds = [np.where(r > 0, fold_of[np.maximum(r - 1, 0) + o], -1).ravel()
+                 for (r, _), o in zip(components, offsets[:-1], strict=True)]  # fmt: skip
+        candidates = [np.flatnonzero(t.ravel() == 0) for t in targets]
+        sample = _subsample([t.ravel() == 0 for t in targets], self.max_samples_per_class, rng)
+        x_neg = np.concatenate([fl[rows] for fl, rows in zip(flat, sample, strict=True)])
+
+        def prompted_score(trees, i: int, rows: np.ndarray) -> np.ndarray:
+            return _predict(trees, flat[i][rows])[:, -1]
+
+        scores = [np.zeros(len(c), np.float32) for c in candidates]
+        held = []
+        for k in range(n_folds):
+            x_pos = np.concatenate([fl[fo == k] for fl, fo in zip(flat, folds, strict=True)])
+            y = np.r_[np.ones(len(x_pos), np.intp), np.zeros(len(x_neg), np.intp)]
+            trees = BalancedExtraTrees(max(10, self.n_estimators // 2), self.min_samples_leaf, 1.0, self.n_jobs)
+            trees.fit(np.concatenate([x_pos, x_neg]), y, np.ones(len(y), np.float32))
+            for i, rows in enumerate(candidates):
+                scores[i] += prompted_score(trees, i, rows) / n_folds
+                held.append(prompted_score(trees, i, np.flatnonzero(folds[i] == (k + 1) % n_folds)))
+        # Elkan & Noto: with c the score of a prompted-class pixel, s(x) / c estimates the chance
+        # that x belongs to a prompted class. c comes from prompts held out by whole stroke or
+        # object: neighbouring prompted pixels are near-copies and would push it towards 1.
+        c = max(float(np.concatenate(held).mean()), 1e-6)
+        drops = []
+        for target, rows, score in zip(targets, candidates, scores, strict=True):
+            drop = np.zeros(target.size, bool)
+            drop[rows[score / c > self.detection_threshold]] = True
+            drop = drop.reshape(target.shape)
+            if self.detection_margin:
+                regions, _ = connected(drop | (target > 0))
+                unprompted = drop & ~np.isin(regions, regions[target > 0])
+                if unprompted.any():
+                    drop |= distance_transform_edt(~unprompted) <= self.detection_margin
+            drops.append(drop & (target == 0))
+        total = sum(len(rows) for rows in candidates)
+        tiled = total - sum(np.count_nonzero(d) for d in drops) < self.min_background * total
+        for target, drop in zip(targets, drops, strict=True):
+            target[(target == 0) if tiled else drop] = -1  # tiled: the classes cover the image
+
+    def fit(self, episode: Episode) -> tuple[BalancedExtraTrees, bool]:
+        """The classifier of an episode and whether it uses colour features (fitted once, cached)."""
+        episode.validate()
+        # Parameters belong in the key, so changing an attribute after construction refits.
+        key = (episode.signature(), *(getattr(self, name) for name in _FIT_PARAMS))
+        with self._lock:
+            if key in self._fitted:
+                self._fitted.move_to_end(key)
+                self.stats["fit_cache_hits"] += 1
+                return self._fitted[key]
+            fitted = self._fit(episode)
+            self.stats["fits"] += 1
+            self._fitted[key] = fitted
+            while len(self._fitted) > self.cache_size:
+                self._fitted.popitem(last=False)
+            return fitted
+
+    def _train(self, targets, weights, features, implicit: bool) -> BalancedExtraTrees:
+        """Subsample each class over all supports, then fit the trees on those pixels."""
+        rng = np.random.default_rng(0)
+        flat_targets = [t.ravel() for t in targets]
+        classes = np.unique(np.concatenate([np.unique(t) for t in flat_targets]))
+        cap = self.max_samples_per_class
+        per_class = [_subsample([t == k for t in flat_targets], cap, rng) for k in classes[classes >= 0]]
+        rows = [np.concatenate(parts) for parts in zip(*per_class, strict=True)]
+        x = np.concatenate([f.reshape(-1, f.shape[-1])[r] for f, r in zip(features, rows, strict=True)])
+        y = np.concatenate([t[r] for t, r in zip(flat_targets, rows, strict=True)])
+        w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
+        ratio = self.background_ratio if implicit else None
+        return BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs).fit(x, y, w)
+
+    def _fit(self, episode: Episode) -> tuple[BalancedExtraTrees, bool]:
+        names = [c.strip().lower() for c in episode.classes]
+        background_class = names.index(BACKGROUND_NAME) + 1 if BACKGROUND_NAME in names else None
+        implicit = background_class is None
+        prompts = [self.prompt_pixels(s, background_class) for s in episode.supports]
+        targets, weights = [p[0] for p in prompts], [p[1] for p in prompts]
+        colour = any(s.image.ndim == 3 for s in episode.supports)
+        features = [self.features(s.image, colour=colour) for s in episode.supports]
+        if implicit:
+            for target, weight, footprints in prompts:
+                self._add_background(target, weight, footprints)
+        if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
+            self._drop_prompt_like(targets, features)
+        classifier = self._train(targets, weights, features, implicit)
+        return classifier, colour
+
+    @staticmethod
+    def _classify(classifier: BalancedExtraTrees, features: np.ndarray, size: int) -> np.ndarray:
+        """(Y, X, F) features -> (size, Y, X) float32 probabilities; absent classes get 0."""
+        proba = np.zeros((features.shape[0] * features.shape[1], size), np.float32)
+        proba[:, classifier.classes_.astype(np.intp)] = _predict(classifier, features.reshape(len(proba), -1))
+        return np.ascontiguousarray(proba.T.reshape(size, *features.shape[:2]))
+
+    def predict_proba(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
+                      **options: Any) -> np.ndarray:  # fmt: skip
+        """Class probabilities of a 2D query: (N+1, Y, X) float32 summing to 1, class 0 = background.
+
+        Args:
+            episode: classes and prompted supports (fitted once, then cached).
+            query: (Y, X) or (Y, X, 3|4) image of any real dtype.
+            value_range: (low, high) intensity mapped to 0..1 for this query (default: its own
+                percentiles; see ``normalise_image``).
+            options: accepted so callers can pass one set of options to any segmenter;
+                ignored, with a warning when one is set.
+        """
+        ignored = sorted(k for k, v in options.items() if v is not None)
+        if ignored:
+            warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
+        query = check_image(query, "query image")
+        classifier, colour = self.fit(episode)
+        proba = self._classify(classifier, self.features(query, value_range, colour), episode.n_classes + 1)
+        if self.smooth > 0:
+            from scipy.ndimage import gaussian_filter
+
+            for c in classifier.classes_:  # linear per channel, so channels still sum to 1
+                gaussian_filter(proba[c], self.smooth, output=proba[c], mode="nearest")
+        return proba
