@@ -47,6 +47,9 @@ def main() -> None:
 
     import napari
     from PIL import Image
+    from scipy import ndimage
+
+    from napari_label_anything.samples import load_sample
 
     viewer = napari.Viewer(title="napari-label-anything")
     viewer.window._qt_window.resize(1600, 1000)
@@ -54,10 +57,15 @@ def main() -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
     widget.set_model(args.model, "cpu")
     support = widget.supports[0]
+    truth = load_sample("textures").support_answer
+    objects, _ = ndimage.label(truth == 3)  # a box around one gravel patch
+    rows, cols = ndimage.find_objects(objects)[0]
     widget.classes.set_active(3)
-    support.shapes.add_rectangles(np.array([[150.0, 170.0], [230.0, 240.0]]))
-    widget.classes.set_active(2)
-    support.points.add([[200.0, 40.0]])
+    support.shapes.add_rectangles(np.array([[rows.start, cols.start], [rows.stop, cols.stop]], dtype=float))
+    widget.classes.set_active(2)  # a click in the middle of a grass patch
+    grass = ndimage.binary_erosion(truth == 2, iterations=8)
+    ys, xs = np.nonzero(grass)
+    support.points.add(np.array([[ys[len(ys) // 2], xs[len(xs) // 2]]], dtype=float))
     widget.query_combo.setCurrentText("textures query")
     viewer.layers["textures query"].visible = False
     viewer.layers.selection.active = support.labels

@@ -25,7 +25,8 @@ class Sample:
     """A ready episode: support image + scribbles, query image + known answer.
 
     support: (Y, X[, 3]) image; scribbles: (Y, X) uint8 prompts (0 = unprompted);
-    query: (Y, X[, 3]) or (Z, Y, X[, 3]); answer: labels of the query (Y, X) or (Z, Y, X).
+    query: (Y, X[, 3]) or (Z, Y, X[, 3]); answer: labels of the query (Y, X) or (Z, Y, X);
+    support_answer: the support's complete labels (for placing extra prompts in examples).
     """
 
     name: str
@@ -35,6 +36,7 @@ class Sample:
     query: np.ndarray
     answer: np.ndarray
     description: str
+    support_answer: np.ndarray | None = None
 
     def episode(self):
         from .episode import Episode
@@ -135,6 +137,7 @@ def textures(shape: tuple[int, int] = (256, 256), planes: int = 1) -> Sample:
         queries[0] if planes == 1 else np.stack(queries),
         answers[0] if planes == 1 else np.stack(answers),
         "brick, grass and gravel patches (scikit-image textures) on a smooth background; exact answer",
+        support_labels,
     )
 
 
