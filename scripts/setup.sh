@@ -27,10 +27,11 @@ want="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-$PIP install -q --upgrade pip
+retry() { "$@" || { echo "setup: retrying: $*"; sleep 5; "$@"; }; }
+retry $PIP install -q --upgrade pip
 # torch first, in its own call and pinned: unpinned, pip would resolve a multi-GB download.
 # segment-anything imports torchvision, so the two must be a matching pair.
-$PIP install -q "torch==${TORCH_VERSION:-2.14.1}" "torchvision==${TORCHVISION_VERSION:-0.29.1}"
-$PIP install -q -e ".[all,test]"
+retry $PIP install -q "torch==${TORCH_VERSION:-2.14.1}" "torchvision==${TORCHVISION_VERSION:-0.29.1}"
+retry $PIP install -q -e ".[all,test]"
 echo "$want" > "$stamp"
 echo "setup: ready ($VENV)"
