@@ -128,7 +128,7 @@ def test_episode_save_load_round_trip(qtbot, viewer_and_widget, tmp_path, make_n
     _, widget2 = other.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
     widget2.load_episode(path)
     assert widget2.classes.names == ["red", "green"]
-    assert widget2.model_combo.currentData() == str(reference / "sam_like")
+    assert widget2.model_picker.model_name == str(reference / "sam_like")
     assert widget2.episode.signature() == episode.signature()
 
 

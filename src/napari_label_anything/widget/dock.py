@@ -45,6 +45,7 @@ from .layers import (
     supports_to_episode,
     write_output,
 )
+from .model_picker import ModelPicker
 from .workers import WorkerLauncher, predict_planes
 
 KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, KEY_RUN = "Alt-N", "Alt-P", "Alt-R"
@@ -87,7 +88,6 @@ class LabelAnythingWidget(QWidget):
         self.classes = ClassTable()
         self.supports: list[SupportLayers] = []
         self.launcher = WorkerLauncher()
-        self._segmenters: dict[tuple[str, str], object] = {}
         self._pending: dict[tuple[int, ...], np.ndarray] = {}
         self._run_query = None
         self.last_error: Exception | None = None
@@ -105,32 +105,10 @@ class LabelAnythingWidget(QWidget):
     # -- UI --------------------------------------------------------------------------------
 
     def _build_ui(self) -> None:
-        from ..device import DEVICE_CHOICES
-        from ..registry import list_models
-
         layout = QVBoxLayout(self)
 
-        model_box = QGroupBox("Model")
-        form = QFormLayout(model_box)
-        self.model_combo = QComboBox()
-        self.model_combo.addItem("auto (best available)", "auto")
-        for row in list_models():
-            state = "cached" if row.cached else f"download ~{row.size_mb:.0f} MB"
-            self.model_combo.addItem(
-                f"{row.name} ({state})" if row.name != "classic" else "classic (no weights)", row.name
-            )
-        self.model_combo.addItem("local folder…", "__folder__")
-        self.model_combo.activated.connect(self._on_model_chosen)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICE_CHOICES)
-        self.model_note = QLabel()
-        self.model_note.setWordWrap(True)
-        self.model_combo.currentIndexChanged.connect(self._update_model_note)
-        self.device_combo.currentIndexChanged.connect(self._update_model_note)
-        form.addRow("model", self.model_combo)
-        form.addRow("device", self.device_combo)
-        form.addRow(self.model_note)
-        layout.addWidget(model_box)
+        self.model_picker = ModelPicker()
+        layout.addWidget(self.model_picker)
 
         class_box = QGroupBox(f"Classes ({KEY_NEXT_CLASS} / {KEY_PREVIOUS_CLASS} to switch)")
         class_layout = QVBoxLayout(class_box)
@@ -206,7 +184,6 @@ class LabelAnythingWidget(QWidget):
             file_row.addWidget(button)
         layout.addLayout(file_row)
         layout.addStretch()
-        self._update_model_note()
 
     def _refresh_layer_choices(self, event=None) -> None:
         from napari.layers import Image, Labels
@@ -233,43 +210,9 @@ class LabelAnythingWidget(QWidget):
         self.supports = [s for s in self.supports if s.image in self.viewer.layers]
         self._refresh_support_list()
 
-    def _update_model_note(self, *args) -> None:
-        from ..device import resolve_device
-
-        name = self.model_combo.currentData()
-        try:
-            device = resolve_device(self.device_combo.currentText()).type
-        except ValueError as err:
-            self.model_note.setText(f"⚠ {err}")
-            return
-        if device == "cpu" and name in ("sam-1024-coco", "sam-1024-coco-256"):
-            note = "⚠ SAM ViT-B at 1024 px on a CPU: about 20–40 s per new image (cached afterwards)."
-        elif device == "cpu" and str(name).startswith("mae"):
-            note = "ViT-MAE at 480 px on a CPU: about 1–3 s per new image."
-        elif name == "classic":
-            note = "Embedded pixel classifier: fast, no download; learns only from your prompts."
-        else:
-            note = f"device: {device}"
-        self.model_note.setText(note)
-
-    def _on_model_chosen(self, index: int) -> None:
-        if self.model_combo.itemData(index) != "__folder__":
-            return
-        folder = QFileDialog.getExistingDirectory(self, "Checkpoint folder (config.json + model.safetensors)")
-        if folder:
-            self.model_combo.insertItem(index, Path(folder).name, folder)
-            self.model_combo.setCurrentIndex(index)
-        else:
-            self.model_combo.setCurrentIndex(0)
-
     def set_model(self, name: str, device: str = "auto") -> None:
         """Choose the model (name, repo id or folder) and device, as the combo boxes do."""
-        index = self.model_combo.findData(name)
-        if index < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1, Path(name).name or name, name)
-            index = self.model_combo.findData(name)
-        self.model_combo.setCurrentIndex(index)
-        self.device_combo.setCurrentText(device)
+        self.model_picker.set_model(name, device)
 
     # -- classes ---------------------------------------------------------------------------
 
@@ -410,32 +353,9 @@ class LabelAnythingWidget(QWidget):
         """The ``Episode`` the current layers describe (raises ValueError if incomplete)."""
         if not len(self.classes):
             raise ValueError("define at least one class")
-        episode = supports_to_episode(self.supports, self.classes, model=self.model_combo.currentData())
+        episode = supports_to_episode(self.supports, self.classes, model=self.model_picker.model_name)
         episode.validate()
         return episode
-
-    def get_segmenter(self):
-        """Load (once) the chosen model on the chosen device. Runs in the worker thread."""
-        from ..segmenter import load_segmenter
-
-        key = (self.model_combo.currentData(), self.device_combo.currentText())
-        if key not in self._segmenters:
-            self._segmenters[key] = load_segmenter(key[0], device=key[1])
-        return self._segmenters[key]
-
-    def _checkpoint_to_download(self) -> str | None:
-        """The hub repo id of the chosen model when it must be downloaded first, else None."""
-        from ..checkpoint import cached_checkpoint, is_offline, looks_like_repo_id
-        from ..device import resolve_device
-        from ..registry import resolve_model_name
-
-        name = self.model_combo.currentData()
-        if (name, self.device_combo.currentText()) in self._segmenters:
-            return None
-        source = resolve_model_name(name, resolve_device(self.device_combo.currentText()).type)
-        if looks_like_repo_id(source) and cached_checkpoint(source) is None and not is_offline():
-            return source
-        return None
 
     def _plane_indices(self, query_layer, scope: str) -> tuple[list[tuple[int, ...]], object]:
         layout = stack_layout(query_layer.data.shape, 0, rgb=query_layer.rgb)
@@ -475,7 +395,7 @@ class LabelAnythingWidget(QWidget):
             self.last_error = err
             return None
         _import_torch_stack()
-        download = self._checkpoint_to_download()
+        download = self.model_picker.checkpoint_to_download()
         self._pending = {}
         self._run_query = query_layer
         self.last_error = None
@@ -487,7 +407,7 @@ class LabelAnythingWidget(QWidget):
         query = query_layer.data
         return self.launcher.start(
             predict_planes,
-            self.get_segmenter,
+            self.model_picker.get_segmenter,
             episode,
             query,
             indices,
@@ -552,7 +472,7 @@ class LabelAnythingWidget(QWidget):
         episode = Episode.load(path)
         self.classes.reset(episode.classes)
         if episode.model:
-            self.set_model(episode.model, self.device_combo.currentText())
+            self.set_model(episode.model, self.model_picker.device)
         for i, support in enumerate(episode.supports):
             image = self.viewer.add_image(support.image, name=support.name or f"support {i + 1}",
                                           rgb=support.image.ndim == 3)  # fmt: skip
