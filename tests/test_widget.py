@@ -58,6 +58,13 @@ def test_user_flow_on_a_2d_query(qtbot, viewer_and_widget):
     assert set(np.unique(out.data)) <= {0, 1, 2}
     assert list(out.features["class"]) == ["background", "red", "green"]
     assert widget.last_error is None and "done" in widget.status.text()
+    # New prompts, same images: the second run encodes nothing and updates the same layer.
+    stats = widget.model_picker.get_segmenter().stats
+    encoded = stats["encoded_images"]
+    support.points.add([[20, 100]])
+    wait_for(qtbot, widget.run())
+    assert stats["encoded_images"] == encoded and stats["prompt_encodings"] == 2
+    assert [layer.name for layer in viewer.layers].count("query labels") == 1
 
 
 def test_stack_query_and_rerun_updates_own_layer(qtbot, viewer_and_widget):
