@@ -111,16 +111,27 @@ class Support:
 
     def prompt_counts(self, n_classes: int) -> dict[str, np.ndarray]:
         """Per class 0..N: painted pixels, points and boxes; each an (N+1,) int array."""
-        size = n_classes + 1
-        pixels = np.zeros(size, dtype=np.int64)
-        if self.labels is not None:
-            pixels = np.bincount(self.labels.ravel().astype(np.int64), minlength=size)[:size]
-            pixels[0] = 0
-        return {
-            "pixels": pixels,
-            "points": np.bincount(self.points[:, 2].astype(np.int64), minlength=size)[:size],
-            "boxes": np.bincount(self.boxes[:, 4].astype(np.int64), minlength=size)[:size],
-        }
+        return count_prompts(self.labels, self.points[:, 2], self.boxes[:, 4], n_classes)
+
+
+def count_prompts(
+    labels: np.ndarray | None, point_classes: np.ndarray, box_classes: np.ndarray, n_classes: int
+) -> dict[str, np.ndarray]:
+    """Painted pixels, points and boxes per class 0..N, each an (N+1,) int64 array.
+
+    ``labels`` is a label image (any shape) or None; ``point_classes``/``box_classes`` hold one
+    class id per prompt. Values outside 0..N are not counted; painted class 0 counts as 0.
+    """
+    size = n_classes + 1
+
+    def per_class(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.int64).ravel()
+        values = values[(values >= 0) & (values < size)]
+        return np.bincount(values, minlength=size).astype(np.int64)
+
+    pixels = per_class(labels) if labels is not None else np.zeros(size, dtype=np.int64)
+    pixels[0] = 0
+    return {"pixels": pixels, "points": per_class(point_classes), "boxes": per_class(box_classes)}
 
 
 class Episode:

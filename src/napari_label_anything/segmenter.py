@@ -65,6 +65,7 @@ class Segmenter(ABC):
         axis: int | tuple[int, ...] = 0,
         planes: Sequence[tuple[int, ...] | int] | None = None,
         cancel: CancelCheck | None = None,
+        rgb: bool | None = None,
         **options: Any,
     ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         """Yield ``(plane_index, labels)`` for each plane of ``stack`` (see ``predict_stack``).
@@ -73,7 +74,7 @@ class Segmenter(ABC):
         contrast through the stack. ``cancel`` is checked before every plane.
         """
         stack = np.asarray(stack)
-        layout = stack_layout(stack.shape, axis)
+        layout = stack_layout(stack.shape, axis, rgb)
         episode.validate()
         indices = (
             layout.plane_indices() if planes is None else [(p,) if isinstance(p, int) else tuple(p) for p in planes]
@@ -93,6 +94,7 @@ class Segmenter(ABC):
         progress: ProgressCallback | None = None,
         planes: Sequence[tuple[int, ...] | int] | None = None,
         cancel: CancelCheck | None = None,
+        rgb: bool | None = None,
         **options: Any,
     ) -> np.ndarray:
         """Label every plane of a (Z, Y, X), (T, Z, Y, X) or (..., Y, X, 3|4) stack.
@@ -105,16 +107,18 @@ class Segmenter(ABC):
             planes: only these plane indices (others stay 0), e.g. ``[(3,), (4,)]``.
             cancel: a ``threading.Event`` or a callable; when it turns true the run stops with
                 ``PredictionCancelled``.
+            rgb: whether the last axis is colour (default: guessed from its size, see
+                ``stacks.stack_layout``).
 
         Returns:
             Labels with the stack's shape minus any colour axis, uint8 (uint16 above 255 classes).
         """
         stack = np.asarray(stack)
-        layout = stack_layout(stack.shape, axis)
+        layout = stack_layout(stack.shape, axis, rgb)
         out = np.zeros(layout.labels_shape, dtype=labels_dtype(episode.n_classes))
         total = layout.n_planes if planes is None else len(planes)
         for done, (index, labels) in enumerate(
-            self.iter_predict_stack(episode, stack, axis, planes=planes, cancel=cancel, **options), start=1
+            self.iter_predict_stack(episode, stack, axis, planes=planes, cancel=cancel, rgb=rgb, **options), start=1
         ):
             out[layout.labels_index(index)] = labels
             if progress is not None:

@@ -357,21 +357,21 @@ class LabelAnythingWidget(QWidget):
         episode.validate()
         return episode
 
-    def _plane_indices(self, query_layer, scope: str) -> tuple[list[tuple[int, ...]], object]:
+    def _plane_indices(self, query_layer, scope: str) -> list[tuple[int, ...]]:
         layout = stack_layout(query_layer.data.shape, 0, rgb=query_layer.rgb)
         if not layout.plane_axes:
-            return [()], layout
+            return [()]
         current = tuple(
             int(round(c)) for c in query_layer.world_to_data(self.viewer.dims.point)[: len(layout.plane_axes)]
         )
         current = tuple(min(max(c, 0), layout.shape[a] - 1) for c, a in zip(current, layout.plane_axes, strict=True))
         if scope == "current plane":
-            return [current], layout
+            return [current]
         if scope == "plane range":
             start, stop = sorted((self.range_start.value(), self.range_stop.value()))
             stop = min(stop, layout.shape[0] - 1)
-            return [(i, *current[1:]) for i in range(start, stop + 1)], layout
-        return layout.plane_indices(), layout
+            return [(i, *current[1:]) for i in range(start, stop + 1)]
+        return layout.plane_indices()
 
     def run(self, query_layer=None, scope: str | None = None):
         """Segment ``query_layer`` (default: the widget's choice) in a worker; returns the worker.
@@ -389,7 +389,7 @@ class LabelAnythingWidget(QWidget):
                     raise ValueError("choose a query image layer")
                 query_layer = self.viewer.layers[self.query_combo.currentText()]
             episode = self.episode
-            indices, layout = self._plane_indices(query_layer, scope or self.scope_combo.currentText())
+            indices = self._plane_indices(query_layer, scope or self.scope_combo.currentText())
         except (ValueError, TypeError, KeyError) as err:
             _notify("error", f"cannot run: {err}")
             self.last_error = err
@@ -411,7 +411,7 @@ class LabelAnythingWidget(QWidget):
             episode,
             query,
             indices,
-            layout,
+            query_layer.rgb,
             download,
             yielded=self._on_yielded,
             returned=self._on_returned,

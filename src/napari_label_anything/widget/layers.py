@@ -8,11 +8,11 @@ colour) and its scale/translate; points and rectangles carry their class in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..episode import Episode
+from ..episode import Episode, count_prompts
 from .classes import ClassTable, rgba
 
 OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query layer's name
@@ -42,7 +42,6 @@ class SupportLayers:
     points: object
     shapes: object
     owns_labels: bool = True
-    _callbacks: list = field(default_factory=list, repr=False)
 
     @property
     def name(self) -> str:
@@ -53,15 +52,9 @@ class SupportLayers:
 
     def prompt_counts(self, n_classes: int) -> dict[str, np.ndarray]:
         """Painted pixels, points and boxes per class 0..N over all planes."""
-        size = n_classes + 1
-        data = np.asarray(self.labels.data)
-        pixels = np.bincount(data.ravel().clip(0, size), minlength=size + 1)[:size].astype(np.int64)
-        pixels[0] = 0
-        return {
-            "pixels": pixels,
-            "points": _class_counts(self.points, size),
-            "boxes": _class_counts(self.shapes, size),
-        }
+        return count_prompts(
+            np.asarray(self.labels.data), _classes_of(self.points), _classes_of(self.shapes), n_classes
+        )
 
     def recolor(self, classes: ClassTable) -> None:
         """Show every point/box in its class colour and the labels in the class colours."""
@@ -104,11 +97,6 @@ def _classes_of(layer) -> np.ndarray:
     if len(layer.data) == 0 or "class" not in layer.features:
         return np.zeros(0, dtype=np.int64)
     return np.asarray(layer.features["class"], dtype=np.int64)
-
-
-def _class_counts(layer, size: int) -> np.ndarray:
-    values = _classes_of(layer)
-    return np.bincount(values.clip(0, size), minlength=size + 1)[:size]
 
 
 def create_support_layers(viewer, image_layer, classes: ClassTable, labels_layer=None) -> SupportLayers:
@@ -156,7 +144,6 @@ def create_support_layers(viewer, image_layer, classes: ClassTable, labels_layer
             support.recolor(classes)
 
         layer.events.data.connect(on_data)
-        support._callbacks.append((layer.events.data, on_data))
     viewer.layers.selection.active = labels_layer
     return support
 

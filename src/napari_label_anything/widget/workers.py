@@ -93,26 +93,20 @@ def predict_planes(
     episode,
     query: np.ndarray,
     plane_indices: list[tuple[int, ...]],
-    layout,
+    rgb: bool,
     download: str | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Generator run in the worker: yields ("status", text), then ("plane", (index, labels, done, total)).
 
     Downloading the checkpoint ``download`` (a hub repo id, when not cached) and loading the
-    model happen here, off the GUI thread.
+    model happen here, off the GUI thread; the planes go through ``Segmenter.iter_predict_stack``.
     """
-    from ..preprocessing import intensity_range
-
     if download is not None:
         yield from download_with_status(download)
     yield "status", "loading model"
     segmenter = get_segmenter()
     yield "status", f"running {segmenter.name} on {segmenter.device}"
-    options = {}
-    if np.asarray(query[:0]).dtype != np.uint8 and layout.plane_axes:
-        options["value_range"] = intensity_range(np.asarray(query))
     total = len(plane_indices)
-    for done, index in enumerate(plane_indices, start=1):
-        plane = np.asarray(layout.take(query, index)) if index else np.asarray(query)
-        labels = segmenter.predict(episode, plane, **options)
+    planes = segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb)
+    for done, (index, labels) in enumerate(planes, start=1):
         yield "plane", (index, labels, done, total)
