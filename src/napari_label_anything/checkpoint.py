@@ -45,9 +45,14 @@ def looks_like_repo_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and not Path(name).exists()
 
 
+def hub_repo_folder(repo_id: str) -> Path:
+    """Where huggingface_hub keeps ``repo_id`` in its cache (whether or not it exists yet)."""
+    return hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
 def manual_install_hint(repo_id: str) -> str:
     cache = hub_cache_dir()
-    folder = cache / ("models--" + repo_id.replace("/", "--"))
+    folder = hub_repo_folder(repo_id)
     return (
         f"To install it by hand, download {CONFIG_NAME} and {WEIGHTS_NAME} from "
         f"https://huggingface.co/{repo_id}/tree/main on a machine with internet access and either\n"

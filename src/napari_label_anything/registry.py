@@ -181,13 +181,13 @@ class ModelStatus:
 
 def list_models() -> list[ModelStatus]:
     """Every model this machine knows: published ones (cached or not), local folders, classic."""
-    from .checkpoint import WEIGHTS_NAME, cached_checkpoint, hub_cache_dir
+    from .checkpoint import WEIGHTS_NAME, cached_checkpoint, hub_repo_folder
 
     rows = []
     for model in KNOWN_MODELS:
         folder = cached_checkpoint(model.repo_id)
         size = (folder / WEIGHTS_NAME).stat().st_size / 1e6 if folder else float(model.approx_size_mb)
-        expected = hub_cache_dir() / ("models--" + model.repo_id.replace("/", "--"))
+        expected = hub_repo_folder(model.repo_id)
         description = f"{model.encoder} {model.image_size}px, embed {model.embed_dim}, {model.trained_on}"
         rows.append(ModelStatus(model.name, model.repo_id, description, folder is not None, size, folder or expected))
     for name, folder in local_models().items():
