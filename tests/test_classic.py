@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-pytest.importorskip("sklearn")
-
-from napari_label_anything.classic import ClassicSegmenter, normalise_image  # noqa: E402
-from napari_label_anything.episode import Episode  # noqa: E402
+from napari_label_anything.classic import ClassicSegmenter, normalise_image
+from napari_label_anything.episode import Episode
 
 
 def iou(pred: np.ndarray, truth: np.ndarray, k: int) -> float:

@@ -11,7 +11,7 @@ from napari_label_anything.checkpoint import load_model
 from napari_label_anything.model.layers import LayerNorm2d
 from napari_label_anything.model.prompt_encoder import PromptTensors
 
-CASES = sorted(p.stem for p in (REFERENCE / "decoder_cases").glob("*.npz")) if REFERENCE.is_dir() else []
+CASES = sorted(p.stem for p in (REFERENCE / "decoder_cases").glob("*.npz"))
 TOLERANCE = {"sam_like": (1e-5, 1e-4), "mae_like": (1e-5, 1e-4), "attn_variants": (1e-4, 1e-4)}
 _MODELS: dict[str, torch.nn.Module] = {}
 

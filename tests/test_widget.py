@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import napari
 import numpy as np
 import pytest
 
 from conftest import blob_image
 
 pytestmark = pytest.mark.napari
-napari = pytest.importorskip("napari")
 
 
 @pytest.fixture
