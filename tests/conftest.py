@@ -17,7 +17,7 @@ REFERENCE = Path(os.environ.get("NLA_REFERENCE_DIR", Path(__file__).resolve().pa
 def require_reference() -> Path:
     """The reference folder; a missing one is an error of the checkout, never a reason to skip."""
     if not (REFERENCE / "manifest.json").is_file():
-        raise FileNotFoundError(f"reference data missing at {REFERENCE}: the repository's tests/data/reference is incomplete")
+        raise FileNotFoundError(f"reference data missing at {REFERENCE}: tests/data/reference is incomplete")
     return REFERENCE
 
 

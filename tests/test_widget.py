@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import napari
 import numpy as np
 import pytest
 
