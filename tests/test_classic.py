@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_label_anything.classic import ClassicSegmenter, normalise_image
+from napari_label_anything.classic import ClassicSegmenter
 from napari_label_anything.episode import Episode
+from napari_label_anything.preprocessing import normalise_image
 
 
 def iou(pred: np.ndarray, truth: np.ndarray, k: int) -> float:

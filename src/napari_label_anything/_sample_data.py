@@ -5,12 +5,13 @@ Returns napari ``LayerDataTuple``s only, so napari itself is never imported here
 
 from __future__ import annotations
 
+from .labels import class_names
 from .samples import load_sample
 
 
 def _layers(name: str, **options) -> list[tuple]:
     sample = load_sample(name, **options)
-    classes = ["background", *sample.classes]
+    classes = list(class_names(sample.classes).values())
     return [
         (sample.support, {"name": f"{sample.name} support"}, "image"),
         (

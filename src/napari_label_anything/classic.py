@@ -17,37 +17,15 @@ from typing import Any
 import numpy as np
 
 from .episode import Episode, Support, check_image
-from .preprocessing import intensity_range
+from .labels import BACKGROUND
+from .preprocessing import normalise_image
 from .segmenter import Segmenter
 
-BACKGROUND_NAME = "background"
 _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
                "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
                "n_estimators", "min_samples_leaf", "background_ratio")  # fmt: skip
 _PREDICT_CHUNK = 1 << 18  # pixels per predict call
 _VOTE_GROUPS = 8
-
-
-def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """(Y, X[, 3|4]) image of any real dtype -> (Y, X[, 3]) float32 in 0..1.
-
-    The rule of ``preprocessing.to_uint8_rgb`` (so every segmenter sees the same contrast),
-    without its 8-bit quantisation: uint8 is divided by 255 unless ``value_range`` is given;
-    bool maps to 0/1; anything else maps ``value_range`` (default: this image's 0.5th..99.5th
-    percentiles, over all channels) linearly to 0..1 and is clipped. Alpha is dropped.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 4:
-        image = image[..., :3]
-    if image.dtype == np.bool_:
-        return image.astype(np.float32)
-    if image.dtype == np.uint8 and value_range is None:
-        return image.astype(np.float32) / np.float32(255.0)
-    low, high = value_range if value_range is not None else intensity_range(image)
-    if not high > low:
-        return np.zeros(image.shape, np.float32)
-    scaled = (image.astype(np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
-    return np.clip(scaled, 0.0, 1.0, out=scaled)
 
 
 def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0) -> np.ndarray:
@@ -427,7 +405,7 @@ class ClassicSegmenter(Segmenter):
 
     def _fit(self, episode: Episode) -> tuple[BalancedExtraTrees, bool]:
         names = [c.strip().lower() for c in episode.classes]
-        background_class = names.index(BACKGROUND_NAME) + 1 if BACKGROUND_NAME in names else None
+        background_class = names.index(BACKGROUND) + 1 if BACKGROUND in names else None
         implicit = background_class is None
         prompts = [self.prompt_pixels(s, background_class) for s in episode.supports]
         targets, weights = [p[0] for p in prompts], [p[1] for p in prompts]

@@ -36,6 +36,7 @@ def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .files import read_image, write_labels
+    from .labels import class_names
     from .segmenter import load_segmenter
     from .stacks import stack_layout
 
@@ -56,7 +57,7 @@ def _predict(args: argparse.Namespace) -> int:
             )
         target = out_dir / (Path(query_path).name.split(".")[0] + "_labels.tif")
         write_labels(target, labels, episode.classes, {"model": args.model, "query": str(query_path)})
-        counts = {name: int((labels == k).sum()) for k, name in enumerate(["background", *episode.classes])}
+        counts = {name: int((labels == k).sum()) for k, name in class_names(episode.classes).items()}
         print(f"{query_path}: {layout.n_planes} plane(s) in {time.perf_counter() - start:.1f} s -> {target}  {counts}")
     return 0
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .labels import as_labels
+
 FORMAT_NAME = "napari-label-anything.episode"
 FORMAT_VERSION = 1
 
@@ -291,7 +293,7 @@ class Episode:
             arrays[f"support{i}.points"] = s.points
             arrays[f"support{i}.boxes"] = s.boxes
             if s.labels is not None:
-                arrays[f"support{i}.labels"] = s.labels.astype(np.min_scalar_type(max(self.n_classes, 1)))
+                arrays[f"support{i}.labels"] = as_labels(s.labels, self.n_classes)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         path.write_bytes(buffer.getvalue())

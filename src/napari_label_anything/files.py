@@ -55,8 +55,10 @@ def write_labels(
 
 
 def label_names(classes: Sequence[str]) -> dict[str, str]:
-    """{"0": "background", "1": classes[0], ...}."""
-    return {"0": "background", **{str(k): name for k, name in enumerate(classes, start=1)}}
+    """``labels.class_names`` with string keys, as JSON metadata stores it."""
+    from .labels import class_names
+
+    return {str(k): name for k, name in class_names(classes).items()}
 
 
 def read_label_classes(path: str | os.PathLike) -> dict[int, str]:

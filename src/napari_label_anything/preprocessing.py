@@ -50,33 +50,51 @@ def intensity_range(image: np.ndarray, percentiles: tuple[float, float] = DEFAUL
     return float(low), float(high)
 
 
-def to_uint8_rgb(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """Convert a 2D image to (H, W, 3) uint8 RGB, the model's input format.
+def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """(Y, X[, 3|4]) image of any real dtype -> (Y, X[, 3]) float32 in 0..1: the intensity rule.
 
-    - uint8 RGB is kept; RGBA drops alpha; uint8 grayscale is replicated to three channels
-      (what ``PIL.Image.convert("RGB")`` does).
-    - Any other dtype (uint16, int, float, bool), grayscale or colour, is stretched linearly so
-      that ``value_range`` (default: the 0.5th and 99.5th percentiles of this image) maps to
-      0..255, then clipped. A constant image becomes black.
+    Every segmenter sees images through this one rule (``to_uint8_rgb`` quantises its result):
+    uint8 is divided by 255 unless ``value_range`` is given; bool maps to 0/1; anything else
+    maps ``value_range`` (default: this image's 0.5th..99.5th percentiles, over all channels)
+    linearly to 0..1 and is clipped, so hot pixels do not set the contrast. A constant image
+    becomes 0. Alpha is dropped.
 
     Args:
-        image: (H, W), (H, W, 3) or (H, W, 4) array of any real dtype, finite values.
-        value_range: (low, high) to map to 0..255; pass one range for every plane of a stack
-            so all planes get the same contrast.
+        image: (Y, X), (Y, X, 3) or (Y, X, 4) array of any real dtype, finite values.
+        value_range: (low, high) mapped to 0..1; pass one range for every plane of a stack so
+            all planes get the same contrast.
     """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
     if image.dtype == np.uint8 and value_range is None:
-        out = image
+        return image.astype(np.float32) / np.float32(255.0)
+    low, high = value_range if value_range is not None else intensity_range(image)
+    if not high > low:
+        return np.zeros(image.shape, np.float32)
+    # float64 for the offset: float32 would overflow for values near the float32 limit
+    scaled = ((image.astype(np.float64, copy=False) - low) * (1.0 / (high - low))).astype(np.float32)
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
+
+
+def to_uint8_rgb(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Convert a 2D image to (H, W, 3) uint8 RGB, the model's input format.
+
+    uint8 RGB is kept as it is (RGBA drops alpha; grayscale is replicated to three channels, as
+    ``PIL.Image.convert("RGB")`` does); every other image goes through ``normalise_image`` and
+    is rounded to 0..255.
+
+    Args:
+        image: (H, W), (H, W, 3) or (H, W, 4) array of any real dtype, finite values.
+        value_range: see ``normalise_image``.
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint8 and value_range is None:
+        out = image[..., :3] if image.ndim == 3 else image
     else:
-        if image.dtype == np.bool_:
-            image = image.astype(np.uint8) * 255
-            low, high = 0.0, 255.0
-        else:
-            low, high = value_range if value_range is not None else intensity_range(image)
-        scaled = (image.astype(np.float32) - np.float32(low)) * np.float32(255.0 / max(high - low, 1e-12))
-        out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8) if high > low else np.zeros(image.shape, np.uint8)
+        out = np.rint(normalise_image(image, value_range) * np.float32(255.0)).astype(np.uint8)
     if out.ndim == 2:
         out = np.repeat(out[..., None], 3, axis=-1)
     return np.ascontiguousarray(out)

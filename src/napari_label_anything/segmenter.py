@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .episode import Episode, check_image
+from .labels import labels_dtype
 from .preprocessing import image_to_model_input, intensity_range, to_uint8_rgb
 from .stacks import stack_layout
 
@@ -27,11 +28,6 @@ CancelCheck = Callable[[], bool] | threading.Event
 
 class PredictionCancelled(RuntimeError):
     """Raised inside a stack prediction when its ``cancel`` check turns true."""
-
-
-def labels_dtype(n_classes: int) -> np.dtype:
-    """Smallest unsigned dtype holding labels 0..n_classes."""
-    return np.dtype(np.uint8 if n_classes < 256 else np.uint16)
 
 
 def _is_cancelled(cancel: CancelCheck | None) -> bool:

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..labels import as_labels
 from ..stacks import stack_layout
 from .classes import ClassTable
 from .layers import (
@@ -478,7 +479,7 @@ class LabelAnythingWidget(QWidget):
                                           rgb=support.image.ndim == 3)  # fmt: skip
             layers = self.add_support(image)
             if support.labels is not None:
-                layers.labels.data = support.labels.astype(np.uint8)
+                layers.labels.data = as_labels(support.labels, episode.n_classes)
             if len(support.points):
                 layers.points.add(support.points[:, :2])
                 layers.points.features["class"] = support.points[:, 2].astype(np.int64)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..episode import Episode, count_prompts
+from ..labels import class_names, labels_dtype
 from .classes import ClassTable, rgba
 
 OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query layer's name
@@ -110,7 +111,7 @@ def create_support_layers(viewer, image_layer, classes: ClassTable, labels_layer
     owns_labels = labels_layer is None
     if labels_layer is None:
         labels_layer = viewer.add_labels(
-            np.zeros(shape, dtype=np.uint8), name=f"{image_layer.name} mask prompts", **geometry
+            np.zeros(shape, dtype=labels_dtype(len(classes))), name=f"{image_layer.name} mask prompts", **geometry
         )
     elif tuple(labels_layer.data.shape) != shape:
         raise ValueError(
@@ -210,14 +211,14 @@ def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarra
     """
     shape = spatial_shape(query_layer)
     layer = find_output_layer(viewer, query_layer)
-    dtype = np.uint8 if len(classes) < 256 else np.uint16
+    dtype = labels_dtype(len(classes))
     if layer is not None and tuple(layer.data.shape) == shape:
         data = np.array(layer.data, dtype=dtype)
     else:
         data = np.zeros(shape, dtype=dtype)
     for index, plane in predicted.items():
         data[index] = plane
-    names = {0: "background", **{k: n for k, n in enumerate(classes.names, start=1)}}
+    names = class_names(classes.names)
     features = {"index": list(names), "class": list(names.values())}
     if layer is None:
         name = f"{query_layer.name} labels"
