@@ -215,7 +215,28 @@ def load_weights(model: LabelAnything, state_dict: dict[str, torch.Tensor], sour
         problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:20]))
     if problems:
         raise ValueError(f"{source} does not fit the model its config.json describes:\n  " + "\n  ".join(problems))
+    check_finite(stripped, source)
     model.load_state_dict(stripped, strict=True)
+
+
+def check_finite(state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse weights holding NaN or infinity: such a model would only ever predict garbage.
+
+    Raises:
+        ValueError: naming the first tensors that hold non-finite values.
+    """
+    import torch
+
+    bad = [
+        key
+        for key, value in state_dict.items()
+        if torch.is_floating_point(value) and not bool(torch.isfinite(value).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{source} holds NaN or infinite weights in {len(bad)} tensor(s): {', '.join(bad[:10])}; "
+            "the file is damaged or the training diverged"
+        )
 
 
 def load_model(name_or_path: str | os.PathLike, *, local_files_only: bool | None = None) -> LabelAnything:
@@ -257,9 +278,16 @@ def load_sam_image_encoder(model: LabelAnything, sam_checkpoint: str | os.PathLi
         weights = torch.load(os.fspath(sam_checkpoint), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for unsafe/corrupt files
         raise ValueError(f"{sam_checkpoint} is not a plain-tensor SAM checkpoint: {err}") from None
-    encoder_weights = {k[len("image_encoder.") :]: v for k, v in weights.items() if k.startswith("image_encoder.")}
+    if not isinstance(weights, dict):
+        raise ValueError(f"{sam_checkpoint} holds a {type(weights).__name__}, not a state dict of tensors")
+    encoder_weights = {
+        k[len("image_encoder.") :]: v
+        for k, v in weights.items()
+        if isinstance(k, str) and k.startswith("image_encoder.") and hasattr(v, "shape")
+    }
     if not encoder_weights:
         raise ValueError(f"{sam_checkpoint} holds no image_encoder.* weights")
+    check_finite(encoder_weights, str(sam_checkpoint))
     result = model.image_encoder.load_state_dict(encoder_weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(

@@ -15,26 +15,34 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
+import zipfile
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .files import atomic_write
 from .labels import as_labels
 
 FORMAT_NAME = "napari-label-anything.episode"
+# bool, signed and unsigned integers, floats: no complex, datetime/timedelta, strings or objects
+IMAGE_DTYPE_KINDS = "biuf"
 FORMAT_VERSION = 1
 
 
 def check_image(image: Any, what: str = "image") -> np.ndarray:
     """Validate a 2D image: (Y, X) grayscale or (Y, X, 3|4) colour, real dtype, finite values."""
-    array = np.asarray(image)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
-    if np.iscomplexobj(array):
-        raise TypeError(f"{what} must be real-valued, got dtype {array.dtype}")
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as err:  # ragged nested lists, unconvertible objects
+        raise TypeError(f"{what} must be a numeric array: {err}") from None
+    if array.dtype.kind not in IMAGE_DTYPE_KINDS:
+        raise TypeError(
+            f"{what} must be a real-valued numeric array (bool, integer or float dtype), got dtype {array.dtype}"
+        )
     is_colour = array.ndim == 3 and array.shape[-1] in (3, 4)
     if array.ndim != 2 and not is_colour:
         raise ValueError(
@@ -42,7 +50,7 @@ def check_image(image: Any, what: str = "image") -> np.ndarray:
             "for a stack pass one plane (or use plane=...)"
         )
     if min(array.shape[:2]) < 2:
-        raise ValueError(f"{what} is too small: shape {array.shape}")
+        raise ValueError(f"{what} is too small: shape {array.shape}; both sides must be at least 2 pixels")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError(f"{what} contains NaN or infinite values")
     return array
@@ -53,7 +61,11 @@ def _class_id(value: Any, names: list[str], what: str) -> int:
         if value not in names:
             raise ValueError(f"{what}: unknown class {value!r}; classes are {names}")
         return names.index(value) + 1
-    if isinstance(value, (bool, np.bool_)) or not float(value).is_integer():
+    try:
+        is_integer = not isinstance(value, (bool, np.bool_)) and float(value).is_integer()
+    except (TypeError, ValueError, OverflowError):
+        is_integer = False
+    if not is_integer:
         raise ValueError(f"{what}: class must be an integer 1..{len(names)} or a class name, got {value!r}")
     k = int(value)
     if not 1 <= k <= len(names):
@@ -61,13 +73,41 @@ def _class_id(value: Any, names: list[str], what: str) -> int:
     return k
 
 
+def _plane_index(plane: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Validate ``plane`` (an int or a tuple of ints) against a stack's leading axes."""
+    index = plane if isinstance(plane, tuple) else (plane,)
+    if not index or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in index):
+        raise TypeError(f"plane must be an integer or a tuple of integers, got {plane!r}")
+    if len(index) > len(shape) - 2:
+        raise ValueError(
+            f"plane {plane!r} has {len(index)} index(es) but a stack of shape {shape} has fewer plane axes"
+        )
+    for axis, i in enumerate(index):
+        if not -shape[axis] <= i < shape[axis]:
+            raise ValueError(
+                f"plane {plane!r} is out of range: axis {axis} of the stack {shape} has {shape[axis]} planes"
+            )
+    return tuple(int(i) for i in index)
+
+
 def _as_rows(values: Any, width: int, what: str, names: list[str]) -> np.ndarray:
     """Parse [(..coords.., k), ...] into a float64 (n, width) array with k as a float id."""
     if values is None:
         return np.zeros((0, width), dtype=np.float64)
-    rows = list(values) if not isinstance(values, np.ndarray) else list(values.reshape(-1, values.shape[-1]))
+    shape = "(y, x, k)" if width == 3 else "(y0, x0, y1, x1, k)"
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{what} must be a list of {shape} rows, got {type(values).__name__} {values!r}")
+    if isinstance(values, np.ndarray):
+        if values.ndim == 0 or values.size == 0:
+            rows = [] if values.size == 0 else [values]
+        else:
+            rows = list(values.reshape(-1, values.shape[-1]))
+    else:
+        rows = list(values)
     out = np.zeros((len(rows), width), dtype=np.float64)
     for i, row in enumerate(rows):
+        if isinstance(row, (str, bytes)) or not isinstance(row, Iterable):
+            raise TypeError(f"{what}[{i}] must be a row {shape}, got {row!r}")
         row = list(row)
         if len(row) != width:
             raise ValueError(f"{what}[{i}] must have {width} values, got {len(row)}: {row!r}")
@@ -80,6 +120,13 @@ def _as_rows(values: Any, width: int, what: str, names: list[str]) -> np.ndarray
         out[i, :-1] = coords
         out[i, -1] = _class_id(row[-1], names, f"{what}[{i}]")
     return out
+
+
+def _class_name(value: Any) -> str:
+    """A class name given as a number (e.g. from a spreadsheet) becomes its text; anything else is refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"class names must be strings, got {type(value).__name__} {value!r}")
+    return str(value)
 
 
 @dataclass
@@ -145,13 +192,18 @@ class Episode:
     """
 
     def __init__(self, classes: Sequence[str], model: str | None = None) -> None:
-        names = [str(c) for c in classes]
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+            hint = f"; for one class write [{classes!r}]" if isinstance(classes, str) else ""
+            raise TypeError(f"classes must be a list of class names, got {type(classes).__name__} {classes!r}{hint}")
+        names = [c if isinstance(c, str) else _class_name(c) for c in classes]
         if not names:
             raise ValueError("an episode needs at least one class")
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
         if any(not n.strip() for n in names):
-            raise ValueError("class names must not be empty")
+            raise ValueError(f"class names must not be empty or blank, got {names}")
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"model must be a model name or path (str), got {type(model).__name__}")
         self.classes: list[str] = names
         self.supports: list[Support] = []
         self.model = model
@@ -189,8 +241,8 @@ class Episode:
             ValueError / TypeError: on any malformed input, naming what is wrong.
         """
         if plane is not None:
-            index = plane if isinstance(plane, tuple) else (plane,)
             full = np.asarray(image)
+            index = _plane_index(plane, full.shape)
             if labels is not None and np.shape(labels) == full.shape[: np.ndim(labels)] and np.ndim(labels) > 2:
                 labels = np.asarray(labels)[index]
             image = full[index]
@@ -199,18 +251,22 @@ class Episode:
         label_array = None
         if labels is not None:
             label_array = np.asarray(labels)
+            if label_array.dtype.kind not in IMAGE_DTYPE_KINDS:
+                raise TypeError(f"labels must hold integers, got dtype {label_array.dtype}")
             if label_array.shape != shape:
                 raise ValueError(f"labels have shape {label_array.shape} but the support image is {shape}")
-            if not (np.issubdtype(label_array.dtype, np.integer) or label_array.dtype == np.bool_):
-                if not np.issubdtype(label_array.dtype, np.floating) or not np.all(np.mod(label_array, 1) == 0):
-                    raise TypeError(f"labels must hold integers, got dtype {label_array.dtype}")
-            label_array = label_array.astype(np.int64)
-            low, high = int(label_array.min()), int(label_array.max())
+            if label_array.dtype.kind == "f":
+                if not np.isfinite(label_array).all():
+                    raise ValueError("labels contain NaN or infinite values")
+                if not np.all(np.mod(label_array, 1) == 0):
+                    raise TypeError(f"labels must hold integers, got non-integer values of dtype {label_array.dtype}")
+            low, high = label_array.min().item(), label_array.max().item()
             if low < 0 or high > self.n_classes:
                 raise ValueError(
-                    f"labels hold values {low}..{high} but only 0..{self.n_classes} exist "
+                    f"labels hold values {low:g}..{high:g} but only 0..{self.n_classes} exist "
                     f"(0 = unprompted, 1..{self.n_classes} = {self.classes})"
                 )
+            label_array = label_array.astype(np.int64)
             if high == 0:
                 label_array = None
         point_rows = _as_rows(points, 3, "points", self.classes)
@@ -277,7 +333,8 @@ class Episode:
         """Write the episode (classes, supports with images, prompts, model id) to one file.
 
         The file is a NumPy ``.npz`` archive (arrays plus a JSON header); it is read back
-        with ``allow_pickle=False``, so loading an episode never runs code.
+        with ``allow_pickle=False``, so loading an episode never runs code. It is written
+        atomically: an interrupted save leaves the previous file as it was.
         """
         path = Path(path)
         meta = {
@@ -296,7 +353,8 @@ class Episode:
                 arrays[f"support{i}.labels"] = as_labels(s.labels, self.n_classes)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        path.write_bytes(buffer.getvalue())
+        with atomic_write(path) as partial:
+            partial.write_bytes(buffer.getvalue())
         return path
 
     @classmethod
@@ -304,32 +362,48 @@ class Episode:
         """Read an episode written by ``save``.
 
         Raises:
-            ValueError: the file is not an episode file or is damaged.
+            FileNotFoundError: there is no such file.
+            ValueError: the file is not an episode file, is truncated or damaged, or holds
+                prompts that do not validate; the message names the file and the problem.
         """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such episode file: {path}")
         try:
             with np.load(os.fspath(path), allow_pickle=False) as archive:
                 data = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError) as err:
-            raise ValueError(f"{path} is not a readable episode file: {err}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise ValueError(f"{path} is not a readable episode file (truncated or not an episode): {err}") from None
         try:
             meta = json.loads(bytes(data["meta"]).decode())
-        except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+        except (KeyError, TypeError, ValueError):  # no header, not UTF-8, not JSON
             raise ValueError(f"{path} is not an episode file (no valid header)") from None
-        if meta.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path} is not an episode file (format {meta.get('format')!r})")
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer version (format {meta['version']}); please upgrade")
-        episode = cls(meta["classes"], model=meta.get("model"))
-        for i, info in enumerate(meta["supports"]):
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{path} is not an episode file (format {found!r})")
+        version = meta.get("version", 0)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer version (format {version!r}); please upgrade")
+        supports = meta.get("supports")
+        if not isinstance(supports, list) or not all(isinstance(info, dict) for info in supports):
+            raise ValueError(f"{path} is damaged: its header's 'supports' is not a list of support records")
+        try:
+            episode = cls(meta.get("classes"), model=meta.get("model"))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} is damaged: bad classes or model in its header: {err}") from None
+        for i, info in enumerate(supports):
             try:
-                labels = data.get(f"support{i}.labels") if info.get("has_labels") else None
+                labels = data[f"support{i}.labels"] if info.get("has_labels") else None
+                points, boxes = data[f"support{i}.points"], data[f"support{i}.boxes"]
                 episode.add_support(
                     data[f"support{i}.image"],
                     labels=labels,
-                    points=[(*row[:2], int(row[2])) for row in data[f"support{i}.points"]],
-                    boxes=[(*row[:4], int(row[4])) for row in data[f"support{i}.boxes"]],
-                    name=info.get("name"),
+                    points=[(*row[:2], int(row[2])) for row in np.reshape(points, (-1, 3))],
+                    boxes=[(*row[:4], int(row[4])) for row in np.reshape(boxes, (-1, 5))],
+                    name=None if info.get("name") is None else str(info["name"]),
                 )
             except KeyError as err:
                 raise ValueError(f"{path} is damaged: missing {err}") from None
+            except (TypeError, ValueError, OverflowError) as err:
+                raise ValueError(f"{path} is damaged: support {i + 1}: {err}") from None
         return episode

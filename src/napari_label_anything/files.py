@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds, it replaces ``path`` at once.
+
+    A crash or a kill while writing leaves ``path`` as it was (the temporary file is removed
+    on errors; after a hard kill a hidden ``.<name>.*.part`` file may remain beside it). The
+    data is flushed to disk before the rename, so a power cut cannot leave an empty file.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    partial = Path(temporary)
+    try:
+        os.chmod(partial, 0o666 & ~_process_umask())  # mkstemp makes 0600; give what a plain open() would
+        yield partial
+        with open(partial, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+@functools.cache
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -34,7 +67,7 @@ def write_labels(
     classes: Sequence[str],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a label image as TIFF; the class names travel in its JSON metadata.
+    """Write a label image as TIFF, atomically; the class names travel in its JSON metadata.
 
     The metadata (``ImageDescription``) holds ``{"classes": {"0": "background", "1": ...}, ...}``;
     ``read_label_classes`` reads it back.
@@ -44,13 +77,14 @@ def write_labels(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"classes": label_names(classes), **(extra or {})}
-    tifffile.imwrite(
-        path,
-        labels,
-        photometric="minisblack",  # a 3- or 4-plane label stack is not a colour image
-        metadata={"napari_label_anything": json.dumps(metadata)},
-        compression="zlib",
-    )
+    with atomic_write(path) as partial:
+        tifffile.imwrite(
+            partial,
+            labels,
+            photometric="minisblack",  # a 3- or 4-plane label stack is not a colour image
+            metadata={"napari_label_anything": json.dumps(metadata)},
+            compression="zlib",
+        )
     return path
 
 

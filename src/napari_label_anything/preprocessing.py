@@ -46,8 +46,26 @@ def intensity_range(image: np.ndarray, percentiles: tuple[float, float] = DEFAUL
     """
     flat = np.asarray(image).ravel()
     step = max(1, flat.size // 4_000_000)
-    low, high = np.percentile(flat[::step], percentiles)
+    sample = flat[::step]
+    if sample.dtype.kind == "f":
+        # Percentile interpolation overflows for values near the float limits: work on a scaled copy.
+        scale = float(np.max(np.abs(sample))) if sample.size else 1.0
+        scale = scale if np.isfinite(scale) and scale > 1e300 else 1.0
+        low, high = np.percentile(sample.astype(np.float64) / scale, percentiles) * scale
+    else:
+        low, high = np.percentile(sample, percentiles)
     return float(low), float(high)
+
+
+def check_value_range(value_range) -> tuple[float, float]:
+    """A user's ``value_range`` as (low, high) floats; ValueError unless two finite numbers, low < high."""
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be two numbers (low, high), got {value_range!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+    return low, high
 
 
 def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
@@ -71,11 +89,15 @@ def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None =
         return image.astype(np.float32)
     if image.dtype == np.uint8 and value_range is None:
         return image.astype(np.float32) / np.float32(255.0)
-    low, high = value_range if value_range is not None else intensity_range(image)
+    low, high = check_value_range(value_range) if value_range is not None else intensity_range(image)
     if not high > low:
         return np.zeros(image.shape, np.float32)
-    # float64 for the offset: float32 would overflow for values near the float32 limit
-    scaled = ((image.astype(np.float64, copy=False) - low) * (1.0 / (high - low))).astype(np.float32)
+    # float64; near the float limits (x - low) would overflow, so such ranges are scaled down first.
+    magnitude = max(abs(low), abs(high))
+    magnitude = magnitude if magnitude > 1e300 else 1.0
+    low_s, high_s = low / magnitude, high / magnitude
+    with np.errstate(over="ignore", invalid="ignore"):  # values far outside the range clip to 0 or 1
+        scaled = ((image.astype(np.float64) / magnitude - low_s) * (1.0 / (high_s - low_s))).astype(np.float32)
     return np.clip(scaled, 0.0, 1.0, out=scaled)
 
 

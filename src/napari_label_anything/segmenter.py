@@ -72,10 +72,8 @@ class Segmenter(ABC):
         stack = np.asarray(stack)
         layout = stack_layout(stack.shape, axis, rgb)
         episode.validate()
-        indices = (
-            layout.plane_indices() if planes is None else [(p,) if isinstance(p, int) else tuple(p) for p in planes]
-        )
-        if "value_range" not in options and stack.dtype != np.uint8:
+        indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
+        if "value_range" not in options and stack.dtype not in (np.uint8, np.bool_):
             options["value_range"] = intensity_range(stack)
         for index in indices:
             if _is_cancelled(cancel):
@@ -112,7 +110,7 @@ class Segmenter(ABC):
         stack = np.asarray(stack)
         layout = stack_layout(stack.shape, axis, rgb)
         out = np.zeros(layout.labels_shape, dtype=labels_dtype(episode.n_classes))
-        total = layout.n_planes if planes is None else len(planes)
+        total = layout.n_planes if planes is None else len(layout.check_planes(planes))
         for done, (index, labels) in enumerate(
             self.iter_predict_stack(episode, stack, axis, planes=planes, cancel=cancel, rgb=rgb, **options), start=1
         ):
@@ -207,6 +205,12 @@ class LabelAnythingSegmenter(Segmenter):
         from .model_inputs import build_prompt_arrays, to_prompt_tensors
 
         episode.validate()
+        bank = self.config.class_bank_size
+        if bank is not None and episode.n_classes + 1 > bank:
+            raise ValueError(
+                f"this model's class-token pool has {bank} rows (one is the background), so an episode "
+                f"can have at most {bank - 1} classes; this one has {episode.n_classes}"
+            )
         rows = self._class_rows(episode, class_rows)
         key = (episode.signature(), None if rows is None else tuple(rows.tolist()))
         if key in self._prototypes:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+# A last axis shorter than this, not named as a plane axis, is taken for channels, not for X.
+MIN_PLANE_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,32 @@ class StackLayout:
     def plane_indices(self) -> list[tuple[int, ...]]:
         """Index tuples (one entry per plane axis) of every plane, in C order."""
         return list(itertools.product(*(range(self.shape[a]) for a in self.plane_axes)))
+
+    def check_planes(self, planes) -> list[tuple[int, ...]]:
+        """Validate user-given plane indices (ints or tuples, one entry per plane axis).
+
+        Returns them as tuples of non-negative ints. Raises ValueError/TypeError naming the
+        first bad index and the valid range.
+        """
+        if isinstance(planes, (str, bytes)) or not isinstance(planes, Iterable):
+            raise TypeError(f"planes must be a list of plane indices, got {planes!r}")
+        checked = []
+        sizes = [self.shape[a] for a in self.plane_axes]
+        for plane in planes:
+            index = plane if isinstance(plane, (tuple, list)) else (plane,)
+            if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in index):
+                raise TypeError(f"plane index {plane!r} must be an integer or a tuple of integers")
+            if len(index) != len(sizes):
+                raise ValueError(
+                    f"plane index {plane!r} has {len(index)} entries but the stack {self.shape} has "
+                    f"{len(sizes)} plane axis/axes {self.plane_axes}"
+                )
+            if any(not -n <= i < n for i, n in zip(index, sizes, strict=True)):
+                raise ValueError(f"plane index {plane!r} is out of range for plane axes of sizes {tuple(sizes)}")
+            checked.append(tuple(int(i) % n for i, n in zip(index, sizes, strict=True)))
+        if not checked:
+            raise ValueError("planes is empty: give at least one plane index, or None for every plane")
+        return checked
 
     def take(self, stack: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
         """The plane at ``index`` as a (Y, X[, C]) array."""
@@ -68,7 +98,14 @@ def stack_layout(
         ValueError: when the shape cannot hold planes along ``axis``.
     """
     shape = tuple(int(s) for s in shape)
-    requested = (axis,) if isinstance(axis, int) else tuple(axis or ())
+    if 0 in shape:
+        raise ValueError(f"the stack is empty: shape {shape} has an axis of length 0")
+    if isinstance(axis, (bool, np.bool_)) or not (
+        axis is None or isinstance(axis, (int, np.integer)) or all(isinstance(a, (int, np.integer)) for a in axis)
+    ):
+        raise TypeError(f"axis must be an integer or a tuple of integers, got {axis!r}")
+    requested = (int(axis),) if isinstance(axis, (int, np.integer)) else tuple(int(a) for a in axis or ())
+    rgb_given = rgb is not None
     if rgb is None:
         # A last axis named as a plane axis is a (Y, X, Z) stack, not colour.
         names_last_axis = any(a % len(shape) == len(shape) - 1 for a in requested if -len(shape) <= a < len(shape))
@@ -85,7 +122,15 @@ def stack_layout(
             f"stack of shape {shape} with plane axes {axes} leaves {len(spatial)} spatial axes; "
             "exactly two (Y, X) must remain: pass every non-spatial axis in axis=(...)"
         )
-    return StackLayout(shape, axes, (shape[spatial[0]], shape[spatial[1]]), bool(rgb))
+    spatial_shape = (shape[spatial[0]], shape[spatial[1]])
+    if not rgb_given and len(shape) >= 3 and spatial[-1] == len(shape) - 1 and shape[-1] < MIN_PLANE_SIDE:
+        raise ValueError(
+            f"a stack of shape {shape} would have {spatial_shape[0]}x{spatial_shape[1]} planes: its last axis "
+            f"(size {shape[-1]}) looks like a channel axis, and only grey (no channel axis), RGB (3) and RGBA (4) "
+            "images are supported; pick one channel (e.g. stack[..., 0]), or pass rgb=False if the planes "
+            "really are this narrow"
+        )
+    return StackLayout(shape, axes, spatial_shape, bool(rgb))
 
 
 def _bad_axis(axis: int, shape: tuple[int, ...]) -> int:

@@ -65,6 +65,49 @@ _SUPPORTED_ONLY = {
 }
 
 
+_POSITIVE_INTS = ("image_embed_dim", "embed_dim", "image_size", "vit_patch_size", "encoder_attention_downsample_rate",
+                  "decoder_attention_downsample_rate", "classification_layer_downsample_rate")  # fmt: skip
+_BOOLS = ("use_vit", "use_vit_sam_neck", "class_attention", "example_attention", "example_class_attention",
+          "custom_preprocess")  # fmt: skip
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Refuse values that would only fail later, deep inside the model or PIL.
+
+    Raises:
+        ValueError: naming the argument, its value and what is allowed.
+    """
+    for name in _POSITIVE_INTS:
+        if name in values and not (_is_int(values[name]) and values[name] > 0):
+            raise ValueError(f"config.json: {name} must be a positive integer, got {values[name]!r}")
+    for name in _BOOLS:
+        if name in values and not isinstance(values[name], bool):
+            raise ValueError(f"config.json: {name} must be true or false, got {values[name]!r}")
+    size, patch = values.get("image_size", 1024), values.get("vit_patch_size", 16)
+    if size % patch:
+        raise ValueError(f"config.json: image_size {size} must be a multiple of vit_patch_size {patch}")
+    for name in ("spatial_convs", "class_embedding_dim"):
+        value = values.get(name)
+        if value is not None and not (_is_int(value) and value >= 0):
+            raise ValueError(f"config.json: {name} must be null or an integer >= 0, got {value!r}")
+    encoder = values.get("class_encoder")
+    if encoder is None:
+        return
+    if not isinstance(encoder, dict) or encoder.get("name") != "RandomMatrixEncoder":
+        raise ValueError(f"config.json: unsupported class_encoder {encoder!r}: only RandomMatrixEncoder exists")
+    for name, minimum in (("bank_size", 2), ("embed_dim", 1)):
+        value = encoder.get(name)
+        if not (_is_int(value) and value >= minimum):
+            raise ValueError(
+                f"config.json: class_encoder.{name} must be an integer >= {minimum}, got {value!r} "
+                "(RandomMatrixEncoder needs bank_size and embed_dim)"
+            )
+
+
 @dataclass(frozen=True)
 class LabelAnythingConfig:
     """Constructor arguments of ``LabelAnything`` with the official defaults."""
@@ -136,9 +179,7 @@ class LabelAnythingConfig:
         unknown = sorted(set(values) - names - set(_SUPPORTED_ONLY))
         if unknown:
             raise ValueError(f"config.json holds unknown arguments: {', '.join(unknown)}")
-        class_encoder = known.get("class_encoder")
-        if class_encoder is not None and class_encoder.get("name") != "RandomMatrixEncoder":
-            raise ValueError(f"unsupported class_encoder {class_encoder!r}: only RandomMatrixEncoder exists")
+        _check_types(known)
         if known.get("dropout", 0.0):
             raise ValueError("dropout > 0 is a training-time option of the official code; not supported")
         config = cls(**known, extra={k: v for k, v in values.items() if k in _SUPPORTED_ONLY})
