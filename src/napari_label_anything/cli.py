@@ -22,12 +22,12 @@ def _episode_from_args(args: argparse.Namespace):
     if args.episode:
         return Episode.load(args.episode)
     if not args.classes or not args.support:
-        raise SystemExit("give --episode FILE, or --classes and at least one --support IMAGE:LABELS")
+        raise ValueError("give --episode FILE, or --classes and at least one --support IMAGE:LABELS")
     episode = Episode([c.strip() for c in args.classes.split(",")])
     for spec in args.support:
-        image_path, sep, labels_path = spec.partition(":")
-        if not sep:
-            raise SystemExit(f"--support needs IMAGE:LABELS (a label image of painted prompts), got {spec!r}")
+        image_path, sep, labels_path = spec.rpartition(":")
+        if not sep or not image_path:
+            raise ValueError(f"--support needs IMAGE:LABELS (a label image of painted prompts), got {spec!r}")
         episode.add_support(read_image(image_path), labels=read_image(labels_path), name=Path(image_path).name)
     return episode
 
@@ -35,19 +35,31 @@ def _episode_from_args(args: argparse.Namespace):
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .files import read_image, write_labels
+    from .files import check_writable_folder, label_output_paths, read_image, write_labels
     from .labels import class_names
     from .segmenter import load_segmenter
     from .stacks import stack_layout
 
     episode = _episode_from_args(args)
+    episode.validate()
+    try:
+        rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
+    except ValueError:
+        raise ValueError(f"--class-rows must be comma-separated integers, got {args.class_rows!r}") from None
+    options = {"class_rows": rows} if rows is not None else {}
+    # Everything that can be checked before the (long) work is checked now.
+    missing = [q for q in args.queries if not Path(q).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such query file(s): {', '.join(missing)}")
+    targets = label_output_paths(args.queries, args.out)
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise ValueError(f"output file(s) exist: {', '.join(existing)}; pass --overwrite or choose another --out")
+    check_writable_folder(args.out)
     start = time.perf_counter()
     segmenter = load_segmenter(args.model, device=args.device)
     print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s")
-    rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
-    options = {"class_rows": rows} if rows is not None else {}
-    out_dir = Path(args.out)
-    for query_path in args.queries:
+    for query_path, target in zip(args.queries, targets, strict=True):
         query = read_image(query_path)
         layout = stack_layout(query.shape, args.axis)
         start = time.perf_counter()
@@ -55,7 +67,6 @@ def _predict(args: argparse.Namespace) -> int:
             labels = segmenter.predict_stack(
                 episode, query, axis=args.axis, progress=lambda done, total: bar.update(1), **options
             )
-        target = out_dir / (Path(query_path).name.split(".")[0] + "_labels.tif")
         write_labels(target, labels, episode.classes, {"model": args.model, "query": str(query_path)})
         counts = {name: int((labels == k).sum()) for k, name in class_names(episode.classes).items()}
         print(f"{query_path}: {layout.n_planes} plane(s) in {time.perf_counter() - start:.1f} s -> {target}  {counts}")
@@ -76,7 +87,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .files import overlay_png, write_labels
+    from .files import check_writable_folder, overlay_png, write_labels
     from .samples import iou_per_class, load_sample
     from .segmenter import load_segmenter
 
@@ -89,6 +100,7 @@ def _demo(args: argparse.Namespace) -> int:
         clock = now
 
     print(f"napari-label-anything demo (sample {args.sample!r}, model {args.model!r}, device {args.device!r})")
+    out = check_writable_folder(args.out)
     sample = load_sample(args.sample, planes=args.planes)
     episode = sample.episode()
     prompted = int((sample.scribbles > 0).sum())
@@ -103,8 +115,6 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         labels = segmenter.predict_stack(episode, sample.query)
         step(f"predicted a stack of {sample.query.shape[0]} planes")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     tiff = write_labels(out / f"{sample.name}_labels.tif", labels, episode.classes, {"model": segmenter.name})
     first = labels if labels.ndim == 2 else labels[0]
     query0 = sample.query if labels.ndim == 2 else sample.query[0]
@@ -176,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
     predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     predict.set_defaults(func=_predict)
 
     demo = sub.add_parser("demo", help="run a complete few-shot episode on a bundled sample")
@@ -207,9 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as err:
+        # One line, no traceback: these are the user's input or environment, not our bugs.
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; files written so far are complete, none is half-written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp")
 
 
 @contextmanager
@@ -51,14 +52,71 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
-    if path.name.lower().endswith(TIFF_SUFFIXES):
-        import tifffile
+    try:
+        if path.name.lower().endswith(TIFF_SUFFIXES):
+            import tifffile
 
-        return tifffile.imread(path)
-    from PIL import Image
+            return tifffile.imread(path)
+        from PIL import Image
 
-    with Image.open(path) as image:
-        return np.asarray(image)
+        with Image.open(path) as image:
+            return np.asarray(image)
+    except Exception as err:  # noqa: BLE001 - tifffile and Pillow raise many types for damaged files
+        raise ValueError(f"{path} is not a readable image ({type(err).__name__}: {err})") from None
+
+
+def image_base_name(path: str | os.PathLike) -> str:
+    """A file's name without its image suffix: ``a.b.ome.tif`` -> ``a.b`` (other names keep only their stem)."""
+    name = Path(path).name
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem or name
+
+
+def label_output_paths(
+    inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, suffix: str = "_labels.tif"
+) -> list[Path]:
+    """One output path per input, never two the same: ``<out_dir>/<base><suffix>``.
+
+    Inputs whose base names clash (``d1/a.tif`` and ``d2/a.tif``) get as many of their parent
+    folder names as it takes to tell them apart (``d1_a_labels.tif``, ``d2_a_labels.tif``).
+
+    Raises:
+        ValueError: when the same file is given twice.
+    """
+    resolved = [Path(p).resolve() for p in inputs]
+    seen: dict[Path, int] = {}
+    for i, path in enumerate(resolved):
+        if path in seen:
+            raise ValueError(f"{inputs[i]} is given twice (also as input {seen[path] + 1}); each output must be unique")
+        seen[path] = i
+    names = [image_base_name(p) for p in resolved]
+    depth = 0
+    while len(set(names)) < len(names):
+        depth += 1
+        counts = {n: names.count(n) for n in names}
+        names = [
+            "_".join([*path.parent.parts[-depth:], image_base_name(path)]).lstrip("/_") if counts[name] > 1 else name
+            for name, path in zip(names, resolved, strict=True)
+        ]
+    return [Path(out_dir) / f"{name}{suffix}" for name in names]
+
+
+def check_writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove that a file can be written there, before any work.
+
+    Raises:
+        ValueError: naming the folder and why it cannot be written (a file in the way, no permission).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write to the output folder {folder}: {err.strerror or err}") from None
+    return folder
 
 
 def write_labels(
@@ -116,5 +174,7 @@ def overlay_png(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, 
 
     rgb = to_uint8_rgb(image)
     blended = label2rgb(labels, image=rgb, alpha=alpha, bg_label=0, bg_color=None, kind="overlay")
-    Image.fromarray(np.clip(blended * 255 if blended.max() <= 1.0 else blended, 0, 255).astype(np.uint8)).save(path)
+    picture = Image.fromarray(np.clip(blended * 255 if blended.max() <= 1.0 else blended, 0, 255).astype(np.uint8))
+    with atomic_write(path) as partial:
+        picture.save(partial, format="PNG")
     return Path(path)
