@@ -215,7 +215,7 @@ def load_weights(model: LabelAnything, state_dict: dict[str, torch.Tensor], sour
         problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:20]))
     if problems:
         raise ValueError(f"{source} does not fit the model its config.json describes:\n  " + "\n  ".join(problems))
-    check_finite(stripped, source)
+    check_finite(state_dict, source)
     model.load_state_dict(stripped, strict=True)
 
 

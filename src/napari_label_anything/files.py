@@ -56,13 +56,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if path.name.lower().endswith(TIFF_SUFFIXES):
             import tifffile
 
-            return tifffile.imread(path)
-        from PIL import Image
+            array = np.asarray(tifffile.imread(path))
+        else:
+            from PIL import Image
 
-        with Image.open(path) as image:
-            return np.asarray(image)
+            with Image.open(path) as image:
+                array = np.asarray(image)
     except Exception as err:  # noqa: BLE001 - tifffile and Pillow raise many types for damaged files
         raise ValueError(f"{path} is not a readable image ({type(err).__name__}: {err})") from None
+    if array.size == 0:
+        raise ValueError(f"{path} is not a readable image: it holds no pixels (damaged or empty file)")
+    return array
 
 
 def image_base_name(path: str | os.PathLike) -> str:
