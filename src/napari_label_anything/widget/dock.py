@@ -12,9 +12,12 @@ From napari's console::
 
 from __future__ import annotations
 
+import logging
+import weakref
 from pathlib import Path
 
 import numpy as np
+from qtpy.QtCore import QEvent
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QColorDialog,
@@ -44,10 +47,11 @@ from .layers import (
     find_output_layer,
     spatial_shape,
     supports_to_episode,
-    write_output,
 )
 from .model_picker import ModelPicker
-from .workers import WorkerLauncher, predict_planes
+from .run_controller import RunController, one_line
+
+logger = logging.getLogger(__name__)
 
 KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, KEY_RUN = "Alt-N", "Alt-P", "Alt-R"
 SCOPES = ("current plane", "plane range", "all planes")
@@ -88,20 +92,27 @@ class LabelAnythingWidget(QWidget):
         self.viewer = napari_viewer
         self.classes = ClassTable()
         self.supports: list[SupportLayers] = []
-        self.launcher = WorkerLauncher()
-        self._pending: dict[tuple[int, ...], np.ndarray] = {}
-        self._run_query = None
         self.last_error: Exception | None = None
         self.status_history: list[str] = []  # status lines of the current run, for the console
+        self.closed = False
+        self._docked = False
+        self._actions = {
+            KEY_NEXT_CLASS: lambda *_: self.classes.set_active(self.classes.active + 1),
+            KEY_PREVIOUS_CLASS: lambda *_: self.classes.set_active(self.classes.active - 1),
+            KEY_RUN: lambda *_: self.run(),
+        }
         self._build_ui()
+        self.runs = RunController(self.viewer, self, self.classes)
         self.classes.changed.connect(self._on_classes_changed)
         self.classes.active_changed.connect(self._on_active_class)
         self.classes.removed.connect(self._on_class_removed)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self._refresh_layer_choices)
-        self._bind_keys()
+        self._connect_viewer()
         self._refresh_layer_choices()
         self.adopt_sample_layers()
+        # The main window deletes its children when it closes (WA_DeleteOnClose): stop the runs
+        # then. Not a bound method of self, which Qt would no longer call once deleted.
+        runs, ref = self.runs, weakref.ref(self)
+        self.destroyed.connect(lambda *_: _release_after_delete(runs, ref))
 
     # -- UI --------------------------------------------------------------------------------
 
@@ -120,7 +131,7 @@ class LabelAnythingWidget(QWidget):
         for text, slot in (("add", self._add_class), ("rename", self._rename_active), ("colour", self._recolor_active),
                            ("remove", self._remove_active)):  # fmt: skip
             button = QPushButton(text)
-            button.clicked.connect(slot)
+            button.clicked.connect(lambda *_, slot=slot, text=text: self._guard(slot, f"cannot {text} class"))
             buttons.addWidget(button)
         class_layout.addWidget(self.class_list)
         class_layout.addLayout(buttons)
@@ -136,9 +147,9 @@ class LabelAnythingWidget(QWidget):
         support_layout.addLayout(row)
         buttons = QHBoxLayout()
         self.add_support_button = QPushButton("add support")
-        self.add_support_button.clicked.connect(lambda: self.add_support())
+        self.add_support_button.clicked.connect(lambda: self._guard(self.add_support, "cannot add support"))
         remove_support = QPushButton("remove selected")
-        remove_support.clicked.connect(self._remove_selected_support)
+        remove_support.clicked.connect(lambda: self._guard(self._remove_selected_support, "cannot remove support"))
         buttons.addWidget(self.add_support_button)
         buttons.addWidget(remove_support)
         support_layout.addLayout(buttons)
@@ -166,7 +177,7 @@ class LabelAnythingWidget(QWidget):
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.clicked.connect(lambda: self.cancel())
         run_row.addWidget(self.run_button)
         run_row.addWidget(self.cancel_button)
         form.addRow(run_row)
@@ -178,9 +189,12 @@ class LabelAnythingWidget(QWidget):
         layout.addWidget(query_box)
 
         file_row = QHBoxLayout()
-        for text, slot in (("save episode…", self._save_episode_dialog), ("load episode…", self._load_episode_dialog),
-                           ("export TIFF…", self._export_dialog)):  # fmt: skip
-            button = QPushButton(text)
+        self.save_button = QPushButton("save episode…")
+        self.load_button = QPushButton("load episode…")
+        self.export_button = QPushButton("export TIFF…")
+        for button, slot in ((self.save_button, self._save_episode_dialog),
+                             (self.load_button, self._load_episode_dialog),
+                             (self.export_button, self._export_dialog)):  # fmt: skip
             button.clicked.connect(slot)
             file_row.addWidget(button)
         layout.addLayout(file_row)
@@ -249,12 +263,12 @@ class LabelAnythingWidget(QWidget):
     def _add_class(self) -> None:
         name, ok = QInputDialog.getText(self, "New class", "class name:")
         if ok:
-            self._guard(lambda: self.classes.add(name or None))
+            self.classes.add(name or None)
 
     def _rename_class(self, k: int) -> None:
         name, ok = QInputDialog.getText(self, "Rename class", "class name:", text=self.classes.names[k - 1])
         if ok:
-            self._guard(lambda: self.classes.rename(k, name))
+            self._guard(lambda: self.classes.rename(k, name), "cannot rename class")
 
     def _rename_active(self) -> None:
         if self.classes.active:
@@ -271,11 +285,27 @@ class LabelAnythingWidget(QWidget):
         if self.classes.active:
             self.classes.remove(self.classes.active)
 
-    def _guard(self, action) -> None:
+    def _guard(self, action, what: str):
+        """Run a user action; an error becomes one notification and the status line, never a traceback.
+
+        Returns the action's result, or None when it failed. The widget stays usable.
+        """
         try:
-            action()
-        except ValueError as err:
-            _notify("error", str(err))
+            return action()
+        except Exception as err:  # noqa: BLE001 - the UI boundary: report, log, never re-raise
+            self._report_error(what, err)
+            return None
+
+    def _report_error(self, what: str, err: BaseException) -> None:
+        message = f"{what}: {one_line(err)}"
+        self.last_error = err
+        if isinstance(err, (ValueError, TypeError, FileNotFoundError)):
+            logger.info(message)  # the user's input: the message says it all
+        else:
+            logger.warning(message, exc_info=err)
+        if not self.closed:
+            self.status.setText(message)
+        _notify("error", message)
 
     # -- supports --------------------------------------------------------------------------
 
@@ -318,6 +348,8 @@ class LabelAnythingWidget(QWidget):
         self._refresh_support_list()
 
     def _refresh_support_list(self, event=None) -> None:
+        if self.closed:  # still connected to the prompt layers' events
+            return
         self.support_list.clear()
         n = len(self.classes)
         for support in self.supports:
@@ -378,99 +410,99 @@ class LabelAnythingWidget(QWidget):
         """Segment ``query_layer`` (default: the widget's choice) in a worker; returns the worker.
 
         ``scope``: "current plane", "plane range" or "all planes" (default: the widget's choice).
-        Nothing is written until every requested plane is done: cancel or an error leaves all
-        layers as they were.
+        Nothing is written until every requested plane is done: cancel, an error, closing the
+        widget or removing a layer the run reads leaves all layers as they were. Returns None
+        (after a notification) when the run cannot start, e.g. while another run is going.
         """
-        if self.launcher.busy:
-            _notify("warning", "a run is already in progress")
+        if self.closed:
+            _notify("warning", "the Label Anything widget is closed; open it again to run")
+            return None
+        if self.runs.busy:
+            _notify("warning", "a run is already in progress: wait for it or press Cancel")
             return None
         try:
             if query_layer is None:
-                if not self.query_combo.currentText():
+                name = self.query_combo.currentText()
+                if not name or name not in self.viewer.layers:
                     raise ValueError("choose a query image layer")
-                query_layer = self.viewer.layers[self.query_combo.currentText()]
+                query_layer = self.viewer.layers[name]
             episode = self.episode
             indices = self._plane_indices(query_layer, scope or self.scope_combo.currentText())
-        except (ValueError, TypeError, KeyError) as err:
-            _notify("error", f"cannot run: {err}")
-            self.last_error = err
+            _import_torch_stack()
+            download = self.model_picker.checkpoint_to_download()
+            watched = [layer for support in self.supports for layer in (support.image, *support.layers())]
+            return self.runs.start(self.model_picker.get_segmenter, episode, query_layer, indices, watched, download)
+        except Exception as err:  # noqa: BLE001 - the UI boundary
+            self._report_error("cannot run", err)
             return None
-        _import_torch_stack()
-        download = self.model_picker.checkpoint_to_download()
-        self._pending = {}
-        self._run_query = query_layer
-        self.last_error = None
-        self.status_history = []
-        self.progress.setRange(0, len(indices))
-        self.progress.setValue(0)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        query = query_layer.data
-        return self.launcher.start(
-            predict_planes,
-            self.model_picker.get_segmenter,
-            episode,
-            query,
-            indices,
-            query_layer.rgb,
-            download,
-            yielded=self._on_yielded,
-            returned=self._on_returned,
-            errored=self._on_errored,
-            aborted=self._on_aborted,
-            finished=self._on_finished,
-        )
 
     def cancel(self) -> None:
         """Stop the running prediction after the current plane; nothing is written."""
-        self.launcher.stop_all()
+        if self.runs.busy:
+            self.status.setText("cancelling after the current plane…")
+        self.runs.cancel()
 
-    def _on_yielded(self, message) -> None:
-        kind, payload = message
-        if kind == "status":
-            self.status.setText(payload)
-            self.status_history.append(payload)
-            return
-        index, labels, done, total = payload
-        self._pending[index] = labels
+    # RunView: how the run controller shows a run (never called after the widget closed).
+
+    def run_started(self, total: int) -> None:
+        self.last_error = None
+        self.status_history = []
+        self.progress.setRange(0, total)
+        self.progress.setValue(0)
+        self.run_button.setEnabled(False)
+        self.run_button.setText("running…")
+        self.cancel_button.setEnabled(True)
+        self.run_status("starting")
+
+    def run_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.status_history.append(text)
+
+    def run_progress(self, done: int, total: int) -> None:
         self.progress.setValue(done)
         self.status.setText(f"plane {done}/{total}")
 
-    def _on_returned(self, value) -> None:
-        layer = write_output(self.viewer, self._run_query, self._pending, self.classes)
-        self.status.setText(f"done: {len(self._pending)} plane(s) -> {layer.name!r}")
-        self._pending = {}
-
-    def _on_errored(self, error: Exception) -> None:
-        self.last_error = error
-        self._pending = {}
-        self.status.setText(f"failed: {error}")
-        _notify("error", f"Label Anything failed: {error}")
-
-    def _on_aborted(self) -> None:
-        self._pending = {}
-        self.status.setText("cancelled; no layer was changed")
-        _notify("info", "Label Anything: run cancelled, no layer was changed")
-
-    def _on_finished(self) -> None:
+    def run_ended(self, kind: str, message: str, error: BaseException | None) -> None:
         self.run_button.setEnabled(True)
+        self.run_button.setText(f"Run ({KEY_RUN})")
         self.cancel_button.setEnabled(False)
+        self.run_status(message)
+        if error is not None:
+            self.last_error = error
+        if kind == "failed":
+            _notify("error", message)
+        elif kind == "stopped":
+            _notify("warning", f"Label Anything: {message}")
+        elif kind == "cancelled":
+            _notify("info", f"Label Anything: {message}")
 
     def _output_layer(self):
         name = self.query_combo.currentText()
         return find_output_layer(self.viewer, self.viewer.layers[name]) if name in self.viewer.layers else None
 
     # -- files -----------------------------------------------------------------------------
+    # The methods raise ValueError/OSError with a clear message (for the console); the buttons
+    # go through ``_guard``, which turns any error into one notification.
 
     def save_episode(self, path: str | Path) -> Path:
         """Write classes, supports, prompts and the model id to an .episode file."""
-        return self.episode.save(path)
+        path = self.episode.save(path)
+        self.status.setText(f"saved episode to {path}")
+        return path
 
     def load_episode(self, path: str | Path) -> None:
-        """Recreate an episode's support images and prompt layers, and its classes."""
+        """Recreate an episode's support images and prompt layers, and its classes.
+
+        The file is read completely before anything changes: a damaged file changes nothing.
+        """
         from ..episode import Episode
 
-        episode = Episode.load(path)
+        try:
+            episode = Episode.load(path)
+        except (ValueError, OSError):
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
+            raise ValueError(f"{path} is not a readable episode file ({type(err).__name__}: {one_line(err)})") from err
         self.classes.reset(episode.classes)
         if episode.model:
             self.set_model(episode.model, self.model_picker.device)
@@ -488,63 +520,117 @@ class LabelAnythingWidget(QWidget):
                 layers.shapes.features.loc[len(layers.shapes.data) - 1, "class"] = int(k)
             layers.recolor(self.classes)
         self._refresh_support_list()
+        self.status.setText(f"loaded episode {Path(path).name}: {len(episode.supports)} support(s)")
 
     def export_labels(self, path: str | Path, query_layer=None) -> Path:
         """Save the output layer of ``query_layer`` as TIFF with the class names in its metadata."""
         from ..files import write_labels
 
-        query_layer = query_layer or self.viewer.layers[self.query_combo.currentText()]
+        if query_layer is None:
+            name = self.query_combo.currentText()
+            if not name or name not in self.viewer.layers:
+                raise ValueError("choose a query image layer")
+            query_layer = self.viewer.layers[name]
         layer = find_output_layer(self.viewer, query_layer)
         if layer is None:
             raise ValueError(f"no prediction for {query_layer.name!r} yet: press Run first")
-        return write_labels(path, np.asarray(layer.data), self.classes.names, {"query": query_layer.name})
+        path = write_labels(path, np.asarray(layer.data), self.classes.names, {"query": query_layer.name})
+        self.status.setText(f"exported {layer.name!r} to {path}")
+        return path
 
     def _save_episode_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save episode", "run.episode", "Episodes (*.episode)")
         if path:
-            self._guard(lambda: self.save_episode(path))
+            self._guard(lambda: self.save_episode(path), "cannot save episode")
 
     def _load_episode_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load episode", "", "Episodes (*.episode)")
         if path:
-            self._guard(lambda: self.load_episode(path))
+            self._guard(lambda: self.load_episode(path), "cannot load episode")
 
     def _export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.tif", "TIFF (*.tif *.tiff)")
         if path:
-            self._guard(lambda: self.export_labels(path))
+            self._guard(lambda: self.export_labels(path), "cannot export labels")
 
     # -- key bindings and closing ----------------------------------------------------------
 
-    def _key_actions(self):
-        return {
-            KEY_NEXT_CLASS: lambda *_: self.classes.set_active(self.classes.active + 1),
-            KEY_PREVIOUS_CLASS: lambda *_: self.classes.set_active(self.classes.active - 1),
-            KEY_RUN: lambda *_: self.run(),
-        }
-
-    def _bind_keys(self) -> None:
-        for key, action in self._key_actions().items():
-            self.viewer.bind_key(key, action, overwrite=True)
-
     def _bind_layer_keys(self, layer) -> None:
-        for key, action in self._key_actions().items():
+        for key, action in self._actions.items():
             layer.bind_key(key, action, overwrite=True)
 
-    def cleanup(self) -> None:
-        """Stop workers and release key bindings (called when the widget closes)."""
-        self.launcher.stop_all()
-        for key in self._key_actions():
-            self.viewer.bind_key(key, None)
+    def _connect_viewer(self) -> None:
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._refresh_layer_choices)
+        for key, action in self._actions.items():
+            self.viewer.bind_key(key, action, overwrite=True)
+        for support in self.supports:
+            for layer in support.layers():
+                self._bind_layer_keys(layer)
+
+    def _release(self) -> None:
+        """Stop the runs, unbind keys, stop listening to the viewer. Touches no Qt object."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        self.closed = True
+        self.runs.close()
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.disconnect(self._refresh_layer_choices)
+        for key, action in self._actions.items():
+            # only our own binding: a widget opened since then may have bound the same key
+            if self.viewer.keymap.get(coerce_keybinding(key)) is action:
+                self.viewer.bind_key(key, None)
             for support in self.supports:
                 for layer in support.layers():
-                    layer.bind_key(key, None)
+                    if layer.keymap.get(coerce_keybinding(key)) is action:
+                        layer.bind_key(key, None)
+
+    def cleanup(self) -> None:
+        """Stop workers and release key bindings and viewer events (called when the widget closes).
+
+        A run in progress stops after its current plane and writes nothing. Safe to call twice.
+        """
+        if self.closed:
+            return
+        self._release()
+        self.run_button.setEnabled(True)
+        self.run_button.setText(f"Run ({KEY_RUN})")
+        self.cancel_button.setEnabled(False)
+        self.status.setText("closed")
+
+    def _reopen(self) -> None:
+        self.closed = False
+        self.runs.reopen()
+        self._connect_viewer()
+        self._refresh_layer_choices()
+        self.status.setText("ready")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.cleanup()
         super().closeEvent(event)
 
+    def event(self, event) -> bool:
+        """Follow docking: napari's ``remove_dock_widget`` (the dock's × button) only takes the
+        widget out of its dock (``setParent(None)``), it neither closes nor deletes it."""
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None and self._docked:
+                self._docked = False
+                self.cleanup()
+            elif self.parent() is not None:
+                self._docked = True
+                if self.closed:
+                    self._reopen()
+        return super().event(event)
+
     def sizeHint(self):  # noqa: N802 - Qt API
         hint = super().sizeHint()
         hint.setWidth(max(hint.width(), 360))
         return hint
+
+
+def _release_after_delete(runs: RunController, ref) -> None:
+    """The widget's Qt object was deleted (e.g. with the viewer's window): stop everything."""
+    runs.close()
+    widget = ref()
+    if widget is not None and not widget.closed:
+        widget._release()

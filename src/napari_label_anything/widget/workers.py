@@ -38,7 +38,9 @@ class WorkerLauncher:
         """
         from napari.qt.threading import create_worker
 
-        worker = create_worker(generator_function, *args, _start_thread=False)
+        # _ignore_errors: the ``errored`` callback reports errors; napari would re-raise them
+        # in the GUI thread otherwise (an uncaught traceback next to our notification).
+        worker = create_worker(generator_function, *args, _start_thread=False, _ignore_errors=True)
         for signal, callback in (
             (worker.yielded, yielded),
             (worker.returned, returned),

@@ -1,0 +1,217 @@
+"""One prediction run at a time, from the Run button to the output layer, and nothing after close.
+
+The controller owns the worker launcher. A run reads layers that the user can remove while it
+works (the query, every support image and prompt layer): removing one stops the run, which then
+ends with a message naming the layer and writes nothing. Closing the widget (or the viewer)
+calls ``close``: the workers are asked to stop and every later worker callback is ignored, so
+no layer is written and no deleted Qt widget is touched.
+
+The widget is reached through a small ``RunView`` interface, so the rules here do not depend
+on the widget's layout.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .layers import write_output
+from .workers import WorkerLauncher, predict_planes
+
+logger = logging.getLogger(__name__)
+
+
+class RunView(Protocol):
+    """What the controller needs from the widget (called on the GUI thread, never after close)."""
+
+    def run_started(self, total: int) -> None: ...
+
+    def run_progress(self, done: int, total: int) -> None: ...
+
+    def run_status(self, text: str) -> None: ...
+
+    def run_ended(self, kind: str, message: str, error: BaseException | None) -> None:
+        """``kind``: "done", "cancelled", "stopped" or "failed"; ``message`` is one line."""
+
+
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """A one-line, bounded message for an exception (its type name when it has no text)."""
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        if isinstance(error, KeyError) and error.args:
+            text = f"missing {error.args[0]!r}"
+        text = text or type(error).__name__
+    else:
+        text = str(error)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _unwrapped(layer):
+    """The layer itself: a plugin's viewer hands out napari's PublicOnlyProxy wrappers."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def same_layer(a, b) -> bool:
+    return _unwrapped(a) is _unwrapped(b)
+
+
+@dataclass
+class Run:
+    """The state of the run in progress."""
+
+    worker: Any
+    query: Any
+    watched: list  # layers the run reads: removing one stops it
+    class_names: tuple[str, ...]
+    total: int
+    pending: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
+    stop_reason: str | None = None  # set when a watched layer disappears
+    outcome: tuple[str, str, BaseException | None] | None = None  # reported when the worker finishes
+
+
+class RunController:
+    def __init__(self, viewer, view: RunView, classes) -> None:
+        self.viewer = viewer
+        self.view = view
+        self.classes = classes
+        self.launcher = WorkerLauncher()
+        self.current: Run | None = None
+        self.closed = False
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    @property
+    def busy(self) -> bool:
+        """True from ``start`` until the worker has finished (cancelled and stopped runs too)."""
+        return self.current is not None or self.launcher.busy
+
+    def start(
+        self,
+        get_segmenter: Callable[[], Any],
+        episode,
+        query_layer,
+        indices: list[tuple[int, ...]],
+        watched: Sequence,
+        download: str | None,
+    ):
+        """Start predicting ``indices`` of ``query_layer`` in a worker and return the worker."""
+        if self.closed:
+            raise RuntimeError("the Label Anything widget is closed")
+        if self.busy:
+            raise RuntimeError("a run is already in progress")
+        self.view.run_started(len(indices))
+        run = Run(None, query_layer, [query_layer, *watched], tuple(self.classes.names), len(indices))
+        self.current = run
+        try:
+            run.worker = self.launcher.start(
+                predict_planes,
+                get_segmenter,
+                episode,
+                query_layer.data,
+                indices,
+                query_layer.rgb,
+                download,
+                yielded=lambda message: self._on_yielded(run, message),
+                returned=lambda value: self._on_returned(run),
+                errored=lambda error: self._on_errored(run, error),
+                aborted=lambda: self._on_aborted(run),
+                finished=lambda: self._on_finished(run),
+            )
+        except BaseException:
+            self.current = None
+            raise
+        return run.worker
+
+    def cancel(self) -> None:
+        """Stop the run after the current plane; nothing is written."""
+        self.launcher.stop_all()
+
+    def close(self) -> None:
+        """Stop every worker; from now on worker callbacks change nothing. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self.launcher.stop_all()
+        try:
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        except (TypeError, ValueError, RuntimeError):  # pragma: no cover - already disconnected
+            pass
+
+    def reopen(self) -> None:
+        """Undo ``close`` (the same widget was docked again)."""
+        if self.closed:
+            self.closed = False
+            self.viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    # -- worker callbacks (GUI thread) ------------------------------------------------------
+
+    def _live(self, run: Run) -> bool:
+        return not self.closed and run is self.current
+
+    def _on_layer_removed(self, event) -> None:
+        run = self.current
+        if run is None or self.closed or run.stop_reason is not None:
+            return
+        removed = event.value
+        if any(same_layer(layer, removed) for layer in run.watched):
+            what = "query" if same_layer(removed, run.query) else "support"
+            run.stop_reason = f"{what} layer {removed.name!r} was removed during the run"
+            run.pending.clear()
+            self.view.run_status(f"stopping: {run.stop_reason}")
+            run.worker.quit()
+
+    def _on_yielded(self, run: Run, message) -> None:
+        if not self._live(run) or run.stop_reason is not None:
+            return
+        kind, payload = message
+        if kind == "status":
+            self.view.run_status(payload)
+            return
+        index, labels, done, total = payload
+        run.pending[index] = labels
+        self.view.run_progress(done, total)
+
+    def _on_returned(self, run: Run) -> None:
+        if not self._live(run):
+            return
+        if run.stop_reason is None and not any(same_layer(layer, run.query) for layer in self.viewer.layers):
+            run.stop_reason = f"query layer {run.query.name!r} is no longer in the viewer"
+        if run.stop_reason is None and tuple(self.classes.names) != run.class_names:
+            run.stop_reason = "the classes changed during the run"
+        if run.stop_reason is not None:
+            self._end_stopped(run)
+            return
+        layer = write_output(self.viewer, run.query, run.pending, self.classes)
+        run.outcome = ("done", f"done: {len(run.pending)} plane(s) -> {layer.name!r}", None)
+        run.pending = {}
+
+    def _on_errored(self, run: Run, error: BaseException) -> None:
+        run.pending = {}
+        logger.warning("Label Anything run failed", exc_info=error)
+        run.outcome = ("failed", f"Label Anything failed: {one_line(error)}", error)
+
+    def _on_aborted(self, run: Run) -> None:
+        if not self._live(run):
+            return
+        if run.stop_reason is not None:
+            self._end_stopped(run)
+        else:
+            run.pending = {}
+            run.outcome = ("cancelled", "run cancelled; no layer was changed", None)
+
+    def _end_stopped(self, run: Run) -> None:
+        run.pending = {}
+        run.outcome = ("stopped", f"run stopped: {run.stop_reason}; nothing was written", None)
+
+    def _on_finished(self, run: Run) -> None:
+        """The worker is done: the run is over and its outcome is reported (once)."""
+        if run is self.current:
+            self.current = None
+        if self.closed:
+            return
+        kind, message, error = run.outcome or ("failed", "the run ended without a result", None)
+        self.view.run_ended(kind, message, error)
