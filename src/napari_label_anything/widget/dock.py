@@ -16,7 +16,6 @@ import logging
 import weakref
 from pathlib import Path
 
-import numpy as np
 from qtpy.QtCore import QEvent
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
@@ -37,9 +36,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..labels import as_labels
 from ..stacks import stack_layout
 from .classes import ClassTable
+from .episode_files import export_output, load_episode_into
 from .layers import (
     CLASSES_KEY,
     SupportLayers,
@@ -50,6 +49,7 @@ from .layers import (
 )
 from .model_picker import ModelPicker
 from .run_controller import RunController, one_line
+from .workers import import_torch_stack
 
 logger = logging.getLogger(__name__)
 
@@ -61,27 +61,6 @@ def _notify(kind: str, message: str) -> None:
     from napari.utils import notifications
 
     getattr(notifications, f"show_{kind}")(message)
-
-
-def _import_torch_stack() -> None:
-    """Import torch, torchvision and segment_anything on the GUI thread, safely.
-
-    torchvision imports torch._dynamo, which imports triton if installed. Triton bundles its
-    own LLVM; inside napari on Mesa's software OpenGL (llvmpipe: VMs, remote desktops, Xvfb)
-    loading it next to Mesa's LLVM segfaults. Triton only serves GPU kernels, so without CUDA
-    it is hidden from the import system. Importing here, not in a worker thread, also keeps
-    native-extension loading off the workers.
-    """
-    import sys
-
-    import torch
-
-    if not torch.cuda.is_available() and "triton" not in sys.modules:
-        sys.modules["triton"] = None  # makes `import triton` raise ImportError
-    try:
-        import segment_anything.modeling  # noqa: F401
-    except ImportError:  # pragma: no cover - the classic model does not need it
-        pass
 
 
 class LabelAnythingWidget(QWidget):
@@ -421,14 +400,10 @@ class LabelAnythingWidget(QWidget):
             _notify("warning", "a run is already in progress: wait for it or press Cancel")
             return None
         try:
-            if query_layer is None:
-                name = self.query_combo.currentText()
-                if not name or name not in self.viewer.layers:
-                    raise ValueError("choose a query image layer")
-                query_layer = self.viewer.layers[name]
+            query_layer = query_layer or self._chosen_query()
             episode = self.episode
             indices = self._plane_indices(query_layer, scope or self.scope_combo.currentText())
-            _import_torch_stack()
+            import_torch_stack()
             download = self.model_picker.checkpoint_to_download()
             watched = [layer for support in self.supports for layer in (support.image, *support.layers())]
             return self.runs.start(self.model_picker.get_segmenter, episode, query_layer, indices, watched, download)
@@ -495,48 +470,21 @@ class LabelAnythingWidget(QWidget):
 
         The file is read completely before anything changes: a damaged file changes nothing.
         """
-        from ..episode import Episode
-
-        try:
-            episode = Episode.load(path)
-        except (ValueError, OSError):
-            raise
-        except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
-            raise ValueError(f"{path} is not a readable episode file ({type(err).__name__}: {one_line(err)})") from err
-        self.classes.reset(episode.classes)
-        if episode.model:
-            self.set_model(episode.model, self.model_picker.device)
-        for i, support in enumerate(episode.supports):
-            image = self.viewer.add_image(support.image, name=support.name or f"support {i + 1}",
-                                          rgb=support.image.ndim == 3)  # fmt: skip
-            layers = self.add_support(image)
-            if support.labels is not None:
-                layers.labels.data = as_labels(support.labels, episode.n_classes)
-            if len(support.points):
-                layers.points.add(support.points[:, :2])
-                layers.points.features["class"] = support.points[:, 2].astype(np.int64)
-            for y0, x0, y1, x1, k in support.boxes:
-                layers.shapes.add_rectangles(np.array([[y0, x0], [y1, x1]]))
-                layers.shapes.features.loc[len(layers.shapes.data) - 1, "class"] = int(k)
-            layers.recolor(self.classes)
+        episode = load_episode_into(self, path)
         self._refresh_support_list()
         self.status.setText(f"loaded episode {Path(path).name}: {len(episode.supports)} support(s)")
 
     def export_labels(self, path: str | Path, query_layer=None) -> Path:
         """Save the output layer of ``query_layer`` as TIFF with the class names in its metadata."""
-        from ..files import write_labels
-
-        if query_layer is None:
-            name = self.query_combo.currentText()
-            if not name or name not in self.viewer.layers:
-                raise ValueError("choose a query image layer")
-            query_layer = self.viewer.layers[name]
-        layer = find_output_layer(self.viewer, query_layer)
-        if layer is None:
-            raise ValueError(f"no prediction for {query_layer.name!r} yet: press Run first")
-        path = write_labels(path, np.asarray(layer.data), self.classes.names, {"query": query_layer.name})
-        self.status.setText(f"exported {layer.name!r} to {path}")
+        path, name = export_output(self.viewer, query_layer or self._chosen_query(), self.classes, path)
+        self.status.setText(f"exported {name!r} to {path}")
         return path
+
+    def _chosen_query(self):
+        name = self.query_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise ValueError("choose a query image layer")
+        return self.viewer.layers[name]
 
     def _save_episode_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save episode", "run.episode", "Episodes (*.episode)")

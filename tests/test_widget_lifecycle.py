@@ -1,0 +1,209 @@
+"""Runs that outlive their widget or their layers, and runs started twice (real napari, Xvfb).
+
+A gated segmenter, injected through the model picker, holds every plane until the test lets it
+go, so "mid-run" is a fact and not a race.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+
+from conftest import blob_image
+
+pytestmark = pytest.mark.napari
+
+N_PLANES = 6
+
+
+class GatedSegmenter:
+    """Yields one plane of 1s each time the test calls ``step`` (or all after ``open_gate``)."""
+
+    name, device = "gated", "cpu"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()  # the worker is inside the segmenter
+        self._steps = threading.Semaphore(0)
+        self._open = threading.Event()
+        self.calls = 0
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._steps.release()
+
+    def open_gate(self) -> None:
+        self._open.set()
+        self.step(N_PLANES * 4)
+
+    def iter_predict_stack(self, episode, query, planes, rgb=False):
+        self.calls += 1
+        for index in planes:
+            self.entered.set()
+            if not self._open.is_set():
+                assert self._steps.acquire(timeout=30), "the test never let the plane go"
+            shape = query.shape[len(index) : query.ndim - (1 if rgb else 0)]
+            yield index, np.ones(shape, dtype=np.uint8)
+
+
+@pytest.fixture
+def gated(make_napari_viewer, monkeypatch):
+    """A viewer with a prompted support, a stack query and a widget that runs GatedSegmenter."""
+    viewer = make_napari_viewer()
+    support_image, _ = blob_image()
+    viewer.add_image(support_image, name="support", rgb=True)
+    stack = np.stack([blob_image((40, 48), seed=s)[0] for s in range(N_PLANES)])
+    viewer.add_image(stack, name="stack", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
+    widget.set_model("classic", "cpu")
+    widget.classes.add("red")
+    support = widget.add_support(viewer.layers["support"])
+    support.labels.paint((30, 35), 1)
+    segmenter = GatedSegmenter()
+    monkeypatch.setattr(widget.model_picker, "get_segmenter", lambda: segmenter)
+    yield viewer, widget, segmenter
+    segmenter.open_gate()  # never leave a worker waiting
+
+
+def layer_names(viewer) -> list[str]:
+    return [layer.name for layer in viewer.layers]
+
+
+def start_and_enter(qtbot, widget, viewer, segmenter):
+    worker = widget.run(viewer.layers["stack"], scope="all planes")
+    assert worker is not None
+    qtbot.waitUntil(segmenter.entered.is_set, timeout=30_000)
+    segmenter.step()  # one plane done, the worker now waits inside the second
+    qtbot.waitUntil(lambda: widget.progress.value() == 1, timeout=30_000)
+    return worker
+
+
+def finish(qtbot, worker, segmenter):
+    with qtbot.waitSignal(worker.finished, timeout=30_000):
+        segmenter.open_gate()
+    qtbot.wait(50)  # anything queued after `finished` runs now
+
+
+def new_notifications(before: int) -> list:
+    return notification_manager.records[before:]
+
+
+def test_removing_the_dock_widget_mid_run_stops_it_and_writes_nothing(qtbot, gated):
+    from napari.utils.key_bindings import coerce_keybinding
+
+    viewer, widget, segmenter = gated
+    names = layer_names(viewer)
+    worker = start_and_enter(qtbot, widget, viewer, segmenter)
+    viewer.window.remove_dock_widget(widget)
+    assert widget.closed and worker.abort_requested
+    assert coerce_keybinding("Alt-R") not in viewer.keymap
+    aborted = []
+    worker.aborted.connect(lambda: aborted.append(True))
+    finish(qtbot, worker, segmenter)
+    assert aborted and not worker.is_running
+    assert layer_names(viewer) == names
+    assert widget.run() is None  # a closed widget starts nothing
+
+
+def test_dock_close_button_stops_the_run_hide_button_does_not(qtbot, gated):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, segmenter = gated
+    dock = widget.parent()
+    names = layer_names(viewer)
+    # "hide this panel": the widget lives on, the run goes on and writes its layer.
+    worker = start_and_enter(qtbot, widget, viewer, segmenter)
+    qtbot.mouseClick(dock.title.hide_button, Qt.MouseButton.LeftButton)
+    assert not widget.closed
+    finish(qtbot, worker, segmenter)
+    assert "stack labels" in viewer.layers
+    viewer.layers.remove("stack labels")
+    # "close this panel" (×): napari takes the widget out of its dock; the run stops.
+    segmenter.__init__()
+    worker = start_and_enter(qtbot, widget, viewer, segmenter)
+    qtbot.mouseClick(dock.title.close_button, Qt.MouseButton.LeftButton)
+    assert widget.closed and widget.parent() is None
+    finish(qtbot, worker, segmenter)
+    assert layer_names(viewer) == names
+
+
+def test_closing_the_viewer_mid_run_writes_nothing(qtbot, gated):
+    viewer, widget, segmenter = gated
+    worker = start_and_enter(qtbot, widget, viewer, segmenter)
+    viewer.close()  # clears the layers, then closes (and deletes) the window
+    qtbot.waitUntil(lambda: widget.runs.closed, timeout=10_000)
+    finish(qtbot, worker, segmenter)
+    assert len(viewer.layers) == 0
+
+
+def test_closing_the_main_window_mid_run_writes_nothing(qtbot, gated):
+    viewer, widget, segmenter = gated
+    names = layer_names(viewer)
+    worker = start_and_enter(qtbot, widget, viewer, segmenter)
+    viewer.window.close()  # like the window's own ×: the window goes (deleted), the layers stay
+    qtbot.waitUntil(lambda: widget.runs.closed, timeout=10_000)  # the widget was deleted with it
+    assert worker.abort_requested
+    finish(qtbot, worker, segmenter)
+    assert layer_names(viewer) == names
+
+
+@pytest.mark.parametrize("victim", ["stack", "support", "support point prompts", "support mask prompts"])
+def test_removing_a_layer_the_run_reads_stops_it_with_a_message(qtbot, gated, victim):
+    viewer, widget, segmenter = gated
+    before = len(notification_manager.records)
+    worker = start_and_enter(qtbot, widget, viewer, segmenter)
+    viewer.layers.remove(victim)
+    names = layer_names(viewer)
+    finish(qtbot, worker, segmenter)
+    assert layer_names(viewer) == names and not any(n.endswith("labels") for n in names)
+    status = widget.status.text()
+    assert f"layer {victim!r} was removed during the run" in status and "nothing was written" in status
+    notes = [str(n.message) for n in new_notifications(before)]
+    assert len(notes) == 1 and repr(victim) in notes[0] and "\n" not in notes[0]
+    assert widget.run_button.isEnabled() and not widget.runs.busy
+
+
+def test_a_run_after_a_stopped_run_works(qtbot, gated):
+    viewer, widget, segmenter = gated
+    worker = start_and_enter(qtbot, widget, viewer, segmenter)
+    viewer.layers.remove("support box prompts")
+    finish(qtbot, worker, segmenter)
+    assert "stopped" in widget.status.text()
+    assert widget.run(viewer.layers["stack"]) is not None  # the gate is open: it ends at once
+    qtbot.waitUntil(lambda: not widget.runs.busy, timeout=30_000)
+    assert viewer.layers["stack labels"].data.shape == (N_PLANES, 40, 48)
+    assert widget.status.text().startswith("done")
+
+
+def test_two_quick_runs_never_run_at_once(qtbot, gated):
+    viewer, widget, segmenter = gated
+    before = len(notification_manager.records)
+    first = widget.run(viewer.layers["stack"])
+    second = widget.run(viewer.layers["stack"])
+    assert first is not None and second is None
+    notes = [str(n.message) for n in new_notifications(before)]
+    assert len(notes) == 1 and "already in progress" in notes[0]
+    assert widget.status.text() != "ready"
+    finish(qtbot, first, segmenter)
+    assert segmenter.calls == 1
+    assert layer_names(viewer).count("stack labels") == 1
+
+
+def test_pressing_run_twice_starts_one_run(qtbot, gated):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, segmenter = gated
+    widget.query_combo.setCurrentText("stack")
+    workers = []
+    original = widget.runs.start
+    widget.runs.start = lambda *a, **k: workers.append(original(*a, **k)) or workers[-1]
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    assert len(workers) == 1
+    # the button says why it does not react: a run is going
+    assert not widget.run_button.isEnabled() and "running" in widget.run_button.text()
+    finish(qtbot, workers[0], segmenter)
+    assert widget.run_button.isEnabled() and widget.run_button.text().startswith("Run")
+    assert segmenter.calls == 1 and "stack labels" in viewer.layers
