@@ -48,7 +48,7 @@ from .layers import (
     supports_to_episode,
 )
 from .model_picker import ModelPicker
-from .run_controller import RunController, one_line
+from .run_controller import RunController, one_line, same_layer
 from .workers import import_torch_stack
 
 logger = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ class LabelAnythingWidget(QWidget):
             choice = self.support_labels_combo.currentText()
             if labels_layer is None and choice and choice != "(new layer)":
                 labels_layer = self.viewer.layers[choice]
-        if any(s.image is image_layer for s in self.supports):
+        if any(same_layer(s.image, image_layer) for s in self.supports):
             raise ValueError(f"{image_layer.name!r} is already a support")
         if not len(self.classes):
             self.classes.add()
@@ -320,7 +320,7 @@ class LabelAnythingWidget(QWidget):
             return
         support = self.supports.pop(row)
         for layer in support.layers():
-            if layer is support.labels and not support.owns_labels:
+            if same_layer(layer, support.labels) and not support.owns_labels:
                 continue
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .layers import write_output
-from .workers import WorkerLauncher, predict_planes
+from .workers import PredictionError, WorkerLauncher, predict_planes
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,8 @@ class RunController:
     def _on_errored(self, run: Run, error: BaseException) -> None:
         run.pending = {}
         logger.warning("Label Anything run failed", exc_info=error)
-        run.outcome = ("failed", f"Label Anything failed: {one_line(error)}", error)
+        original = error.__cause__ if isinstance(error, PredictionError) and error.__cause__ else error
+        run.outcome = ("failed", f"Label Anything failed: {one_line(error)}", original)
 
     def _on_aborted(self, run: Run) -> None:
         if not self._live(run):

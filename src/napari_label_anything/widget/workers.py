@@ -111,6 +111,15 @@ def download_with_status(repo_id: str, poll_seconds: float = 0.25) -> Iterator[t
         raise state["error"]
 
 
+class PredictionError(Exception):
+    """A RuntimeError raised during a run, passed on under another type.
+
+    superqt takes a RuntimeError out of a worker for a sign that the worker was deleted: it
+    only warns, and never emits ``errored`` nor ``finished`` (the widget would stay busy).
+    Torch raises RuntimeError (out of memory, shape mismatch...), so they are wrapped here.
+    """
+
+
 def predict_planes(
     get_segmenter: Callable[[], Any],
     episode,
@@ -123,13 +132,18 @@ def predict_planes(
 
     Downloading the checkpoint ``download`` (a hub repo id, when not cached) and loading the
     model happen here, off the GUI thread; the planes go through ``Segmenter.iter_predict_stack``.
+    A RuntimeError comes out as ``PredictionError`` (see there).
     """
-    if download is not None:
-        yield from download_with_status(download)
-    yield "status", "loading model"
-    segmenter = get_segmenter()
-    yield "status", f"running {segmenter.name} on {segmenter.device}"
-    total = len(plane_indices)
-    planes = segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb)
-    for done, (index, labels) in enumerate(planes, start=1):
-        yield "plane", (index, labels, done, total)
+    try:
+        if download is not None:
+            yield from download_with_status(download)
+        yield "status", "loading model"
+        segmenter = get_segmenter()
+        yield "status", f"running {segmenter.name} on {segmenter.device}"
+        total = len(plane_indices)
+        planes = segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb)
+        for done, (index, labels) in enumerate(planes, start=1):
+            yield "plane", (index, labels, done, total)
+    except RuntimeError as err:
+        name = "" if type(err) is RuntimeError else f"{type(err).__name__}: "
+        raise PredictionError(f"{name}{err}") from err
