@@ -74,7 +74,9 @@ class Segmenter(ABC):
         episode.validate()
         indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
         if "value_range" not in options and stack.dtype not in (np.uint8, np.bool_):
-            options["value_range"] = intensity_range(stack)
+            low, high = intensity_range(stack)
+            if high > low:  # else the stack is constant (every plane becomes black) or holds NaN (refused per plane)
+                options["value_range"] = (low, high)
         for index in indices:
             if _is_cancelled(cancel):
                 raise PredictionCancelled("prediction cancelled")
