@@ -2,7 +2,8 @@
 
 ``ClassicSegmenter`` trains randomised trees (scikit-learn) on multi-scale intensity, edge and
 texture features of an episode's prompted pixels, once per episode content, then classifies
-every pixel of each query plane.
+every pixel of each query plane. Features (``classic_features``) are computed in row bands, so
+prediction memory grows with the number of classes, not the number of features.
 """
 
 from __future__ import annotations
@@ -12,14 +13,26 @@ import threading
 import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .classic_features import (
+    BAND_PIXELS,
+    BYTES_PER_FEATURE_PIXEL,
+    check_memory,
+    feature_bands,
+    features_at,
+    n_features,
+    pixel_features,
+)
 from .episode import Episode, Support, check_image
-from .labels import BACKGROUND
-from .preprocessing import normalise_image
+from .labels import BACKGROUND, labels_dtype
+from .preprocessing import intensity_range, normalise_image
 from .segmenter import Segmenter
+
+__all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
 _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
                "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
@@ -28,35 +41,12 @@ _PREDICT_CHUNK = 1 << 18  # pixels per predict call
 _VOTE_GROUPS = 8
 
 
-def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0) -> np.ndarray:
-    """Multi-scale features of a normalised (Y, X) or (Y, X, 3) image: (Y, X, F) float32.
+class Fitted(NamedTuple):
+    """What ``ClassicSegmenter.fit`` caches per episode."""
 
-    At each sigma in sigma_min, 2 * sigma_min, ..., sigma_max: Gaussian intensity, gradient
-    magnitude and the two Hessian eigenvalues (``multiscale_basic_features``), the local
-    standard deviation and, from the second sigma on, the local energy of the finest detail
-    (image minus its sigma_min blur, RMS over sigma): the last two separate textures of equal
-    mean. Colour images get those of the luminance plus each channel's smoothed intensity:
-    full features per channel would triple the cost for little gain.
-    """
-    from scipy.ndimage import gaussian_filter
-    from skimage.feature import multiscale_basic_features
-
-    num_sigma = int(np.floor(np.log2(sigma_max / sigma_min) + 1e-9)) + 1
-    sigmas = sigma_min * 2.0 ** np.arange(num_sigma)
-    kwargs = {"sigma_min": sigma_min, "sigma_max": float(sigmas[-1]), "num_sigma": num_sigma}
-    grey = image01 if image01.ndim == 2 else image01 @ np.array([0.2125, 0.7154, 0.0721], np.float32)
-    parts = [multiscale_basic_features(grey, **kwargs)]
-    squared = grey * grey
-    detail = grey - gaussian_filter(grey, sigma_min)
-    detail *= detail
-    for i, sigma in enumerate(sigmas):
-        variance = gaussian_filter(squared, sigma) - gaussian_filter(grey, sigma) ** 2
-        parts.append(np.sqrt(np.maximum(variance, 0))[..., None])
-        if i:
-            parts.append(np.sqrt(gaussian_filter(detail, sigma))[..., None])
-    if image01.ndim == 3:
-        parts.append(multiscale_basic_features(image01, edges=False, texture=False, channel_axis=-1, **kwargs))
-    return np.concatenate(parts, axis=-1).astype(np.float32, copy=False)
+    classifier: BalancedExtraTrees
+    colour: bool
+    value_range: tuple[float, float] | None
 
 
 class BalancedExtraTrees:
@@ -68,12 +58,16 @@ class BalancedExtraTrees:
     objects; a tree that sees thousands of background pixels memorises those as background,
     one that sees about as many as there are prompted pixels is outvoted on them (bagging for
     positive-unlabelled learning). Leaves are weighted so every class has equal total weight.
+
+    With ``balance=False`` every tree instead draws a plain bootstrap of all training pixels and
+    keeps their proportions as class priors: right when every class was prompted by the user
+    (complete masks keep the true proportions; strokes keep what the user painted most).
     """
 
     def __init__(self, n_estimators: int = 40, min_samples_leaf: int = 3, background_ratio: float | None = 1.0,
-                 n_jobs: int = 1, seed: int = 0) -> None:  # fmt: skip
+                 n_jobs: int = 1, seed: int = 0, balance: bool = True) -> None:  # fmt: skip
         self.n_estimators, self.min_samples_leaf = n_estimators, min_samples_leaf
-        self.background_ratio, self.n_jobs, self.seed = background_ratio, n_jobs, seed
+        self.background_ratio, self.n_jobs, self.seed, self.balance = background_ratio, n_jobs, seed, balance
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> BalancedExtraTrees:
         """x: (n, F) float32 features; y: (n,) int classes, 0 = background; sample_weight: (n,)."""
@@ -89,12 +83,15 @@ class BalancedExtraTrees:
 
         def grow(seed: int):
             rng = np.random.default_rng(seed)
-            rows = np.concatenate([rng.choice(members[c], sizes[c]) for c in self.classes_])
-            labels, weights = y[rows], sample_weight[rows]
-            totals = np.bincount(labels, weights=weights)
-            weights = weights * (totals[totals > 0].mean() / totals[labels])
+            if self.balance:
+                rows = np.concatenate([rng.choice(members[c], sizes[c]) for c in self.classes_])
+                totals = np.bincount(y[rows], weights=sample_weight[rows])
+                weights = sample_weight[rows] * (totals[totals > 0].mean() / totals[y[rows]])
+            else:  # one pixel of each class more, so every tree has a column for every class
+                rows = np.concatenate([rng.choice(len(y), len(y)), [rng.choice(members[c]) for c in self.classes_]])
+                weights = sample_weight[rows]
             tree = ExtraTreeClassifier(max_features="sqrt", min_samples_leaf=self.min_samples_leaf, random_state=seed)
-            return tree.fit(x[rows], labels, sample_weight=weights)
+            return tree.fit(x[rows], y[rows], sample_weight=weights)
 
         seeds = np.random.default_rng(self.seed).integers(0, 2**31 - 1, self.n_estimators)
         with ThreadPoolExecutor(self.n_jobs) as pool:  # sklearn trees release the GIL
@@ -104,7 +101,7 @@ class BalancedExtraTrees:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, len(classes_)) float32 mean of the trees' class frequencies."""
 
-        def vote(trees):  # every tree saw every class, so their columns line up
+        def vote(trees):  # every tree saw every class, so their columns line up (see ``fit``)
             out = np.zeros((len(x), len(self.classes_)), np.float32)
             for tree in trees:
                 out += tree.predict_proba(x)
@@ -235,7 +232,7 @@ class ClassicSegmenter(Segmenter):
             setattr(self, name, values[name])
         self.smooth, self.cache_size = float(smooth), int(cache_size)
         self.n_jobs = int(n_jobs) if n_jobs is not None else min(8, os.cpu_count() or 1)
-        self._fitted: OrderedDict[tuple, tuple[BalancedExtraTrees, bool]] = OrderedDict()
+        self._fitted: OrderedDict[tuple, Fitted] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = {"fits": 0, "fit_cache_hits": 0}
 
@@ -245,17 +242,26 @@ class ClassicSegmenter(Segmenter):
     def clear_cache(self) -> None:
         self._fitted.clear()
 
-    def features(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False) -> np.ndarray:
-        """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey set.
-
-        So grey and colour images mix: grey is repeated into 3 channels, colour reduced to luminance.
-        """
+    def image01(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False) -> np.ndarray:
+        """The normalised image in the ``colour`` or grey set: grey is repeated into 3 channels,
+        colour reduced to luminance, so grey and colour images mix."""
         image01 = normalise_image(image, value_range)
         if colour and image01.ndim == 2:
             image01 = np.repeat(image01[..., None], 3, axis=-1)
         elif not colour and image01.ndim == 3:
             image01 = image01 @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+        return image01
+
+    def features(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False) -> np.ndarray:
+        """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey set."""
+        image01 = self.image01(image, value_range, colour)
+        self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour) * 4, "the features")
         return pixel_features(image01, self.sigma_min, self.sigma_max)
+
+    def _check_memory(self, shape: tuple[int, ...], bytes_per_pixel: float, what: str) -> None:
+        band = min(shape[0] * shape[1], BAND_PIXELS) * n_features(self.sigma_min, self.sigma_max, True)
+        need = bytes_per_pixel * shape[0] * shape[1] + band * BYTES_PER_FEATURE_PIXEL
+        check_memory(shape, int(need), what)
 
     def prompt_pixels(self, support: Support, background_class: int | None = None):
         """Training pixels of the prompts of one support (the rules in the class docstring).
@@ -372,8 +378,9 @@ class ClassicSegmenter(Segmenter):
         for target, drop in zip(targets, drops, strict=True):
             target[(target == 0) if tiled else drop] = -1  # tiled: the classes cover the image
 
-    def fit(self, episode: Episode) -> tuple[BalancedExtraTrees, bool]:
-        """The classifier of an episode and whether it uses colour features (fitted once, cached)."""
+    def fit(self, episode: Episode) -> Fitted:
+        """The classifier of an episode, whether it uses colour features and the episode's
+        intensity range (fitted once, cached)."""
         episode.validate()
         # Parameters belong in the key, so changing an attribute after construction refits.
         key = (episode.signature(), *(getattr(self, name) for name in _FIT_PARAMS))
@@ -390,41 +397,66 @@ class ClassicSegmenter(Segmenter):
             return fitted
 
     def _train(self, targets, weights, features, implicit: bool) -> BalancedExtraTrees:
-        """Subsample each class over all supports, then fit the trees on those pixels."""
+        """Subsample the training pixels over all supports, then fit the trees on them.
+
+        ``features[i]`` is support i's (Y, X, F) features or a callable giving the (n, F)
+        features of flat pixel indices. Implicit background: at most ``max_samples_per_class``
+        pixels per class and class-balanced trees. Otherwise every class was prompted, so the
+        pixels are drawn uniformly (at most that cap times the number of classes) and keep
+        their proportions.
+        """
         rng = np.random.default_rng(0)
         flat_targets = [t.ravel() for t in targets]
         classes = np.unique(np.concatenate([np.unique(t) for t in flat_targets]))
+        classes = classes[classes >= 0]
         cap = self.max_samples_per_class
-        per_class = [_subsample([t == k for t in flat_targets], cap, rng) for k in classes[classes >= 0]]
-        rows = [np.concatenate(parts) for parts in zip(*per_class, strict=True)]
-        x = np.concatenate([f.reshape(-1, f.shape[-1])[r] for f, r in zip(features, rows, strict=True)])
+        if implicit:
+            per_class = [_subsample([t == k for t in flat_targets], cap, rng) for k in classes]
+            rows = [np.concatenate(parts) for parts in zip(*per_class, strict=True)]
+        else:
+            rows = _subsample([t >= 0 for t in flat_targets], cap * len(classes), rng)
+
+        def take(source, r: np.ndarray) -> np.ndarray:
+            return source(r) if callable(source) else source.reshape(-1, source.shape[-1])[r]
+
+        x = np.concatenate([take(f, r) for f, r in zip(features, rows, strict=True)])
         y = np.concatenate([t[r] for t, r in zip(flat_targets, rows, strict=True)])
         w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
         ratio = self.background_ratio if implicit else None
-        return BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs).fit(x, y, w)
+        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, balance=implicit)
+        return trees.fit(x, y, w)
 
-    def _fit(self, episode: Episode) -> tuple[BalancedExtraTrees, bool]:
+    def _fit(self, episode: Episode) -> Fitted:
         names = [c.strip().lower() for c in episode.classes]
         background_class = names.index(BACKGROUND) + 1 if BACKGROUND in names else None
         implicit = background_class is None
         prompts = [self.prompt_pixels(s, background_class) for s in episode.supports]
         targets, weights = [p[0] for p in prompts], [p[1] for p in prompts]
         colour = any(s.image.ndim == 3 for s in episode.supports)
-        features = [self.features(s.image, colour=colour) for s in episode.supports]
+        value_range = self._episode_range(episode)
+        images = [self.image01(s.image, value_range, colour) for s in episode.supports]
         if implicit:
             for target, weight, footprints in prompts:
                 self._add_background(target, weight, footprints)
         if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
+            features = [self.features(s.image, value_range, colour) for s in episode.supports]
             self._drop_prompt_like(targets, features)
+        else:  # only the training pixels are featurised (band by band)
+            features = [partial(features_at, im, sigma_min=self.sigma_min, sigma_max=self.sigma_max) for im in images]
         classifier = self._train(targets, weights, features, implicit)
-        return classifier, colour
+        return Fitted(classifier, colour, value_range)
 
     @staticmethod
-    def _classify(classifier: BalancedExtraTrees, features: np.ndarray, size: int) -> np.ndarray:
-        """(Y, X, F) features -> (size, Y, X) float32 probabilities; absent classes get 0."""
-        proba = np.zeros((features.shape[0] * features.shape[1], size), np.float32)
-        proba[:, classifier.classes_.astype(np.intp)] = _predict(classifier, features.reshape(len(proba), -1))
-        return np.ascontiguousarray(proba.T.reshape(size, *features.shape[:2]))
+    def _episode_range(episode: Episode) -> tuple[float, float] | None:
+        """One intensity range for every support and query (``normalise_image``'s percentiles
+        over all non-uint8 supports together), or None when every support is uint8 (then /255)."""
+        images = [np.asarray(s.image) for s in episode.supports]
+        images = [im[..., :3] if im.ndim == 3 else im for im in images if im.dtype != np.uint8]
+        if not images:
+            return None
+        step = max(1, sum(im.size for im in images) // 4_000_000)
+        low, high = intensity_range(np.concatenate([im.ravel()[::step] for im in images]))
+        return (low, high) if high > low else None
 
     def predict_proba(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
                       **options: Any) -> np.ndarray:  # fmt: skip
@@ -433,8 +465,9 @@ class ClassicSegmenter(Segmenter):
         Args:
             episode: classes and prompted supports (fitted once, then cached).
             query: (Y, X) or (Y, X, 3|4) image of any real dtype.
-            value_range: (low, high) intensity mapped to 0..1 for this query (default: its own
-                percentiles; see ``normalise_image``).
+            value_range: (low, high) intensity mapped to 0..1 for this query (default: the one
+                range of the episode's supports, see ``_episode_range``, so support and query
+                pixels of equal value look alike; a uint8 query with uint8 supports is /255).
             options: accepted so callers can pass one set of options to any segmenter;
                 ignored, with a warning when one is set.
         """
@@ -442,11 +475,36 @@ class ClassicSegmenter(Segmenter):
         if ignored:
             warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
         query = check_image(query, "query image")
-        classifier, colour = self.fit(episode)
-        proba = self._classify(classifier, self.features(query, value_range, colour), episode.n_classes + 1)
+        classifier, colour, fitted_range = self.fit(episode)
+        if value_range is None and not (query.dtype == np.uint8 and fitted_range is None):
+            value_range = fitted_range
+        image01 = self.image01(query, value_range, colour)
+        size = episode.n_classes + 1
+        self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
+        proba = np.zeros((size, *image01.shape[:2]), np.float32)
+        columns = classifier.classes_.astype(np.intp)
+        for r0, r1, band in feature_bands(image01, self.sigma_min, self.sigma_max):
+            scores = _predict(classifier, band.reshape(-1, band.shape[-1]))
+            proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)
+            del band, scores
         if self.smooth > 0:
             from scipy.ndimage import gaussian_filter
 
-            for c in classifier.classes_:  # linear per channel, so channels still sum to 1
+            for c in columns:  # linear per channel, so channels still sum to 1
                 gaussian_filter(proba[c], self.smooth, output=proba[c], mode="nearest")
         return proba
+
+    def predict(self, episode: Episode, query: Any, **options: Any) -> np.ndarray:
+        """Label image of a 2D query (Y, X), as ``Segmenter.predict`` but without its int64 argmax."""
+        proba = self.predict_proba(episode, query, **options)
+        labels = np.empty(proba.shape[1:], labels_dtype(episode.n_classes))
+        step = max(1, (1 << 22) // max(proba.shape[2], 1))
+        for r0 in range(0, proba.shape[1], step):
+            labels[r0 : r0 + step] = proba[:, r0 : r0 + step].argmax(axis=0)
+        return labels
+
+    def iter_predict_stack(self, episode: Episode, stack: Any, *args: Any, **options: Any):
+        """As ``Segmenter.iter_predict_stack``, but every plane is normalised with the episode's
+        intensity range (one range for supports and queries) unless ``value_range`` is passed."""
+        options.setdefault("value_range", None)
+        return super().iter_predict_stack(episode, stack, *args, **options)

@@ -1,0 +1,158 @@
+"""Pixel features of the embedded classic segmenter, computed in row bands so memory stays bounded.
+
+``pixel_features`` gives the (Y, X, F) float32 features of a whole normalised image;
+``feature_bands`` yields them band by band (each band computed with a margin of
+``feature_margin`` rows and cropped, so bands join without seams); ``features_at`` gathers the
+features of chosen pixels without holding the whole stack. ``check_memory`` refuses, before
+allocating, an image whose features would not fit in the available memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+_LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
+BAND_PIXELS = 1 << 21  # pixels per band (plus margins): about 0.3 GB of features and temporaries
+BYTES_PER_FEATURE_PIXEL = 4 * 2  # a band's features plus the temporaries of computing them
+
+
+class FeatureMemoryError(MemoryError):
+    """The features of an image would not fit in the available memory."""
+
+
+def sigmas(sigma_min: float, sigma_max: float) -> np.ndarray:
+    """sigma_min, 2 * sigma_min, ... up to sigma_max."""
+    return sigma_min * 2.0 ** np.arange(int(np.floor(np.log2(sigma_max / sigma_min) + 1e-9)) + 1)
+
+
+def n_features(sigma_min: float, sigma_max: float, colour: bool) -> int:
+    n = len(sigmas(sigma_min, sigma_max))
+    return 7 * n - 2 + (3 * n if colour else 0)
+
+
+def feature_margin(sigma_max: float) -> int:
+    """Rows of context a band needs on each side: the Gaussian kernels reach 4 sigma, plus derivatives."""
+    return int(np.ceil(4 * sigma_max)) + 3
+
+
+def _grey(image01: np.ndarray) -> np.ndarray:
+    return image01 if image01.ndim == 2 else image01 @ _LUMA
+
+
+def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0) -> np.ndarray:
+    """Multi-scale features of a normalised (Y, X) or (Y, X, 3) image: (Y, X, F) float32.
+
+    At each sigma s in sigma_min, 2 * sigma_min, ..., sigma_max, from the Gaussian blur G_s of
+    the (luminance) image: G_s itself, its Sobel gradient magnitude, the two eigenvalues of its
+    Hessian, the local standard deviation over s and, from the second sigma on, the local energy
+    of the finest detail (image minus G_sigma_min, RMS over s) and the difference of Gaussians
+    G_sigma_min - G_s (brightness against its surroundings, blind to slow shading). The local
+    standard deviation and the detail energy separate textures of equal mean. Colour images add
+    each channel's G_s: full features per channel would triple the cost for little gain.
+    """
+    from scipy.ndimage import gaussian_filter, sobel
+
+    grey = np.ascontiguousarray(_grey(image01), dtype=np.float32)
+    steps = sigmas(sigma_min, sigma_max)
+    out = np.empty((*grey.shape, n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
+    squared = grey * grey
+    fine = gaussian_filter(grey, steps[0], mode="reflect")
+    detail = grey - fine
+    detail *= detail
+    j = 0
+
+    def put(value: np.ndarray) -> None:
+        nonlocal j
+        out[..., j] = value
+        j += 1
+
+    for i, s in enumerate(steps):
+        blur = fine if i == 0 else gaussian_filter(grey, s, mode="reflect")
+        put(blur)
+        put(np.hypot(sobel(blur, 0), sobel(blur, 1)))
+        h_rr, h_rc = np.gradient(np.gradient(blur, axis=0), axis=(0, 1))
+        h_cc = np.gradient(np.gradient(blur, axis=1), axis=1)
+        half_trace, half_diff = (h_rr + h_cc) / 2, (h_rr - h_cc) / 2
+        root = np.sqrt(half_diff * half_diff + h_rc * h_rc)
+        put(half_trace + root)
+        put(half_trace - root)
+        put(np.sqrt(np.maximum(gaussian_filter(squared, s, mode="reflect") - blur * blur, 0)))
+        if i:
+            put(np.sqrt(np.maximum(gaussian_filter(detail, s, mode="reflect"), 0)))
+            put(fine - blur)
+    if image01.ndim == 3:
+        for c in range(3):
+            channel = np.ascontiguousarray(image01[..., c], dtype=np.float32)
+            for s in steps:
+                put(gaussian_filter(channel, s, mode="reflect"))
+    return out
+
+
+def band_rows(height: int, width: int, max_pixels: int = BAND_PIXELS) -> int:
+    """Rows per band: about ``max_pixels`` pixels, and never fewer than 32 rows."""
+    return max(32, max_pixels // max(width, 1))
+
+
+def feature_bands(
+    image01: np.ndarray, sigma_min: float, sigma_max: float, max_pixels: int = BAND_PIXELS
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (row0, row1, (row1 - row0, X, F) features) covering the image top to bottom.
+
+    Each band is computed on rows widened by ``feature_margin`` on both sides (as far as the
+    image goes) and cropped, so the result matches ``pixel_features`` of the whole image up to
+    the truncation of the Gaussian tails (well under 1e-3).
+    """
+    height, width = image01.shape[:2]
+    step, margin = band_rows(height, width, max_pixels), feature_margin(sigma_max)
+    if step >= height:
+        yield 0, height, pixel_features(image01, sigma_min, sigma_max)
+        return
+    for r0 in range(0, height, step):
+        r1 = min(height, r0 + step)
+        a, b = max(0, r0 - margin), min(height, r1 + margin)
+        yield r0, r1, pixel_features(image01[a:b], sigma_min, sigma_max)[r0 - a : r1 - a]
+
+
+def features_at(image01: np.ndarray, flat_index: np.ndarray, sigma_min: float, sigma_max: float) -> np.ndarray:
+    """(n, F) features of the pixels at ``flat_index`` (row-major), computed band by band."""
+    width = image01.shape[1]
+    flat_index = np.asarray(flat_index, np.intp)
+    out = np.empty((len(flat_index), n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
+    rows = flat_index // width
+    for r0, r1, band in feature_bands(image01, sigma_min, sigma_max):
+        pick = np.flatnonzero((rows >= r0) & (rows < r1))
+        if len(pick):
+            out[pick] = band.reshape(-1, band.shape[-1])[flat_index[pick] - r0 * width]
+    return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process now, or None where that cannot be told."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(shape: tuple[int, ...], n_bytes: int, what: str) -> None:
+    """Raise ``FeatureMemoryError`` naming the plane size, the need and what is available, before
+    allocating ``n_bytes`` for ``what`` on a plane of ``shape``, if they do not fit."""
+    available = available_memory()
+    if available is not None and n_bytes > available:
+        raise FeatureMemoryError(
+            f"{what} of a {shape[0]} x {shape[1]} plane needs about {n_bytes / 2**30:.1f} GiB, "
+            f"but only {available / 2**30:.1f} GiB of memory is available; crop or downscale the image, "
+            "or prompt with a 'background' class (then only prompted pixels are featurised)"
+        )
