@@ -207,3 +207,17 @@ def test_pressing_run_twice_starts_one_run(qtbot, gated):
     finish(qtbot, workers[0], segmenter)
     assert widget.run_button.isEnabled() and widget.run_button.text().startswith("Run")
     assert segmenter.calls == 1 and "stack labels" in viewer.layers
+
+
+def test_a_removed_widget_docked_again_works_again(qtbot, gated):
+    from napari.utils.key_bindings import coerce_keybinding
+
+    viewer, widget, segmenter = gated
+    viewer.window.remove_dock_widget(widget)
+    assert widget.closed and coerce_keybinding("Alt-R") not in viewer.keymap
+    viewer.window.add_dock_widget(widget, name="Label Anything again")
+    assert not widget.closed and coerce_keybinding("Alt-R") in viewer.keymap
+    segmenter.open_gate()
+    assert widget.run(viewer.layers["stack"]) is not None
+    qtbot.waitUntil(lambda: not widget.runs.busy, timeout=30_000)
+    assert "stack labels" in viewer.layers and widget.status.text().startswith("done")

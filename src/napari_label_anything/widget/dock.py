@@ -1,7 +1,10 @@
 """The Label Anything dock widget: classes, supports, query, run/cancel, files.
 
 Thin by design: it collects prompts from layers into an ``Episode`` (``layers.py``), runs a
-``Segmenter`` in a worker (``workers.py``) and writes a Labels layer (``layers.write_output``).
+``Segmenter`` in a worker, one run at a time (``run_controller.py``, ``workers.py``), and
+writes a Labels layer (``layers.write_output``); files go through ``episode_files.py``.
+Every button reports a failure as one napari notification and on the status line. Closing the
+widget (napari's × takes it out of its dock) or the viewer stops its runs: nothing is written.
 From napari's console::
 
     widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")[1]
