@@ -16,6 +16,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 PROMPT_MASK_SIDE = 256  # hard-coded in the official data pipeline
 DEFAULT_PERCENTILES = (0.5, 99.5)
+RANGE_SAMPLE = 4_000_000  # values read to find a stack's intensity range
 
 
 def get_preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -39,14 +40,14 @@ def model_frame_shape(height: int, width: int, side: int, custom: bool) -> tuple
     return get_preprocess_shape(height, width, side) if custom else (side, side)
 
 
-def intensity_range(image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
+def intensity_range(image, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> tuple[float, float]:
     """Robust (low, high) intensity of an image or stack, ignoring the extreme tails.
 
-    Large arrays are subsampled (at most ~4M values) so a whole stack costs little.
+    Large arrays are subsampled (about ``RANGE_SAMPLE`` values) so a whole stack costs little.
+    A lazy stack (zarr, dask, anything not a NumPy array) larger than that is sampled from
+    evenly spaced planes along its first axis, so only those planes are read.
     """
-    flat = np.asarray(image).ravel()
-    step = max(1, flat.size // 4_000_000)
-    sample = flat[::step]
+    sample = _intensity_sample(image)
     if sample.dtype.kind == "f":
         # Percentile interpolation overflows for values near the float limits: work on a scaled copy.
         scale = float(np.max(np.abs(sample))) if sample.size else 1.0
@@ -66,6 +67,20 @@ def check_value_range(value_range) -> tuple[float, float]:
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
     return low, high
+
+
+def _intensity_sample(image) -> np.ndarray:
+    """At most about ``RANGE_SAMPLE`` values of ``image`` (all of them when it is smaller), 1D."""
+    if isinstance(image, np.ndarray) or not hasattr(image, "shape") or len(image.shape) < 3:
+        flat = np.asarray(image).ravel()
+        return flat[:: max(1, flat.size // RANGE_SAMPLE)]
+    # A lazy stack is read plane by plane (all planes when small): never whole at once.
+    size = int(np.prod(image.shape))
+    n_planes = image.shape[0]
+    per_plane = size // n_planes
+    chosen = np.unique(np.linspace(0, n_planes - 1, min(n_planes, max(1, RANGE_SAMPLE // per_plane))).round())
+    step = max(1, per_plane * len(chosen) // RANGE_SAMPLE)
+    return np.concatenate([np.asarray(image[int(i)]).ravel()[::step] for i in chosen])
 
 
 def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from .episode import Episode, check_image
 from .labels import labels_dtype
 from .preprocessing import image_to_model_input, intensity_range, to_uint8_rgb
-from .stacks import stack_layout
+from .stacks import as_stack, stack_layout
 
 ProgressCallback = Callable[[int, int], Any]
 CancelCheck = Callable[[], bool] | threading.Event
@@ -69,11 +69,11 @@ class Segmenter(ABC):
         Planes are predicted with one shared intensity range, so 16-bit planes keep the same
         contrast through the stack. ``cancel`` is checked before every plane.
         """
-        stack = np.asarray(stack)
+        stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
         episode.validate()
         indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
-        if "value_range" not in options and stack.dtype not in (np.uint8, np.bool_):
+        if "value_range" not in options and np.dtype(stack.dtype) not in (np.uint8, np.bool_):
             low, high = intensity_range(stack)
             if high > low:  # else the stack is constant (every plane becomes black) or holds NaN (refused per plane)
                 options["value_range"] = (low, high)
@@ -91,13 +91,15 @@ class Segmenter(ABC):
         planes: Sequence[tuple[int, ...] | int] | None = None,
         cancel: CancelCheck | None = None,
         rgb: bool | None = None,
+        out: Any = None,
         **options: Any,
     ) -> np.ndarray:
         """Label every plane of a (Z, Y, X), (T, Z, Y, X) or (..., Y, X, 3|4) stack.
 
         Args:
             episode: classes and prompted supports.
-            stack: the array; all axes in front of (Y, X[, C]) are plane axes by default.
+            stack: the array, NumPy or lazy (zarr, dask, memmap: planes are read one at a time);
+                all axes in front of (Y, X[, C]) are plane axes by default.
             axis: the plane axis or axes (see ``stacks.stack_layout``).
             progress: called as ``progress(done, total)`` after each plane.
             planes: only these plane indices (others stay 0), e.g. ``[(3,), (4,)]``.
@@ -105,13 +107,20 @@ class Segmenter(ABC):
                 ``PredictionCancelled``.
             rgb: whether the last axis is colour (default: guessed from its size, see
                 ``stacks.stack_layout``).
+            out: where to write the labels (e.g. a zarr array, so memory does not grow with
+                the number of planes); it must have the shape of the result. Default: a new
+                NumPy array.
 
         Returns:
-            Labels with the stack's shape minus any colour axis, uint8 (uint16 above 255 classes).
+            Labels with the stack's shape minus any colour axis, uint8 (uint16 above 255
+            classes); ``out`` when given.
         """
-        stack = np.asarray(stack)
+        stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
-        out = np.zeros(layout.labels_shape, dtype=labels_dtype(episode.n_classes))
+        if out is None:
+            out = np.zeros(layout.labels_shape, dtype=labels_dtype(episode.n_classes))
+        elif tuple(out.shape) != layout.labels_shape:
+            raise ValueError(f"out has shape {tuple(out.shape)}; this stack's labels need {layout.labels_shape}")
         total = layout.n_planes if planes is None else len(layout.check_planes(planes))
         for done, (index, labels) in enumerate(
             self.iter_predict_stack(episode, stack, axis, planes=planes, cancel=cancel, rgb=rgb, **options), start=1

@@ -61,12 +61,12 @@ class StackLayout:
             raise ValueError("planes is empty: give at least one plane index, or None for every plane")
         return checked
 
-    def take(self, stack: np.ndarray, index: tuple[int, ...]) -> np.ndarray:
-        """The plane at ``index`` as a (Y, X[, C]) array."""
-        selector: list[object] = [slice(None)] * stack.ndim
+    def take(self, stack, index: tuple[int, ...]) -> np.ndarray:
+        """The plane at ``index`` as a (Y, X[, C]) NumPy array; a lazy stack reads only that plane."""
+        selector: list[object] = [slice(None)] * len(self.shape)
         for axis, i in zip(self.plane_axes, index, strict=True):
             selector[axis] = i
-        return stack[tuple(selector)]
+        return np.asarray(stack[tuple(selector)])
 
     def labels_index(self, index: tuple[int, ...]) -> tuple[object, ...]:
         """Selector of one plane in the (stack shape without channel) label array."""
@@ -79,6 +79,17 @@ class StackLayout:
     @property
     def labels_shape(self) -> tuple[int, ...]:
         return self.shape[:-1] if self.rgb else self.shape
+
+
+def as_stack(stack):
+    """``stack`` itself when it is an array-like that reads lazily (NumPy, memmap, zarr, dask,
+    napari layer data: anything with ``shape``, ``dtype`` and slicing), else ``np.asarray(stack)``.
+
+    Lazy stacks are never read whole: planes are read one at a time as they are predicted.
+    """
+    if all(hasattr(stack, name) for name in ("shape", "dtype", "__getitem__")) and not np.isscalar(stack):
+        return stack
+    return np.asarray(stack)
 
 
 def stack_layout(
