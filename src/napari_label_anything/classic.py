@@ -216,7 +216,7 @@ class ClassicSegmenter(Segmenter):
         detection_threshold: float | None = 0.5,
         min_background: float = 0.15,
         max_samples_per_class: int = 10_000,
-        n_estimators: int = 40,
+        n_estimators: int = 24,
         min_samples_leaf: int = 3,
         background_ratio: float = 3.0,
         smooth: float = 1.0,
@@ -256,7 +256,7 @@ class ClassicSegmenter(Segmenter):
         """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey set."""
         image01 = self.image01(image, value_range, colour)
         self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour) * 4, "the features")
-        return pixel_features(image01, self.sigma_min, self.sigma_max)
+        return pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs)
 
     def _check_memory(self, shape: tuple[int, ...], bytes_per_pixel: float, what: str) -> None:
         band = min(shape[0] * shape[1], BAND_PIXELS) * n_features(self.sigma_min, self.sigma_max, True)
@@ -442,7 +442,8 @@ class ClassicSegmenter(Segmenter):
             features = [self.features(s.image, value_range, colour) for s in episode.supports]
             self._drop_prompt_like(targets, features)
         else:  # only the training pixels are featurised (band by band)
-            features = [partial(features_at, im, sigma_min=self.sigma_min, sigma_max=self.sigma_max) for im in images]
+            at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs)
+            features = [partial(at, im) for im in images]
         classifier = self._train(targets, weights, features, implicit)
         return Fitted(classifier, colour, value_range)
 
@@ -483,7 +484,7 @@ class ClassicSegmenter(Segmenter):
         self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = classifier.classes_.astype(np.intp)
-        for r0, r1, band in feature_bands(image01, self.sigma_min, self.sigma_max):
+        for r0, r1, band in feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs):
             scores = _predict(classifier, band.reshape(-1, band.shape[-1]))
             proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)
             del band, scores

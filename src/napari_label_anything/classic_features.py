@@ -10,12 +10,14 @@ allocating, an image whose features would not fit in the available memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
 BAND_PIXELS = 1 << 21  # pixels per band (plus margins): about 0.3 GB of features and temporaries
 BYTES_PER_FEATURE_PIXEL = 4 * 2  # a band's features plus the temporaries of computing them
+_ALIGN = 64  # band starts and margins: a multiple of every pyramid block size (sigma < 512)
 
 
 class FeatureMemoryError(MemoryError):
@@ -33,15 +35,35 @@ def n_features(sigma_min: float, sigma_max: float, colour: bool) -> int:
 
 
 def feature_margin(sigma_max: float) -> int:
-    """Rows of context a band needs on each side: the Gaussian kernels reach 4 sigma, plus derivatives."""
-    return int(np.ceil(4 * sigma_max)) + 3
+    """Rows of context a band needs on each side: the Gaussian kernels reach 4 sigma, plus derivatives
+    (rounded up so bands start on pyramid blocks)."""
+    return -(-(int(np.ceil(4 * sigma_max)) + 3) // _ALIGN) * _ALIGN
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (reflecting edges). From sigma 8 on, computed on a pyramid level: f x f block
+    means (f a power of two, f <= sigma / 4), blurred with the remaining sigma and interpolated
+    back linearly, within about 1 % of the exact blur and 3x faster at sigma 16."""
+    from scipy.ndimage import gaussian_filter, zoom
+
+    f = 1
+    while sigma / (2 * f) >= 4:
+        f *= 2
+    if f == 1:
+        return gaussian_filter(image, sigma, mode="reflect")
+    h, w = image.shape
+    pad = ((0, -h % f), (0, -w % f))
+    padded = np.pad(image, pad, mode="reflect") if any(p for _, p in pad) else image
+    small = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
+    small = gaussian_filter(small, np.sqrt(sigma * sigma - (f * f - 1) / 12) / f, mode="reflect")
+    return zoom(small, f, order=1, grid_mode=True, mode="nearest")[:h, :w]
 
 
 def _grey(image01: np.ndarray) -> np.ndarray:
     return image01 if image01.ndim == 2 else image01 @ _LUMA
 
 
-def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0) -> np.ndarray:
+def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0, n_jobs: int = 1) -> np.ndarray:
     """Multi-scale features of a normalised (Y, X) or (Y, X, 3) image: (Y, X, F) float32.
 
     At each sigma s in sigma_min, 2 * sigma_min, ..., sigma_max, from the Gaussian blur G_s of
@@ -50,53 +72,54 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     of the finest detail (image minus G_sigma_min, RMS over s) and the difference of Gaussians
     G_sigma_min - G_s (brightness against its surroundings, blind to slow shading). The local
     standard deviation and the detail energy separate textures of equal mean. Colour images add
-    each channel's G_s: full features per channel would triple the cost for little gain.
+    each channel's G_s: full features per channel would triple the cost for little gain. The
+    scales are computed on ``n_jobs`` threads; the result does not depend on it.
     """
-    from scipy.ndimage import gaussian_filter, sobel
-
     grey = np.ascontiguousarray(_grey(image01), dtype=np.float32)
     steps = sigmas(sigma_min, sigma_max)
     out = np.empty((*grey.shape, n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
-    squared = grey * grey
-    fine = gaussian_filter(grey, steps[0], mode="reflect")
+    fine = _blur(grey, steps[0])
     detail = grey - fine
     detail *= detail
-    j = 0
+    squared = grey * grey
 
-    def put(value: np.ndarray) -> None:
-        nonlocal j
-        out[..., j] = value
-        j += 1
-
-    for i, s in enumerate(steps):
-        blur = fine if i == 0 else gaussian_filter(grey, s, mode="reflect")
-        put(blur)
-        put(np.hypot(sobel(blur, 0), sobel(blur, 1)))
-        h_rr, h_rc = np.gradient(np.gradient(blur, axis=0), axis=(0, 1))
-        h_cc = np.gradient(np.gradient(blur, axis=1), axis=1)
-        half_trace, half_diff = (h_rr + h_cc) / 2, (h_rr - h_cc) / 2
-        root = np.sqrt(half_diff * half_diff + h_rc * h_rc)
-        put(half_trace + root)
-        put(half_trace - root)
-        put(np.sqrt(np.maximum(gaussian_filter(squared, s, mode="reflect") - blur * blur, 0)))
+    def scale(i: int) -> None:  # writes the columns of sigma i (scipy's filters release the GIL)
+        s, j = steps[i], 5 * i + 2 * max(i - 1, 0)
+        blur = fine if i == 0 else _blur(grey, s)
+        columns = [blur, *_edges_and_hessian(blur)]
+        columns.append(np.sqrt(np.maximum(_blur(squared, s) - blur * blur, 0)))
         if i:
-            put(np.sqrt(np.maximum(gaussian_filter(detail, s, mode="reflect"), 0)))
-            put(fine - blur)
-    if image01.ndim == 3:
-        for c in range(3):
-            channel = np.ascontiguousarray(image01[..., c], dtype=np.float32)
-            for s in steps:
-                put(gaussian_filter(channel, s, mode="reflect"))
+            columns += [np.sqrt(np.maximum(_blur(detail, s), 0)), fine - blur]
+        for k, column in enumerate(columns):
+            out[..., j + k] = column
+        if image01.ndim == 3:
+            for c in range(3):
+                channel = np.ascontiguousarray(image01[..., c], dtype=np.float32)
+                out[..., 7 * len(steps) - 2 + 3 * i + c] = _blur(channel, s)
+
+    with ThreadPoolExecutor(max(1, min(n_jobs, len(steps)))) as pool:
+        list(pool.map(scale, range(len(steps) - 1, -1, -1)))  # largest (slowest) sigma first
     return out
+
+
+def _edges_and_hessian(blur: np.ndarray) -> list[np.ndarray]:
+    """Sobel gradient magnitude and the two Hessian eigenvalues (larger first) of a blurred image."""
+    from scipy.ndimage import sobel
+
+    h_rr, h_rc = np.gradient(np.gradient(blur, axis=0), axis=(0, 1))
+    h_cc = np.gradient(np.gradient(blur, axis=1), axis=1)
+    half_trace, half_diff = (h_rr + h_cc) / 2, (h_rr - h_cc) / 2
+    root = np.sqrt(half_diff * half_diff + h_rc * h_rc)
+    return [np.hypot(sobel(blur, 0), sobel(blur, 1)), half_trace + root, half_trace - root]
 
 
 def band_rows(height: int, width: int, max_pixels: int = BAND_PIXELS) -> int:
     """Rows per band: about ``max_pixels`` pixels, and never fewer than 32 rows."""
-    return max(32, max_pixels // max(width, 1))
+    return max(32, max_pixels // max(width, 1) // _ALIGN * _ALIGN)
 
 
 def feature_bands(
-    image01: np.ndarray, sigma_min: float, sigma_max: float, max_pixels: int = BAND_PIXELS
+    image01: np.ndarray, sigma_min: float, sigma_max: float, max_pixels: int = BAND_PIXELS, n_jobs: int = 1
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (row0, row1, (row1 - row0, X, F) features) covering the image top to bottom.
 
@@ -107,21 +130,23 @@ def feature_bands(
     height, width = image01.shape[:2]
     step, margin = band_rows(height, width, max_pixels), feature_margin(sigma_max)
     if step >= height:
-        yield 0, height, pixel_features(image01, sigma_min, sigma_max)
+        yield 0, height, pixel_features(image01, sigma_min, sigma_max, n_jobs)
         return
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
         a, b = max(0, r0 - margin), min(height, r1 + margin)
-        yield r0, r1, pixel_features(image01[a:b], sigma_min, sigma_max)[r0 - a : r1 - a]
+        yield r0, r1, pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs)[r0 - a : r1 - a]
 
 
-def features_at(image01: np.ndarray, flat_index: np.ndarray, sigma_min: float, sigma_max: float) -> np.ndarray:
+def features_at(
+    image01: np.ndarray, flat_index: np.ndarray, sigma_min: float, sigma_max: float, n_jobs: int = 1
+) -> np.ndarray:
     """(n, F) features of the pixels at ``flat_index`` (row-major), computed band by band."""
     width = image01.shape[1]
     flat_index = np.asarray(flat_index, np.intp)
     out = np.empty((len(flat_index), n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
     rows = flat_index // width
-    for r0, r1, band in feature_bands(image01, sigma_min, sigma_max):
+    for r0, r1, band in feature_bands(image01, sigma_min, sigma_max, n_jobs=n_jobs):
         pick = np.flatnonzero((rows >= r0) & (rows < r1))
         if len(pick):
             out[pick] = band.reshape(-1, band.shape[-1])[flat_index[pick] - r0 * width]
