@@ -48,6 +48,8 @@ def intensity_range(image, percentiles: tuple[float, float] = DEFAULT_PERCENTILE
     evenly spaced planes along its first axis, so only those planes are read.
     """
     sample = _intensity_sample(image)
+    if sample.dtype == np.bool_:  # NumPy cannot interpolate booleans
+        sample = sample.astype(np.uint8)
     if sample.dtype.kind == "f":
         # Percentile interpolation overflows for values near the float limits: work on a scaled copy.
         scale = float(np.max(np.abs(sample))) if sample.size else 1.0
