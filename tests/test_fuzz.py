@@ -226,3 +226,13 @@ def test_label_anything_predictions_succeed_or_refuse_cleanly(mae_like_segmenter
     stack = data.draw(images(min_side=1, max_side=20, planes=1))
     planes = data.draw(st.one_of(st.none(), st.lists(st.integers(-4, 4), max_size=3)))
     check_stack_prediction(mae_like_segmenter, episode, stack, planes, outcomes)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint16])
+def test_regressions_found_by_fuzzing(classic, mae_like_segmenter, dtype):
+    """Cases the random search found once, kept as fixed examples: constant and boolean images."""
+    episode = nla.Episode(["c1"])
+    episode.add_support(np.zeros((6, 6), dtype), points=[(1, 1, 1)])
+    for segmenter in (classic, mae_like_segmenter):
+        assert segmenter.predict(episode, np.zeros((5, 7), dtype)).shape == (5, 7)
+        assert segmenter.predict_stack(episode, np.zeros((2, 5, 7), dtype)).shape == (2, 5, 7)
