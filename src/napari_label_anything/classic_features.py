@@ -113,13 +113,13 @@ def _edges_and_hessian(blur: np.ndarray) -> list[np.ndarray]:
     return [np.hypot(sobel(blur, 0), sobel(blur, 1)), half_trace + root, half_trace - root]
 
 
-def band_rows(height: int, width: int, max_pixels: int = BAND_PIXELS) -> int:
+def band_rows(height: int, width: int, max_pixels: int) -> int:
     """Rows per band: about ``max_pixels`` pixels, and never fewer than 32 rows."""
     return max(32, max_pixels // max(width, 1) // _ALIGN * _ALIGN)
 
 
 def feature_bands(
-    image01: np.ndarray, sigma_min: float, sigma_max: float, max_pixels: int = BAND_PIXELS, n_jobs: int = 1
+    image01: np.ndarray, sigma_min: float, sigma_max: float, max_pixels: int | None = None, n_jobs: int = 1
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (row0, row1, (row1 - row0, X, F) features) covering the image top to bottom.
 
@@ -128,7 +128,8 @@ def feature_bands(
     the truncation of the Gaussian tails (well under 1e-3).
     """
     height, width = image01.shape[:2]
-    step, margin = band_rows(height, width, max_pixels), feature_margin(sigma_max)
+    step = band_rows(height, width, BAND_PIXELS if max_pixels is None else max_pixels)
+    margin = feature_margin(sigma_max)
     if step >= height:
         yield 0, height, pixel_features(image01, sigma_min, sigma_max, n_jobs)
         return

@@ -1,0 +1,86 @@
+"""Classic segmenter features and memory: bands join without seams, memory is checked up front,
+supports and queries share one intensity range. Synthetic data or scikit-image's own images only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_label_anything import classic_features
+from napari_label_anything.classic import ClassicSegmenter
+from napari_label_anything.classic_features import (
+    FeatureMemoryError,
+    feature_bands,
+    features_at,
+    n_features,
+    pixel_features,
+)
+from napari_label_anything.episode import Episode
+
+
+@pytest.fixture(scope="module")
+def image01():
+    from skimage import data
+
+    return data.camera()[100:400, 60:260].astype(np.float32) / 255  # 300 x 200, not a band multiple
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_bands_match_the_whole_image(image01, colour):
+    image = np.stack([image01, image01[::-1], np.roll(image01, 50, axis=1)], axis=-1) if colour else image01
+    whole = pixel_features(image, 1.0, 16.0)
+    assert whole.shape == (*image01.shape, n_features(1.0, 16.0, colour)) and whole.dtype == np.float32
+    bands = list(feature_bands(image, 1.0, 16.0, max_pixels=64 * image01.shape[1]))
+    assert len(bands) == 5 and bands[0][:2] == (0, 64) and bands[-1][1] == image01.shape[0]
+    tiled = np.concatenate([band for _, _, band in bands])
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_features_at_and_threads_agree(image01):
+    whole = pixel_features(image01, 1.0, 8.0)
+    np.testing.assert_array_equal(pixel_features(image01, 1.0, 8.0, n_jobs=3), whole)
+    picks = np.random.default_rng(0).choice(image01.size, 500, replace=False)
+    got = features_at(image01, picks, 1.0, 8.0)
+    np.testing.assert_array_equal(got, whole.reshape(-1, whole.shape[-1])[picks])
+
+
+def _episode(image: np.ndarray) -> Episode:
+    truth = image > 0.5
+    labels = np.zeros(image.shape, np.int32)
+    labels[::7, ::7] = np.where(truth[::7, ::7], 2, 1)
+    episode = Episode(["background", "bright"])
+    episode.add_support((image * 4000).astype(np.uint16), labels=labels)
+    return episode
+
+
+def test_prediction_in_bands_has_no_seams(image01, monkeypatch):
+    episode = _episode(image01)
+    query = (image01[::-1] * 4000).astype(np.uint16)
+    whole = ClassicSegmenter().predict_proba(episode, query)
+    monkeypatch.setattr(classic_features, "BAND_PIXELS", 64 * query.shape[1])
+    banded = ClassicSegmenter().predict_proba(episode, query)
+    np.testing.assert_allclose(banded, whole, atol=1e-5)
+    labels = ClassicSegmenter().predict(episode, query)
+    assert labels.dtype == np.uint8 and np.mean(labels == 2) > 0.1
+
+
+def test_memory_is_checked_before_allocating(image01, monkeypatch):
+    episode = _episode(image01)
+    monkeypatch.setattr(classic_features, "available_memory", lambda: 10_000_000)
+    with pytest.raises(FeatureMemoryError, match=r"4000 x 3000 plane needs about .* GiB") as error:
+        ClassicSegmenter().predict(episode, np.zeros((4000, 3000), np.uint16))
+    assert isinstance(error.value, MemoryError) and "0.0 GiB of memory is available" in str(error.value)
+    ClassicSegmenter().predict(episode, np.zeros((100, 100), np.uint16))  # small planes still run
+
+
+def test_supports_and_queries_share_one_intensity_range(image01):
+    """A query darker than the support stays darker: it is not stretched to its own percentiles,
+    in ``predict`` and in ``predict_stack`` alike."""
+    episode = _episode(image01)
+    segmenter = ClassicSegmenter()
+    query = (image01 * 4000).astype(np.uint16)
+    bright = segmenter.predict(episode, query)
+    dim = segmenter.predict(episode, query // 4)
+    assert np.mean(bright == 2) > 0.2 and np.mean(dim == 2) < 0.02
+    stack = np.stack([query, query // 4])
+    np.testing.assert_array_equal(segmenter.predict_stack(episode, stack), np.stack([bright, dim]))
