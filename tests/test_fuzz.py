@@ -234,5 +234,5 @@ def test_regressions_found_by_fuzzing(classic, mae_like_segmenter, dtype):
     episode = nla.Episode(["c1"])
     episode.add_support(np.zeros((6, 6), dtype), points=[(1, 1, 1)])
     for segmenter in (classic, mae_like_segmenter):
-        assert segmenter.predict(episode, np.zeros((5, 7), dtype)).shape == (5, 7)
-        assert segmenter.predict_stack(episode, np.zeros((2, 5, 7), dtype)).shape == (2, 5, 7)
+        assert segmenter.predict(episode, np.zeros((9, 11), dtype)).shape == (9, 11)
+        assert segmenter.predict_stack(episode, np.zeros((2, 9, 11), dtype)).shape == (2, 9, 11)
