@@ -180,11 +180,18 @@ class ClassicSegmenter(Segmenter):
        The rule assumes that pixels unlike every prompt are background; where a background
        looks like a prompted class, add a "background" class and prompt it.
 
-    Each class keeps at most ``max_samples_per_class`` pixels (a fixed-seed uniform subsample
-    over all supports); results are deterministic. Each support and, unless ``value_range`` is
-    passed (``predict_stack`` passes one for a whole stack), each query is normalised on its
-    own percentiles. If any support is colour, every image is featurised as colour (see
-    ``features``). ``stats`` counts fits and fit-cache hits.
+    With implicit background each class keeps at most ``max_samples_per_class`` pixels and the
+    trees are class-balanced; when every class is prompted (explicit background, or classes
+    that tile the image) at most that many per class are drawn uniformly over all prompted
+    pixels and the trees keep their proportions as priors (``BalancedExtraTrees``). Subsamples
+    use fixed seeds; results are deterministic. Supports and queries are normalised with one
+    intensity range, the percentiles of all non-uint8 supports together (``_episode_range``),
+    so equal values look alike in support and query, also through a stack; pass
+    ``value_range`` to override it per query. If any support is colour, every image is
+    featurised as colour (see ``features``). Features and prediction run in row bands
+    (``classic_features``); a plane whose prediction would not fit in the available memory
+    raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. ``stats`` counts fits
+    and fit-cache hits.
 
     Args:
         sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
