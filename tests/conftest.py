@@ -45,6 +45,17 @@ def mae_like_segmenter(reference):
     return nla.load_segmenter(str(reference / "mae_like"), device="cpu")
 
 
+@pytest.fixture
+def episode():
+    """Two classes (red, green) painted completely on one blob image (see ``blob_image``)."""
+    import napari_label_anything as nla
+
+    image, labels = blob_image()
+    ep = nla.Episode(["red", "green"])
+    ep.add_support(image, labels=labels)
+    return ep
+
+
 def blob_image(shape=(96, 128), seed=0) -> tuple[np.ndarray, np.ndarray]:
     """A uint8 RGB image with two coloured discs and their label image (1 = red, 2 = green)."""
     rng = np.random.default_rng(seed)

@@ -22,14 +22,6 @@ from napari_label_anything.cli import main
 from napari_label_anything.stacks import stack_layout
 
 
-@pytest.fixture
-def episode():
-    image, labels = blob_image()
-    ep = nla.Episode(["red", "green"])
-    ep.add_support(image, labels=labels)
-    return ep
-
-
 def unchanged(episode: nla.Episode, signature: str) -> bool:
     return episode.signature() == signature and all(s.image.flags.owndata for s in episode.supports)
 

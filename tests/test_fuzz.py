@@ -208,31 +208,26 @@ def check_stack_prediction(segmenter, episode, stack, planes, outcomes) -> None:
     assert labels.max() <= episode.n_classes
 
 
-@SLOW_FUZZ
-@given(data=st.data())
-def test_classic_predictions_succeed_or_refuse_cleanly(classic, outcomes, data):
-    episode = data.draw(episodes())
-    check_prediction(classic, episode, data.draw(images(min_side=1, max_side=32)), outcomes)
-    stack = data.draw(images(min_side=1, max_side=20, planes=1))
-    planes = data.draw(st.one_of(st.none(), st.lists(st.integers(-4, 4), max_size=3)))
-    check_stack_prediction(classic, episode, stack, planes, outcomes)
+@pytest.fixture(scope="module", params=["classic", "mae_like"])
+def segmenter(request, classic):
+    """The embedded default and a (tiny) Label Anything model."""
+    return classic if request.param == "classic" else request.getfixturevalue("mae_like_segmenter")
 
 
 @SLOW_FUZZ
 @given(data=st.data())
-def test_label_anything_predictions_succeed_or_refuse_cleanly(mae_like_segmenter, outcomes, data):
+def test_predictions_succeed_or_refuse_cleanly(segmenter, outcomes, data):
     episode = data.draw(episodes())
-    check_prediction(mae_like_segmenter, episode, data.draw(images(min_side=1, max_side=32)), outcomes)
+    check_prediction(segmenter, episode, data.draw(images(min_side=1, max_side=32)), outcomes)
     stack = data.draw(images(min_side=1, max_side=20, planes=1))
     planes = data.draw(st.one_of(st.none(), st.lists(st.integers(-4, 4), max_size=3)))
-    check_stack_prediction(mae_like_segmenter, episode, stack, planes, outcomes)
+    check_stack_prediction(segmenter, episode, stack, planes, outcomes)
 
 
 @pytest.mark.parametrize("dtype", [np.bool_, np.uint16])
-def test_regressions_found_by_fuzzing(classic, mae_like_segmenter, dtype):
+def test_regressions_found_by_fuzzing(segmenter, dtype):
     """Cases the random search found once, kept as fixed examples: constant and boolean images."""
     episode = nla.Episode(["c1"])
     episode.add_support(np.zeros((6, 6), dtype), points=[(1, 1, 1)])
-    for segmenter in (classic, mae_like_segmenter):
-        assert segmenter.predict(episode, np.zeros((9, 11), dtype)).shape == (9, 11)
-        assert segmenter.predict_stack(episode, np.zeros((2, 9, 11), dtype)).shape == (2, 9, 11)
+    assert segmenter.predict(episode, np.zeros((9, 11), dtype)).shape == (9, 11)
+    assert segmenter.predict_stack(episode, np.zeros((2, 9, 11), dtype)).shape == (2, 9, 11)

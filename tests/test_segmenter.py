@@ -11,14 +11,6 @@ import napari_label_anything as nla
 from conftest import blob_image
 
 
-@pytest.fixture
-def episode():
-    image, labels = blob_image()
-    ep = nla.Episode(["red", "green"])
-    ep.add_support(image, labels=labels)
-    return ep
-
-
 def test_predict_shapes_and_dtypes(sam_like_segmenter, episode):
     query, _ = blob_image((70, 90), seed=3)
     labels = sam_like_segmenter.predict(episode, query)
