@@ -131,7 +131,7 @@ def test_b7_unwritable_output_is_caught_before_any_work(tmp_path, capsys, monkey
     def must_not_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the output folder was checked")
 
-    monkeypatch.setattr("napari_label_anything.segmenter.load_segmenter", must_not_load)
+    monkeypatch.setattr("napari_label_anything.inference.load_segmenter", must_not_load)
     out = tmp_path / "a_file" / "out"
     assert main([*classic_predict_args(tmp_path, [tmp_path / "q.tif"]), "--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -18,10 +18,10 @@ from .episode import Episode, Support
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_segmenter": "segmenter",
-    "Segmenter": "segmenter",
-    "LabelAnythingSegmenter": "segmenter",
-    "PredictionCancelled": "segmenter",
+    "load_segmenter": "inference",
+    "Segmenter": "inference",
+    "LabelAnythingSegmenter": "inference",
+    "PredictionCancelled": "inference",
     "resolve_device": "device",
     "available_devices": "device",
     "CheckpointNotAvailableError": "checkpoint",
@@ -43,7 +43,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .checkpoint import CheckpointNotAvailableError
     from .device import available_devices, resolve_device
-    from .segmenter import LabelAnythingSegmenter, PredictionCancelled, Segmenter, load_segmenter
+    from .inference import LabelAnythingSegmenter, PredictionCancelled, Segmenter, load_segmenter
 
 
 def __getattr__(name: str):

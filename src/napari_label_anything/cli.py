@@ -36,8 +36,8 @@ def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .files import check_writable_folder, label_output_paths, read_image, write_labels
+    from .inference import load_segmenter
     from .labels import class_names
-    from .segmenter import load_segmenter
     from .stacks import stack_layout
 
     episode = _episode_from_args(args)
@@ -88,8 +88,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from .files import check_writable_folder, overlay_png, write_labels
+    from .inference import load_segmenter
     from .samples import iou_per_class, load_sample
-    from .segmenter import load_segmenter
 
     clock = time.perf_counter()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .model.geometry import get_preprocess_shape_f32  # noqa: F401 - part of this module's API
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 PROMPT_MASK_SIDE = 256  # hard-coded in the official data pipeline
@@ -23,16 +25,6 @@ def get_preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, 
     """(h, w) after resizing so that the long side is ``long_side`` (rounded half up)."""
     scale = long_side * 1.0 / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
-def get_preprocess_shape_f32(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """Same as ``get_preprocess_shape`` in float32, as the official post-processing computes it.
-
-    The official post-processing receives the sizes as int64 tensors, so its arithmetic runs
-    in float32; the two versions differ only when a size lands within float32 rounding of .5.
-    """
-    scale = np.float32(long_side) / np.float32(max(height, width))
-    return int(np.float32(height) * scale + np.float32(0.5)), int(np.float32(width) * scale + np.float32(0.5))
 
 
 def model_frame_shape(height: int, width: int, side: int, custom: bool) -> tuple[int, int]:

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..preprocessing import get_preprocess_shape_f32
 from .config import LabelAnythingConfig, MaeViTSpec
+from .geometry import get_preprocess_shape_f32
 from .layers import Attention, LayerNorm2d
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import ClassEmbeddings, PromptEncoder, PromptTensors, RandomMatrixClassEncoder

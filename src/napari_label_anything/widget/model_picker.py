@@ -62,7 +62,7 @@ class ModelPicker(QGroupBox):
 
     def get_segmenter(self):
         """Load (once per model and device) the chosen segmenter. Called in the worker thread."""
-        from ..segmenter import load_segmenter
+        from ..inference import load_segmenter
 
         key = (self.model_name, self.device)
         if key not in self._segmenters:

@@ -1,0 +1,24 @@
+"""Inference: every segmenter behind one interface, and how one is loaded.
+
+- ``base``: the ``Segmenter`` interface (predict, predict_proba, stacks, cancel, progress)
+- ``label_anything``: ``LabelAnythingSegmenter`` (the network, with feature and prototype caches)
+- ``cache``: ``LRUCache``, the one bounded cache
+- ``loading``: ``load_segmenter`` (name, repo id, folder, ``classic`` or ``auto``)
+
+The embedded default (``classic``) plugs into the same interface.
+"""
+
+from __future__ import annotations
+
+from .base import CancelCheck, PredictionCancelled, ProgressCallback, Segmenter
+from .label_anything import LabelAnythingSegmenter
+from .loading import load_segmenter
+
+__all__ = [
+    "CancelCheck",
+    "LabelAnythingSegmenter",
+    "PredictionCancelled",
+    "ProgressCallback",
+    "Segmenter",
+    "load_segmenter",
+]

@@ -1,0 +1,166 @@
+"""``LabelAnythingSegmenter``: the Label Anything network behind the ``Segmenter`` interface.
+
+What is expensive is cached: image features per distinct image (keyed by the preprocessed
+pixels), class prototypes per episode content and class rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..episode import Episode, check_image
+from ..labels import labels_dtype
+from ..preprocessing import image_to_model_input, to_uint8_rgb
+from .base import Segmenter
+from .cache import LRUCache
+
+
+class LabelAnythingSegmenter(Segmenter):
+    """Runs a ``LabelAnything`` model; caches image features and class prototypes.
+
+    Changing prompts re-runs only the (cheap) prompt encoder; every distinct image is encoded
+    once while it stays in the cache (``cache_size`` images).
+    """
+
+    def __init__(self, model, device: Any = "auto", name: str = "label-anything", cache_size: int = 32) -> None:
+        from ..device import resolve_device
+
+        self.device_obj = resolve_device(device)
+        self.device = str(self.device_obj)
+        self.model = model.to(self.device_obj).eval()
+        self.name = name
+        self.cache_size = cache_size
+        self._features = LRUCache(cache_size)  # preprocessed-pixel digest -> neck output
+        self._prototypes = LRUCache(4)  # (episode signature, class rows) -> ClassEmbeddings
+        self.stats = {"encoded_images": 0, "feature_cache_hits": 0, "prompt_encodings": 0}
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"LabelAnythingSegmenter({self.name!r}, encoder={c.encoder}, "
+            f"image_size={c.image_size}, device={self.device})"
+        )
+
+    def clear_cache(self) -> None:
+        self._features.clear()
+        self._prototypes.clear()
+
+    # -- cached steps --------------------------------------------------------------------
+
+    def _model_input(self, image: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+        rgb = to_uint8_rgb(image, value_range)
+        return image_to_model_input(rgb, self.config.image_size, self.config.custom_preprocess)
+
+    def features(self, image: np.ndarray, value_range: tuple[float, float] | None = None):
+        """Neck output of one image, (1, D, h, w) float32 on the model device (cached)."""
+        import torch
+
+        pixels = self._model_input(check_image(image, "image"), value_range)
+        key = hashlib.sha1(pixels.tobytes()).hexdigest()
+        cached = self._features.get(key)
+        if cached is not None:
+            self.stats["feature_cache_hits"] += 1
+            return cached
+        with torch.inference_mode():
+            batch = torch.from_numpy(pixels)[None].to(self.device_obj)
+            result = self.model.apply_neck(self.model.encode_images(batch))
+        self.stats["encoded_images"] += 1
+        self._features.put(key, result)
+        return result
+
+    def _class_rows(self, episode: Episode, class_rows: Sequence[int] | None):
+        import torch
+
+        bank = self.config.class_bank_size
+        if class_rows is None:
+            return None
+        rows = [int(r) for r in class_rows]
+        if bank is None:
+            warnings.warn("this model has no class-token pool; class_rows is ignored", stacklevel=3)
+            return None
+        if len(rows) != episode.n_classes + 1:
+            raise ValueError(
+                f"class_rows needs {episode.n_classes + 1} entries "
+                f"(background + {episode.n_classes} classes), got {len(rows)}"
+            )
+        if any(not 0 <= r < bank for r in rows):
+            raise ValueError(f"class_rows must lie in 0..{bank - 1}, got {rows}")
+        return torch.tensor(rows, dtype=torch.long, device=self.device_obj)
+
+    def class_embeddings(self, episode: Episode, class_rows: Sequence[int] | None = None):
+        """Class prototypes of an episode (``ClassEmbeddings``), cached per episode content."""
+        import torch
+
+        from ..model_inputs import build_prompt_arrays, to_prompt_tensors
+
+        episode.validate()
+        bank = self.config.class_bank_size
+        if bank is not None and episode.n_classes + 1 > bank:
+            raise ValueError(
+                f"this model's class-token pool has {bank} rows (one is the background), so an episode "
+                f"can have at most {bank - 1} classes; this one has {episode.n_classes}"
+            )
+        rows = self._class_rows(episode, class_rows)
+        key = (episode.signature(), None if rows is None else tuple(rows.tolist()))
+        cached = self._prototypes.get(key)
+        if cached is not None:
+            return cached
+        support_features = torch.cat([self.features(s.image) for s in episode.supports])[None]
+        arrays = build_prompt_arrays(episode, self.config.image_size, self.config.custom_preprocess)
+        with torch.inference_mode():
+            result = self.model.encode_prompts(support_features, to_prompt_tensors(arrays, self.device_obj), rows)
+        self.stats["prompt_encodings"] += 1
+        self._prototypes.put(key, result)
+        return result
+
+    # -- prediction ----------------------------------------------------------------------
+
+    def logits(
+        self,
+        episode: Episode,
+        query: Any,
+        class_rows: Sequence[int] | None = None,
+        value_range: tuple[float, float] | None = None,
+    ):
+        """Logits of a 2D query at its own size: (N+1, Y, X) float32 torch tensor."""
+        import torch
+
+        query = check_image(query, "query image")
+        classes = self.class_embeddings(episode, class_rows)
+        features = self.features(query, value_range)
+        with torch.inference_mode():
+            lowres = self.model.decode(features, classes)
+            return self.model.upscale_logits(lowres, query.shape[:2])[0]
+
+    def predict_proba(
+        self,
+        episode: Episode,
+        query: Any,
+        class_rows: Sequence[int] | None = None,
+        value_range: tuple[float, float] | None = None,
+    ) -> np.ndarray:
+        """Softmax of the logits, (N+1, Y, X) float32; ``class_rows`` picks class-token rows."""
+        import torch
+
+        logits = self.logits(episode, query, class_rows, value_range)
+        return torch.softmax(logits, dim=0).float().cpu().numpy()
+
+    def predict(
+        self,
+        episode: Episode,
+        query: Any,
+        class_rows: Sequence[int] | None = None,
+        value_range: tuple[float, float] | None = None,
+    ) -> np.ndarray:
+        """Label image (Y, X): the argmax of the logits (uint8; uint16 above 255 classes)."""
+        logits = self.logits(episode, query, class_rows, value_range)
+        return logits.argmax(dim=0).cpu().numpy().astype(labels_dtype(episode.n_classes))

@@ -1,0 +1,36 @@
+"""``load_segmenter``: a name, hub repo id or folder -> a ready ``Segmenter``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Segmenter
+
+
+def load_segmenter(
+    name_or_path: str = "auto", device: Any = "auto", *, local_files_only: bool | None = None
+) -> Segmenter:
+    """Load a segmenter by name, hub repo id or checkpoint folder.
+
+    Args:
+        name_or_path: a Hugging Face repo id such as ``pasqualedem/label_anything_sam_1024_coco``,
+            a short name from ``napari-label-anything models`` (e.g. ``mae-480-coco``), a folder
+            holding ``config.json`` + ``model.safetensors``, ``classic`` (the embedded segmenter,
+            no weights) or ``auto`` (the best Label Anything checkpoint already on this
+            machine, else ``classic``).
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cuda``, ``mps`` or ``cpu``.
+        local_files_only: never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
+    """
+    from ..checkpoint import load_model
+    from ..device import resolve_device
+    from ..registry import CLASSIC, resolve_model_name
+    from .label_anything import LabelAnythingSegmenter
+
+    device = resolve_device(device)
+    resolved = resolve_model_name(str(name_or_path), device.type)
+    if resolved == CLASSIC:
+        from ..classic import ClassicSegmenter
+
+        return ClassicSegmenter()
+    model = load_model(resolved, local_files_only=local_files_only)
+    return LabelAnythingSegmenter(model, device=device, name=resolved)
