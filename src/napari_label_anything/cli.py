@@ -1,4 +1,4 @@
-"""The ``napari-label-anything`` command line: demo, batch prediction, model management.
+"""The ``napari-label-anything`` command line: demo, batch prediction, embeddings, model management.
 
 A thin layer over the public API; every option maps to an argument of ``Episode``,
 ``load_segmenter`` or ``Segmenter.predict_stack``.
@@ -57,8 +57,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"output file(s) exist: {', '.join(existing)}; pass --overwrite or choose another --out")
     check_writable_folder(args.out)
     start = time.perf_counter()
-    segmenter = load_segmenter(args.model, device=args.device)
+    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache)
     print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s")
+    if args.cache and getattr(segmenter, "store", None) is None:
+        print(f"note: {segmenter.name} has no image features to cache; --cache is not used")
     for query_path, target in zip(args.queries, targets, strict=True):
         query = read_image(query_path)
         layout = stack_layout(query.shape, args.axis)
@@ -70,6 +72,31 @@ def _predict(args: argparse.Namespace) -> int:
         write_labels(target, labels, episode.classes, {"model": args.model, "query": str(query_path)})
         counts = {name: int((labels == k).sum()) for k, name in class_names(episode.classes).items()}
         print(f"{query_path}: {layout.n_planes} plane(s) in {time.perf_counter() - start:.1f} s -> {target}  {counts}")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .files import read_image
+    from .inference import load_segmenter
+
+    missing = [q for q in args.images if not Path(q).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
+    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache)
+    if getattr(segmenter, "store", None) is None:
+        raise ValueError(f"{segmenter.name} has no image features to precompute; choose a Label Anything model")
+    for path in args.images:
+        start = time.perf_counter()
+        image = read_image(path)
+        before = segmenter.stats["encoded_images"]
+        with tqdm(desc=Path(path).name, unit="plane", disable=args.quiet) as bar:
+            planes = segmenter.embed_stack(image, axis=args.axis, progress=lambda done, total: bar.update(1))
+        encoded = segmenter.stats["encoded_images"] - before
+        print(f"{path}: {planes} plane(s), {encoded} encoded, {planes - encoded} already stored, "
+              f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(f"embeddings in {Path(args.cache).resolve()} ({len(segmenter.store)} entries)")
     return 0
 
 
@@ -187,7 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    predict.add_argument("--cache", help="folder of stored image features (see 'embed'); reused and filled")
     predict.set_defaults(func=_predict)
+
+    embed = sub.add_parser("embed", help="precompute and store the image features of images or stacks")
+    embed.add_argument("images", nargs="+", help="images or stacks (TIFF, PNG, JPEG)")
+    embed.add_argument("--model", required=True, help="a Label Anything model name, repo id or folder")
+    embed.add_argument("--cache", required=True, help="folder of the embedding store (zarr entries)")
+    embed.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    embed.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    embed.set_defaults(func=_embed)
 
     demo = sub.add_parser("demo", help="run a complete few-shot episode on a bundled sample")
     demo.add_argument("--model", default="auto", help="auto (default), classic, a model name, repo id or folder")

@@ -63,6 +63,17 @@ def check_value_range(value_range) -> tuple[float, float]:
     return low, high
 
 
+def stack_value_range(stack) -> tuple[float, float] | None:
+    """The one intensity range every plane of a stack shares (None: 8-bit, boolean or constant).
+
+    ``predict_stack`` and ``embed_stack`` both use it, so precomputed features match predictions.
+    """
+    if np.dtype(stack.dtype) in (np.uint8, np.bool_):
+        return None
+    low, high = intensity_range(stack)
+    return (low, high) if high > low else None  # constant, or NaN (refused per plane later)
+
+
 def _intensity_sample(image) -> np.ndarray:
     """At most about ``RANGE_SAMPLE`` values of ``image`` (all of them when it is smaller), 1D."""
     if isinstance(image, np.ndarray) or not hasattr(image, "shape") or len(image.shape) < 3:

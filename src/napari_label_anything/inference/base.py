@@ -16,7 +16,7 @@ import numpy as np
 
 from ..episode import Episode
 from ..labels import labels_dtype
-from ..preprocessing import intensity_range
+from ..preprocessing import stack_value_range
 from ..stacks import as_stack, stack_layout
 
 ProgressCallback = Callable[[int, int], Any]
@@ -70,10 +70,8 @@ class Segmenter(ABC):
         layout = stack_layout(stack.shape, axis, rgb)
         episode.validate()
         indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
-        if "value_range" not in options and np.dtype(stack.dtype) not in (np.uint8, np.bool_):
-            low, high = intensity_range(stack)
-            if high > low:  # else the stack is constant (every plane becomes black) or holds NaN (refused per plane)
-                options["value_range"] = (low, high)
+        if "value_range" not in options:
+            options["value_range"] = stack_value_range(stack)
         for index in indices:
             if _is_cancelled(cancel):
                 raise PredictionCancelled("prediction cancelled")

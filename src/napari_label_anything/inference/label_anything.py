@@ -1,23 +1,25 @@
 """``LabelAnythingSegmenter``: the Label Anything network behind the ``Segmenter`` interface.
 
-What is expensive is cached: image features per distinct image (keyed by the preprocessed
-pixels), class prototypes per episode content and class rows.
+What is expensive is cached: image features per distinct raw image and value range (in memory,
+and on disk with an ``EmbeddingStore``), class prototypes per episode content and class rows.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..episode import Episode, check_image
 from ..labels import labels_dtype
-from ..preprocessing import image_to_model_input, to_uint8_rgb
+from ..preprocessing import check_value_range, image_to_model_input, stack_value_range, to_uint8_rgb
+from ..stacks import as_stack, stack_layout
 from .base import Segmenter
 from .cache import LRUCache
+from .embedding_store import EmbeddingStore, image_digest, weights_digest
 
 
 class LabelAnythingSegmenter(Segmenter):
@@ -27,7 +29,14 @@ class LabelAnythingSegmenter(Segmenter):
     once while it stays in the cache (``cache_size`` images).
     """
 
-    def __init__(self, model, device: Any = "auto", name: str = "label-anything", cache_size: int = 32) -> None:
+    def __init__(
+        self,
+        model,
+        device: Any = "auto",
+        name: str = "label-anything",
+        cache_size: int = 32,
+        store: EmbeddingStore | str | os.PathLike | None = None,
+    ) -> None:
         from ..device import resolve_device
 
         self.device_obj = resolve_device(device)
@@ -37,7 +46,9 @@ class LabelAnythingSegmenter(Segmenter):
         self.cache_size = cache_size
         self._features = LRUCache(cache_size)  # preprocessed-pixel digest -> neck output
         self._prototypes = LRUCache(4)  # (episode signature, class rows) -> ClassEmbeddings
-        self.stats = {"encoded_images": 0, "feature_cache_hits": 0, "prompt_encodings": 0}
+        self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
+        self._weights_digest: str | None = None
+        self.stats = {"encoded_images": 0, "feature_cache_hits": 0, "store_hits": 0, "prompt_encodings": 0}
 
     @property
     def config(self):
@@ -60,22 +71,70 @@ class LabelAnythingSegmenter(Segmenter):
         rgb = to_uint8_rgb(image, value_range)
         return image_to_model_input(rgb, self.config.image_size, self.config.custom_preprocess)
 
+    @property
+    def weights_digest(self) -> str:
+        """Digest of the model's weights (computed once): part of every disk-store signature."""
+        if self._weights_digest is None:
+            self._weights_digest = weights_digest(self.model)
+        return self._weights_digest
+
     def features(self, image: np.ndarray, value_range: tuple[float, float] | None = None):
-        """Neck output of one image, (1, D, h, w) float32 on the model device (cached)."""
+        """Neck output of one image, (1, D, h, w) float32 on the model device.
+
+        Looked up by the raw image and its value range, first in memory, then in the disk
+        store (when one is attached); computed and stored on a miss.
+        """
         import torch
 
-        pixels = self._model_input(check_image(image, "image"), value_range)
-        key = hashlib.sha1(pixels.tobytes()).hexdigest()
+        image = check_image(image, "image")
+        value_range = None if value_range is None else check_value_range(value_range)
+        key = (image_digest(image), value_range)
         cached = self._features.get(key)
         if cached is not None:
             self.stats["feature_cache_hits"] += 1
             return cached
+        signature = None
+        if self.store is not None:
+            c = self.config
+            preprocessing = {"image_size": c.image_size, "custom_preprocess": c.custom_preprocess}
+            signature = self.store.signature(key[0], value_range, self.weights_digest, preprocessing)
+            stored = self.store.get(signature)
+            if stored is not None:
+                result = torch.from_numpy(stored).to(self.device_obj)
+                self.stats["store_hits"] += 1
+                self._features.put(key, result)
+                return result
+        pixels = self._model_input(image, value_range)
         with torch.inference_mode():
             batch = torch.from_numpy(pixels)[None].to(self.device_obj)
             result = self.model.apply_neck(self.model.encode_images(batch))
         self.stats["encoded_images"] += 1
         self._features.put(key, result)
+        if signature is not None:
+            self.store.put(signature, result.float().cpu().numpy())
         return result
+
+    def embed_stack(
+        self,
+        stack: Any,
+        axis: int | tuple[int, ...] = 0,
+        rgb: bool | None = None,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> int:
+        """Compute (and store, with a disk store attached) the features of every plane of ``stack``.
+
+        Planes get the intensity range ``predict_stack`` would give them, so a later prediction
+        of the same stack finds every plane. Returns the number of planes.
+        """
+        stack = as_stack(stack)
+        layout = stack_layout(stack.shape, axis, rgb)
+        value_range = stack_value_range(stack)
+        indices = layout.plane_indices()
+        for done, index in enumerate(indices, start=1):
+            self.features(layout.take(stack, index), value_range)
+            if progress is not None:
+                progress(done, len(indices))
+        return len(indices)
 
     def _class_rows(self, episode: Episode, class_rows: Sequence[int] | None):
         import torch

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import Segmenter
 
 
 def load_segmenter(
-    name_or_path: str = "auto", device: Any = "auto", *, local_files_only: bool | None = None
+    name_or_path: str = "auto",
+    device: Any = "auto",
+    *,
+    local_files_only: bool | None = None,
+    embeddings: str | os.PathLike | None = None,
 ) -> Segmenter:
     """Load a segmenter by name, hub repo id or checkpoint folder.
 
@@ -20,6 +25,8 @@ def load_segmenter(
             machine, else ``classic``).
         device: ``auto`` (CUDA, then MPS, then CPU), ``cuda``, ``mps`` or ``cpu``.
         local_files_only: never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
+        embeddings: a folder where image features are kept on disk (``EmbeddingStore``) and
+            reused across runs; Label Anything models only (``classic`` has no image features).
     """
     from ..checkpoint import load_model
     from ..device import resolve_device
@@ -33,4 +40,4 @@ def load_segmenter(
 
         return ClassicSegmenter()
     model = load_model(resolved, local_files_only=local_files_only)
-    return LabelAnythingSegmenter(model, device=device, name=resolved)
+    return LabelAnythingSegmenter(model, device=device, name=resolved, store=embeddings)
