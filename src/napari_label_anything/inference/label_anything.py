@@ -20,6 +20,7 @@ from ..stacks import as_stack, stack_layout
 from .base import Segmenter
 from .cache import LRUCache
 from .embedding_store import EmbeddingStore, image_digest, weights_digest
+from .encoder_backends import make_encoder
 
 
 class LabelAnythingSegmenter(Segmenter):
@@ -36,6 +37,7 @@ class LabelAnythingSegmenter(Segmenter):
         name: str = "label-anything",
         cache_size: int = 32,
         store: EmbeddingStore | str | os.PathLike | None = None,
+        encoder: str = "torch",
     ) -> None:
         from ..device import resolve_device
 
@@ -48,6 +50,7 @@ class LabelAnythingSegmenter(Segmenter):
         self._prototypes = LRUCache(4)  # (episode signature, class rows) -> ClassEmbeddings
         self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
         self._weights_digest: str | None = None
+        self.encoder = make_encoder(encoder, self.model, lambda: self.weights_digest, self.device_obj.type)
         self.stats = {"encoded_images": 0, "feature_cache_hits": 0, "store_hits": 0, "prompt_encodings": 0}
 
     @property
@@ -58,7 +61,7 @@ class LabelAnythingSegmenter(Segmenter):
         c = self.config
         return (
             f"LabelAnythingSegmenter({self.name!r}, encoder={c.encoder}, "
-            f"image_size={c.image_size}, device={self.device})"
+            f"image_size={c.image_size}, device={self.device}, encoder={self.encoder.name})"
         )
 
     def clear_cache(self) -> None:
@@ -105,9 +108,7 @@ class LabelAnythingSegmenter(Segmenter):
                 self._features.put(key, result)
                 return result
         pixels = self._model_input(image, value_range)
-        with torch.inference_mode():
-            batch = torch.from_numpy(pixels)[None].to(self.device_obj)
-            result = self.model.apply_neck(self.model.encode_images(batch))
+        result = self.encoder(torch.from_numpy(pixels)[None].to(self.device_obj))
         self.stats["encoded_images"] += 1
         self._features.put(key, result)
         if signature is not None:

@@ -14,6 +14,7 @@ def load_segmenter(
     *,
     local_files_only: bool | None = None,
     embeddings: str | os.PathLike | None = None,
+    encoder: str = "torch",
 ) -> Segmenter:
     """Load a segmenter by name, hub repo id or checkpoint folder.
 
@@ -27,6 +28,8 @@ def load_segmenter(
         local_files_only: never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
         embeddings: a folder where image features are kept on disk (``EmbeddingStore``) and
             reused across runs; Label Anything models only (``classic`` has no image features).
+        encoder: ``torch`` (default) or ``onnx``: the image encoder exported once to ONNX and
+            run by ONNX Runtime, about 3x faster on a CPU (needs the ``[onnx]`` extra).
     """
     from ..checkpoint import load_model
     from ..device import resolve_device
@@ -40,4 +43,4 @@ def load_segmenter(
 
         return ClassicSegmenter()
     model = load_model(resolved, local_files_only=local_files_only)
-    return LabelAnythingSegmenter(model, device=device, name=resolved, store=embeddings)
+    return LabelAnythingSegmenter(model, device=device, name=resolved, store=embeddings, encoder=encoder)

@@ -7,6 +7,7 @@ keys are those of the published checkpoints under ``model.image_encoder.``.
 from __future__ import annotations
 
 import functools
+import math
 from functools import partial
 
 import torch
@@ -81,7 +82,7 @@ class _MaeEmbeddings(nn.Module):
     def _position_embeddings(self, rows: int, cols: int) -> torch.Tensor:
         """Bicubic resize of the patch position grid to (rows, cols), CLS position kept."""
         cls_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
-        grid = int(round(patch_pos.shape[1] ** 0.5))
+        grid = math.isqrt(int(patch_pos.shape[1]))
         if (rows, cols) == (grid, grid):
             return self.position_embeddings
         dim = patch_pos.shape[-1]
@@ -91,7 +92,7 @@ class _MaeEmbeddings(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embeddings.projection(pixel_values)
-        rows, cols = patches.shape[-2:]
+        rows, cols = (int(n) for n in patches.shape[-2:])  # plain ints also when traced for ONNX export
         tokens = patches.flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         return tokens + self._position_embeddings(rows, cols)
