@@ -1,7 +1,8 @@
 """The ``napari-label-anything`` command line: demo, batch prediction, embeddings, model management.
 
 A thin layer over the public API; every option maps to an argument of ``Episode``,
-``load_segmenter`` or ``Segmenter.predict_stack``.
+``load_segmenter`` or ``Segmenter.predict_stack``. ``predict`` (batches, OME-Zarr, dask) lives in
+``cli/predict.py``; ``main`` is the console script's entry point.
 """
 
 from __future__ import annotations
@@ -14,72 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _episode_from_args(args: argparse.Namespace):
-    from .episode import Episode
-    from .files import read_image
-
-    if args.episode:
-        return Episode.load(args.episode)
-    if not args.classes or not args.support:
-        raise ValueError("give --episode FILE, or --classes and at least one --support IMAGE:LABELS")
-    episode = Episode([c.strip() for c in args.classes.split(",")])
-    for spec in args.support:
-        image_path, sep, labels_path = spec.rpartition(":")
-        if not sep or not image_path:
-            raise ValueError(f"--support needs IMAGE:LABELS (a label image of painted prompts), got {spec!r}")
-        episode.add_support(read_image(image_path), labels=read_image(labels_path), name=Path(image_path).name)
-    return episode
-
-
-def _predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .files import check_writable_folder, label_output_paths, read_image, write_labels
-    from .inference import load_segmenter
-    from .labels import class_names
-    from .stacks import stack_layout
-
-    episode = _episode_from_args(args)
-    episode.validate()
-    try:
-        rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
-    except ValueError:
-        raise ValueError(f"--class-rows must be comma-separated integers, got {args.class_rows!r}") from None
-    options = {"class_rows": rows} if rows is not None else {}
-    # Everything that can be checked before the (long) work is checked now.
-    missing = [q for q in args.queries if not Path(q).is_file()]
-    if missing:
-        raise FileNotFoundError(f"no such query file(s): {', '.join(missing)}")
-    targets = label_output_paths(args.queries, args.out)
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        raise ValueError(f"output file(s) exist: {', '.join(existing)}; pass --overwrite or choose another --out")
-    check_writable_folder(args.out)
-    start = time.perf_counter()
-    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache)
-    print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s")
-    if args.cache and getattr(segmenter, "store", None) is None:
-        print(f"note: {segmenter.name} has no image features to cache; --cache is not used")
-    for query_path, target in zip(args.queries, targets, strict=True):
-        query = read_image(query_path)
-        layout = stack_layout(query.shape, args.axis)
-        start = time.perf_counter()
-        with tqdm(total=layout.n_planes, desc=Path(query_path).name, unit="plane", disable=args.quiet) as bar:
-            labels = segmenter.predict_stack(
-                episode, query, axis=args.axis, progress=lambda done, total: bar.update(1), **options
-            )
-        write_labels(target, labels, episode.classes, {"model": args.model, "query": str(query_path)})
-        counts = {name: int((labels == k).sum()) for k, name in class_names(episode.classes).items()}
-        print(f"{query_path}: {layout.n_planes} plane(s) in {time.perf_counter() - start:.1f} s -> {target}  {counts}")
-    return 0
+from . import predict
 
 
 def _embed(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .files import read_image
-    from .inference import load_segmenter
+    from ..files import read_image
+    from ..inference import load_segmenter
 
     missing = [q for q in args.images if not Path(q).is_file()]
     if missing:
@@ -101,7 +44,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .checkpoint import load_model
+    from ..checkpoint import load_model
 
     model = load_model(args.model)
     c = model.config
@@ -114,9 +57,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .files import check_writable_folder, overlay_png, write_labels
-    from .inference import load_segmenter
-    from .samples import iou_per_class, load_sample
+    from ..files import check_writable_folder, overlay_png, write_labels
+    from ..inference import load_segmenter
+    from ..samples import iou_per_class, load_sample
 
     clock = time.perf_counter()
 
@@ -159,8 +102,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .checkpoint import hub_cache_dir, is_offline
-    from .registry import list_models, register_local_model, unregister_local_model
+    from ..checkpoint import hub_cache_dir, is_offline
+    from ..registry import list_models, register_local_model, unregister_local_model
 
     if args.add:
         name, folder = args.add
@@ -181,8 +124,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .checkpoint import cached_checkpoint, download_checkpoint
-    from .registry import find_known
+    from ..checkpoint import cached_checkpoint, download_checkpoint
+    from ..registry import find_known
 
     known = find_known(args.name)
     repo_id = known.repo_id if known else args.name
@@ -202,20 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    predict = sub.add_parser("predict", help="segment query images or stacks from an episode")
-    predict.add_argument("queries", nargs="+", help="query images or stacks (TIFF, PNG, JPEG)")
-    predict.add_argument("--model", required=True, help="hub repo id or checkpoint folder")
-    predict.add_argument("--episode", help="an .episode file saved from Python or napari")
-    predict.add_argument("--classes", help="comma-separated class names (with --support)")
-    predict.add_argument("--support", action="append", help="IMAGE:LABELS support with painted prompts")
-    predict.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
-    predict.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
-    predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
-    predict.add_argument("--quiet", action="store_true", help="no progress bar")
-    predict.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    predict.add_argument("--cache", help="folder of stored image features (see 'embed'); reused and filled")
-    predict.set_defaults(func=_predict)
+    predict.add_parser(sub)
 
     embed = sub.add_parser("embed", help="precompute and store the image features of images or stacks")
     embed.add_argument("images", nargs="+", help="images or stacks (TIFF, PNG, JPEG)")

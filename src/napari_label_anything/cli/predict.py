@@ -1,0 +1,155 @@
+"""``napari-label-anything predict``: an episode over files, folders, stacks and zarr arrays.
+
+Everything that can fail on the user's input (episode, inputs, output names and folder, plane
+axes, dask.distributed being installed) is checked before the model loads; the work itself is
+``inference.batch`` (one process) or ``inference.cluster`` (``--workers`` / ``--scheduler``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    predict = sub.add_parser(
+        "predict",
+        help="segment images, stacks, folders and zarr arrays from an episode",
+        description="Segment every input with one episode. A folder stands for the images in it "
+        "(TIFF, PNG, JPEG, BMP, .zarr); a .zarr path is a zarr array or an OME-Zarr image (first "
+        "level), read plane by plane.",
+    )
+    predict.add_argument("queries", nargs="+", help="images, stacks, folders or .zarr arrays / OME-Zarr images")
+    predict.add_argument("--model", required=True, help="hub repo id or checkpoint folder")
+    predict.add_argument("--episode", help="an .episode file saved from Python or napari")
+    predict.add_argument("--classes", help="comma-separated class names (with --support)")
+    predict.add_argument("--support", action="append", help="IMAGE:LABELS support with painted prompts")
+    predict.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
+    predict.add_argument(
+        "--format", choices=("tiff", "ome-zarr"), default="tiff",
+        help="tiff (<name>_labels.tif, default) or ome-zarr (<name>_labels.ome.zarr, written plane by plane)",
+    )  # fmt: skip
+    predict.add_argument("--recursive", action="store_true", help="also take the inputs in sub-folders of folders")
+    predict.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
+    predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    predict.add_argument("--cache", help="folder of stored image features (see 'embed'); reused and filled")
+    scale = predict.add_mutually_exclusive_group()
+    scale.add_argument("--workers", type=int, help="run on a local dask.distributed cluster of N processes")
+    scale.add_argument("--scheduler", metavar="ADDRESS", help="run on a running dask.distributed scheduler")
+    predict.add_argument(
+        "--planes-per-task", type=int, default=8, help="planes per cluster task for ome-zarr outputs (default 8)"
+    )
+    predict.set_defaults(func=run)
+
+
+def episode_from_args(args: argparse.Namespace):
+    from ..episode import Episode
+    from ..files import read_image
+
+    if args.episode:
+        return Episode.load(args.episode)
+    if not args.classes or not args.support:
+        raise ValueError("give --episode FILE, or --classes and at least one --support IMAGE:LABELS")
+    episode = Episode([c.strip() for c in args.classes.split(",")])
+    for spec in args.support:
+        image_path, sep, labels_path = spec.rpartition(":")
+        if not sep or not image_path:
+            raise ValueError(f"--support needs IMAGE:LABELS (a label image of painted prompts), got {spec!r}")
+        episode.add_support(read_image(image_path), labels=read_image(labels_path), name=Path(image_path).name)
+    return episode
+
+
+def plan(args: argparse.Namespace, episode) -> list:
+    """The jobs of a run, every one checked (readable input, planes, unique free output)."""
+    from ..files import check_writable_folder
+    from ..inference.batch import FORMATS, BatchJob, check_job, expand_inputs, output_paths
+
+    try:
+        rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
+    except ValueError:
+        raise ValueError(f"--class-rows must be comma-separated integers, got {args.class_rows!r}") from None
+    options = {"class_rows": rows} if rows is not None else {}
+    inputs = expand_inputs(args.queries, recursive=args.recursive)
+    targets = output_paths(inputs, args.out, FORMATS[args.format])
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise ValueError(f"output(s) exist: {', '.join(existing)}; pass --overwrite or choose another --out")
+    check_writable_folder(args.out)
+    metadata = {"model": args.model}
+    jobs = [
+        BatchJob(str(source), str(target), args.format, args.axis, options, metadata)
+        for source, target in zip(inputs, targets, strict=True)
+    ]
+    for job in jobs:
+        check_job(job)
+    return jobs
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    episode = episode_from_args(args)
+    episode.validate()
+    jobs = plan(args, episode)
+    distributed = args.workers is not None or args.scheduler
+    if distributed:
+        from ..inference.cluster import require_distributed
+
+        require_distributed()
+        if args.planes_per_task < 1:
+            raise ValueError(f"--planes-per-task must be at least 1, got {args.planes_per_task}")
+        return _run_on_cluster(args, episode, jobs)
+
+    from ..inference import load_segmenter
+    from ..inference.batch import run_job
+
+    start = time.perf_counter()
+    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache)
+    print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s")
+    if args.cache and getattr(segmenter, "store", None) is None:
+        print(f"note: {segmenter.name} has no image features to cache; --cache is not used")
+    for job in jobs:
+        with tqdm(desc=Path(job.source).name, unit="plane", disable=args.quiet) as bar:
+
+            def progress(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.update(1)
+
+            result = run_job(segmenter, episode, job, progress=progress)
+        _report(result)
+    return 0
+
+
+def _report(result) -> None:
+    print(f"{result.source}: {result.planes} plane(s) in {result.seconds:.1f} s -> {result.target}  {result.counts}")
+
+
+def _run_on_cluster(args: argparse.Namespace, episode, jobs) -> int:
+    from tqdm import tqdm
+
+    from ..inference.batch import probe
+    from ..inference.cluster import ModelSpec, close, connect, run_batch
+
+    total = sum(job.layout(probe(job.source)[0]).n_planes for job in jobs)
+    start = time.perf_counter()
+    client = connect(workers=args.workers, scheduler=args.scheduler)
+    try:
+        where = args.scheduler or f"a local cluster of {args.workers} worker process(es)"
+        print(f"dask: {where}, started in {time.perf_counter() - start:.1f} s; each worker loads {args.model!r} once")
+        spec = ModelSpec(args.model, args.device, str(Path(args.cache).resolve()) if args.cache else None)
+        with tqdm(total=total, desc=f"{len(jobs)} input(s)", unit="plane", disable=args.quiet) as bar:
+
+            def done(result, planes: int) -> None:
+                bar.update(planes)
+                if result is not None:
+                    bar.write(f"{result.source}: {result.planes} plane(s) -> {result.target}  {result.counts}")
+
+            run_batch(client, spec, episode, jobs, planes_per_task=args.planes_per_task, done=done)
+    finally:
+        close(client)
+    print(f"{len(jobs)} input(s) in {time.perf_counter() - start:.1f} s")
+    return 0

@@ -1,0 +1,172 @@
+"""Batch prediction on a dask.distributed cluster (the only module that imports dask.distributed).
+
+``run_batch`` sends the episode to every worker once (scatter), then one task per input (TIFF
+outputs), or per chunk of planes (OME-Zarr outputs, which workers fill plane by plane in place,
+each plane its own chunk). Each worker process loads the model once (``worker_segmenter``, a
+module-level cache keyed by model, device and embedding folder) and keeps its feature and
+prototype caches across tasks. Outputs are the files the single-process run writes, bit for bit:
+every task predicts planes with the intensity range of its whole stack.
+
+``--workers N`` starts ``LocalCluster(n_workers=N, threads_per_worker=1, processes=True)``;
+``--scheduler ADDRESS`` connects to a running scheduler (whose workers must have this package
+installed and see the same file paths).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..episode import Episode
+from .batch import BatchJob, JobResult, count_names, create_output, predict_planes, probe, run_job
+
+INSTALL_HINT = "pip install 'napari-label-anything[cluster]'"
+
+_SEGMENTERS: dict[tuple[str, str, str | None], Any] = {}
+_LOCK = threading.Lock()
+
+
+def require_distributed() -> None:
+    """Raise a one-line RuntimeError naming the extra to install when dask.distributed is missing."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(
+            f"--workers and --scheduler need dask.distributed ({err}); install it with {INSTALL_HINT}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker loads: ``load_segmenter(name, device=device, embeddings=embeddings)``."""
+
+    name: str
+    device: str = "auto"
+    embeddings: str | None = None
+
+
+def worker_segmenter(spec: ModelSpec):
+    """The segmenter of ``spec`` in this process, loaded on first use and kept (with its caches)."""
+    key = (spec.name, spec.device, spec.embeddings)
+    with _LOCK:
+        if key not in _SEGMENTERS:
+            from .loading import load_segmenter
+
+            _SEGMENTERS[key] = load_segmenter(spec.name, device=spec.device, embeddings=spec.embeddings)
+        return _SEGMENTERS[key]
+
+
+def _run_job_task(spec: ModelSpec, episode: Episode, job: BatchJob) -> JobResult:
+    segmenter = worker_segmenter(spec)
+    with _LOCK:  # a worker with several threads shares one model: one prediction at a time
+        return run_job(segmenter, episode, job)
+
+
+def _planes_task(spec: ModelSpec, episode: Episode, job: BatchJob, folder: str, planes: list[tuple[int, ...]]):
+    segmenter = worker_segmenter(spec)
+    with _LOCK:
+        return predict_planes(segmenter, episode, job, folder, planes=planes)
+
+
+def _loaded_models() -> list[tuple[str, str, str | None]]:
+    """The models this worker process holds (tests use it to check each loads once)."""
+    return sorted(_SEGMENTERS, key=str)
+
+
+def connect(workers: int | None = None, scheduler: str | None = None):
+    """A ``distributed.Client``: on a new local cluster of ``workers`` processes, or on ``scheduler``."""
+    require_distributed()
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler, timeout="20s")
+    if workers is None or workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
+    client = Client(cluster)
+    client._nla_owns_cluster = cluster  # closed with the client by ``close``
+    return client
+
+
+def close(client) -> None:
+    cluster = getattr(client, "_nla_owns_cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def run_batch(
+    client,
+    spec: ModelSpec,
+    episode: Episode,
+    jobs: Sequence[BatchJob],
+    planes_per_task: int = 8,
+    done: Callable[[JobResult, int], Any] | None = None,
+) -> list[JobResult]:
+    """Run ``jobs`` on ``client``'s workers; after each task, ``done(result, planes)`` gets the
+    number of planes it predicted and the input's ``JobResult`` once the input is complete (else None).
+
+    OME-Zarr jobs are split into tasks of ``planes_per_task`` planes written in place by the
+    workers; the driver commits each output (atomic rename) once all its planes are written.
+    Results come back in the order of ``jobs``.
+    """
+    import time
+
+    import numpy as np
+    from distributed import as_completed
+
+    shared = client.scatter(episode, broadcast=True)  # sent once, not once per task
+    futures: dict[Any, tuple[int, Any]] = {}
+    pending: dict[int, dict[str, Any]] = {}
+    for i, job in enumerate(jobs):
+        if job.format != "ome-zarr":
+            futures[client.submit(_run_job_task, spec, shared, job, pure=False)] = (i, None)
+            continue
+        shape, _ = probe(job.source)
+        layout = job.layout(shape)
+        folder = create_output(job, episode, shape)
+        indices = layout.plane_indices()
+        chunks = [indices[k : k + planes_per_task] for k in range(0, len(indices), planes_per_task)]
+        pending[i] = {"folder": folder, "left": len(chunks), "counts": 0, "start": time.perf_counter()}
+        for chunk in chunks:
+            future = client.submit(_planes_task, spec, shared, job, str(folder), chunk, pure=False)
+            futures[future] = (i, len(chunk))
+    results: list[JobResult | None] = [None] * len(jobs)
+    try:
+        for future in as_completed(list(futures)):
+            i, n_planes = futures[future]
+            value = future.result()  # re-raises a worker's error here
+            if n_planes is None:
+                results[i] = value
+                if done is not None:
+                    done(value, value.planes)
+                continue
+            state = pending[i]
+            state["counts"] = state["counts"] + np.asarray(value)
+            state["left"] -= 1
+            if state["left"] == 0:
+                from .. import ome_zarr
+
+                job = jobs[i]
+                ome_zarr.commit(state.pop("folder"), job.target)
+                planes = job.layout(probe(job.source)[0]).n_planes
+                results[i] = JobResult(
+                    job.source, job.target, planes, time.perf_counter() - state["start"],
+                    count_names(episode, state["counts"]),
+                )  # fmt: skip
+            if done is not None:
+                done(results[i], n_planes)  # results[i] stays None until the input's last chunk
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    finally:
+        from .. import ome_zarr
+
+        for state in pending.values():
+            if "folder" in state:
+                ome_zarr.discard(state["folder"])
+    return [r for r in results if r is not None]
