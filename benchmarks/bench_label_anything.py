@@ -9,13 +9,17 @@ so nothing is downloaded, and times in one run:
 - ``next planes``: further planes of the same stack (only the query is encoded; prototypes reused);
 - ``prompt change``: new prompts on the same supports (no image is re-encoded).
 
+Each encoder backend in ``--encoders`` (torch, onnx) is timed on the same model in the same run.
+
 Usage:  python benchmarks/bench_label_anything.py [--config mae|sam] [--planes 3] [--device cpu]
+                                                  [--encoders torch,onnx] [--skip-official]
 Report ratios from one run; absolute times only mean something on the GPU machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -24,10 +28,10 @@ import numpy as np
 import torch
 
 import napari_label_anything as nla
+from napari_label_anything.inference import LabelAnythingSegmenter
 from napari_label_anything.model.config import LabelAnythingConfig
 from napari_label_anything.model.label_anything import LabelAnything
 from napari_label_anything.model_inputs import build_prompt_arrays
-from napari_label_anything.inference import LabelAnythingSegmenter
 
 CONFIGS = {
     "mae": {
@@ -87,6 +91,13 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="mae")
@@ -94,38 +105,46 @@ def main() -> None:
     parser.add_argument("--supports", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic 16-bit images")
+    parser.add_argument("--encoders", default="torch", help="comma-separated: torch, onnx (same run, same model)")
+    parser.add_argument("--skip-official", action="store_true", help="do not time the official path")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = LabelAnything(LabelAnythingConfig.from_dict(CONFIGS[args.config]))
-    segmenter = LabelAnythingSegmenter(model, device=args.device, name=f"random-{args.config}")
     shape = (args.size, args.size)
     episode = make_episode(rng, args.supports, shape)
     stack = rng.integers(0, 60000, (args.planes, *shape)).astype(np.uint16)
+    result = {"config": args.config, "supports": args.supports, "planes": args.planes}
 
-    with torch.inference_mode():
-        official = [timed(lambda q=q: segmenter.model(official_batch(segmenter, episode, q))) for q in stack]
-    first = timed(lambda: segmenter.predict(episode, stack[0]))
-    following = [timed(lambda q=q: segmenter.predict(episode, q)) for q in stack[1:]]
-    episode.supports[0].points = np.array([[50.0, 50.0, 2.0]])
-    prompt_change = timed(lambda: segmenter.predict(episode, stack[0]))
+    reference = LabelAnythingSegmenter(model, device=args.device, name=f"random-{args.config}")
+    result["device"] = reference.device
+    per_plane_official = float("nan")
+    if not args.skip_official:
+        with torch.inference_mode():
+            official = [timed(lambda q=q: reference.model(official_batch(reference, episode, q))) for q in stack]
+        per_plane_official = statistics.median(official)
+        result["official_path_s_per_plane"] = round(per_plane_official, 3)
 
-    per_plane_official = statistics.median(official)
-    per_plane_cached = statistics.median(following) if following else float("nan")
-    result = {
-        "config": args.config,
-        "device": segmenter.device,
-        "supports": args.supports,
-        "planes": args.planes,
-        "official_path_s_per_plane": round(per_plane_official, 3),
-        "first_plane_s": round(first, 3),
-        "next_planes_s_per_plane": round(per_plane_cached, 3),
-        "prompt_change_s": round(prompt_change, 3),
-        "speedup_next_planes_vs_official": round(per_plane_official / per_plane_cached, 2),
-        "speedup_prompt_change_vs_official": round(per_plane_official / prompt_change, 2),
-        "cache_stats": segmenter.stats,
-    }
+    for encoder in args.encoders.split(","):
+        start = time.perf_counter()
+        segmenter = LabelAnythingSegmenter(model, device=args.device, name=f"random-{args.config}", encoder=encoder)
+        setup = time.perf_counter() - start  # the ONNX export on first use (cached afterwards)
+        run = dict(episode=copy.deepcopy(episode))
+        first = timed(lambda s=segmenter, r=run: s.predict(r["episode"], stack[0]))
+        following = [timed(lambda q=q, s=segmenter, r=run: s.predict(r["episode"], q)) for q in stack[1:]]
+        run["episode"].supports[0].points = np.array([[50.0, 50.0, 2.0]])
+        prompt_change = timed(lambda s=segmenter, r=run: s.predict(r["episode"], stack[0]))
+        per_plane = statistics.median(following) if following else float("nan")
+        result[encoder] = {
+            "setup_s": round(setup, 2),
+            "first_plane_s": round(first, 3),
+            "next_planes_s_per_plane": round(per_plane, 3),
+            "prompt_change_s": round(prompt_change, 3),
+            "speedup_next_planes_vs_official": round(per_plane_official / per_plane, 2),
+            "cache_stats": segmenter.stats,
+        }
+    result["peak_rss_gb"] = round(peak_rss_gb(), 2)
     print(json.dumps(result, indent=2))
 
 
