@@ -25,6 +25,7 @@ from .batch import BatchJob, JobResult, count_names, create_output, predict_plan
 INSTALL_HINT = "pip install 'napari-label-anything[cluster]'"
 
 _SEGMENTERS: dict[tuple[str, str, str | None], Any] = {}
+_STATS: dict[str, Any] = {"loads": {}, "tasks": 0}  # of this worker process (see ``worker_stats``)
 _LOCK = threading.Lock()
 
 
@@ -51,10 +52,12 @@ def worker_segmenter(spec: ModelSpec):
     """The segmenter of ``spec`` in this process, loaded on first use and kept (with its caches)."""
     key = (spec.name, spec.device, spec.embeddings)
     with _LOCK:
+        _STATS["tasks"] += 1
         if key not in _SEGMENTERS:
             from .loading import load_segmenter
 
             _SEGMENTERS[key] = load_segmenter(spec.name, device=spec.device, embeddings=spec.embeddings)
+            _STATS["loads"][key] = _STATS["loads"].get(key, 0) + 1
         return _SEGMENTERS[key]
 
 
@@ -70,9 +73,9 @@ def _planes_task(spec: ModelSpec, episode: Episode, job: BatchJob, folder: str, 
         return predict_planes(segmenter, episode, job, folder, planes=planes)
 
 
-def _loaded_models() -> list[tuple[str, str, str | None]]:
-    """The models this worker process holds (tests use it to check each loads once)."""
-    return sorted(_SEGMENTERS, key=str)
+def worker_stats() -> dict[str, Any]:
+    """How many tasks this worker process ran and how often it loaded each model (``client.run(worker_stats)``)."""
+    return {"tasks": _STATS["tasks"], "loads": dict(_STATS["loads"])}
 
 
 def connect(workers: int | None = None, scheduler: str | None = None):
@@ -85,7 +88,7 @@ def connect(workers: int | None = None, scheduler: str | None = None):
     if workers is None or workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
     )
     client = Client(cluster)
     client._nla_owns_cluster = cluster  # closed with the client by ``close``

@@ -1,0 +1,106 @@
+"""``predict`` on a dask.distributed LocalCluster of 2 worker processes equals the single-process run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from conftest import blob_image
+from napari_label_anything.cli import main
+from napari_label_anything.inference import cluster
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+    ) as local, Client(local) as connected:  # fmt: skip
+        yield connected
+
+
+@pytest.fixture
+def inputs(tmp_path, episode):
+    episode.save(tmp_path / "run.episode")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.stack([blob_image(seed=s)[0] for s in range(5)]))
+    tifffile.imwrite(folder / "b.tif", blob_image(seed=9)[0])
+    z = zarr.open_array(str(folder / "c.zarr"), mode="w", shape=(3, 96, 128, 3), chunks=(1, 96, 128, 3), dtype="u1")
+    z[...] = np.stack([blob_image(seed=20 + s)[0] for s in range(3)])
+    return tmp_path / "run.episode", folder
+
+
+def run(model, episode_file, folder, out, *extra) -> int:
+    return main(["predict", "--model", str(model), "--episode", str(episode_file), str(folder), "--out", str(out),
+                 "--quiet", *extra])  # fmt: skip
+
+
+def read(path):
+    return tifffile.imread(path) if path.suffix == ".tif" else zarr.open_array(str(path / "0"), mode="r")[...]
+
+
+def assert_same_outputs(expected, actual):
+    names = sorted(p.name for p in expected.iterdir())
+    assert names == sorted(p.name for p in actual.iterdir()) and len(names) == 3
+    for name in names:
+        np.testing.assert_array_equal(read(actual / name), read(expected / name), err_msg=name)
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "ome-zarr"])
+def test_two_workers_write_what_one_process_writes(client, inputs, tmp_path, fmt):
+    episode_file, folder = inputs
+    assert run("classic", episode_file, folder, tmp_path / "one", "--format", fmt) == 0
+    address = client.scheduler.address
+    code = run("classic", episode_file, folder, tmp_path / "two", "--format", fmt, "--scheduler", address,
+               "--planes-per-task", "2")  # fmt: skip
+    assert code == 0
+    assert_same_outputs(tmp_path / "one", tmp_path / "two")
+    assert not list((tmp_path / "two").glob(".*")), "no temporary left behind"
+    # Each worker process loaded the model at most once, however many tasks it ran.
+    stats = list(client.run(cluster.worker_stats).values())
+    assert len(stats) == 2
+    assert all(s["loads"].get(("classic", "auto", None), 0) <= 1 for s in stats)
+    assert sum(s["tasks"] for s in stats) > sum(len(s["loads"]) for s in stats)  # models were reused
+
+
+def test_label_anything_checkpoint_on_two_workers(client, inputs, tmp_path, reference):
+    episode_file, folder = inputs
+    model = reference / "mae_like"
+    assert run(model, episode_file, folder, tmp_path / "one", "--format", "ome-zarr", "--device", "cpu") == 0
+    code = run(model, episode_file, folder, tmp_path / "two", "--format", "ome-zarr", "--device", "cpu",
+               "--scheduler", client.scheduler.address, "--planes-per-task", "1")  # fmt: skip
+    assert code == 0
+    assert_same_outputs(tmp_path / "one", tmp_path / "two")
+
+
+def test_workers_option_starts_and_stops_a_local_cluster(inputs, tmp_path, capsys):
+    episode_file, folder = inputs
+    assert run("classic", episode_file, folder, tmp_path / "one") == 0
+    assert run("classic", episode_file, folder, tmp_path / "two", "--workers", "2") == 0
+    assert "a local cluster of 2 worker process(es)" in capsys.readouterr().out
+    assert_same_outputs(tmp_path / "one", tmp_path / "two")
+
+
+def test_a_worker_error_is_one_line(client, inputs, tmp_path, capsys):
+    """A TIFF whose header reads but whose pixels are cut off fails on the worker: one line, exit 2."""
+    episode_file, folder = inputs
+    broken = folder / "d.tif"
+    tifffile.imwrite(broken, np.stack([blob_image(seed=s)[0] for s in range(3)]))
+    with open(broken, "r+b") as handle:
+        handle.truncate(broken.stat().st_size - 20000)
+    code = run("classic", episode_file, folder, tmp_path / "o", "--scheduler", client.scheduler.address,
+               "--format", "ome-zarr")  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "d.tif is not a readable image" in err and err.count("\n") == 1
+    assert not list((tmp_path / "o").glob(".*.part")), "temporary outputs are removed"
