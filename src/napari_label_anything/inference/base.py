@@ -27,7 +27,7 @@ class PredictionCancelled(RuntimeError):
     """Raised inside a stack prediction when its ``cancel`` check turns true."""
 
 
-def _is_cancelled(cancel: CancelCheck | None) -> bool:
+def is_cancelled(cancel: CancelCheck | None) -> bool:
     if cancel is None:
         return False
     return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
@@ -72,8 +72,14 @@ class Segmenter(ABC):
         indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
         if "value_range" not in options:
             options["value_range"] = stack_value_range(stack)
+        yield from self._predict_planes(episode, stack, layout, indices, cancel, options)
+
+    def _predict_planes(
+        self, episode: Episode, stack: Any, layout, indices: list[tuple[int, ...]], cancel, options: dict[str, Any]
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+        """One plane at a time; a segmenter that can batch planes overrides this."""
         for index in indices:
-            if _is_cancelled(cancel):
+            if is_cancelled(cancel):
                 raise PredictionCancelled("prediction cancelled")
             yield index, self.predict(episode, layout.take(stack, index), **options)
 

@@ -17,10 +17,12 @@ from ..episode import Episode, check_image
 from ..labels import labels_dtype
 from ..preprocessing import check_value_range, image_to_model_input, stack_value_range, to_uint8_rgb
 from ..stacks import as_stack, stack_layout
-from .base import Segmenter
+from .base import PredictionCancelled, Segmenter, is_cancelled
 from .cache import LRUCache
 from .embedding_store import EmbeddingStore, image_digest, weights_digest
 from .encoder_backends import make_encoder
+
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 class LabelAnythingSegmenter(Segmenter):
@@ -38,6 +40,8 @@ class LabelAnythingSegmenter(Segmenter):
         cache_size: int = 32,
         store: EmbeddingStore | str | os.PathLike | None = None,
         encoder: str = "torch",
+        batch_size: int | None = None,
+        precision: str = "float32",
     ) -> None:
         from ..device import resolve_device
 
@@ -51,6 +55,15 @@ class LabelAnythingSegmenter(Segmenter):
         self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
         self._weights_digest: str | None = None
         self.encoder = make_encoder(encoder, self.model, lambda: self.weights_digest, self.device_obj.type)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "float32" and encoder != "torch":
+            raise ValueError(f"precision {precision!r} needs encoder='torch' (the ONNX encoder runs float32)")
+        self.precision = precision
+        default_batch = 4 if self.device_obj.type == "cuda" else 1
+        self.batch_size = int(batch_size or default_batch)
+        if not 1 <= self.batch_size <= cache_size:
+            raise ValueError(f"batch_size must lie in 1..cache_size ({cache_size}), got {batch_size}")
         self.stats = {"encoded_images": 0, "feature_cache_hits": 0, "store_hits": 0, "prompt_encodings": 0}
 
     @property
@@ -81,39 +94,79 @@ class LabelAnythingSegmenter(Segmenter):
             self._weights_digest = weights_digest(self.model)
         return self._weights_digest
 
+    def _autocast(self):
+        """Mixed precision for the network's forward passes (a no-op in float32)."""
+        import torch
+
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device_obj.type, dtype=dtype, enabled=dtype is not None)
+
     def features(self, image: np.ndarray, value_range: tuple[float, float] | None = None):
         """Neck output of one image, (1, D, h, w) float32 on the model device.
 
         Looked up by the raw image and its value range, first in memory, then in the disk
         store (when one is attached); computed and stored on a miss.
         """
+        return self.encode_batch([image], value_range)[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> list:
+        """Neck outputs of several images, each (1, D, h, w), encoding every miss in one batch.
+
+        Args:
+            images: 2D images (any dtype, grey or colour), each looked up like ``features``.
+            value_range: one intensity range for all of them (e.g. a stack's), or None.
+        """
         import torch
 
-        image = check_image(image, "image")
+        images = [check_image(image, "image") for image in images]
         value_range = None if value_range is None else check_value_range(value_range)
-        key = (image_digest(image), value_range)
-        cached = self._features.get(key)
-        if cached is not None:
-            self.stats["feature_cache_hits"] += 1
-            return cached
-        signature = None
-        if self.store is not None:
-            c = self.config
-            preprocessing = {"image_size": c.image_size, "custom_preprocess": c.custom_preprocess}
-            signature = self.store.signature(key[0], value_range, self.weights_digest, preprocessing)
-            stored = self.store.get(signature)
-            if stored is not None:
-                result = torch.from_numpy(stored).to(self.device_obj)
-                self.stats["store_hits"] += 1
-                self._features.put(key, result)
-                return result
-        pixels = self._model_input(image, value_range)
-        result = self.encoder(torch.from_numpy(pixels)[None].to(self.device_obj))
-        self.stats["encoded_images"] += 1
-        self._features.put(key, result)
-        if signature is not None:
-            self.store.put(signature, result.float().cpu().numpy())
-        return result
+        keys = [(image_digest(image), value_range) for image in images]
+        found: dict[tuple, Any] = {}
+        signatures: dict[tuple, dict] = {}
+        for key in dict.fromkeys(keys):
+            cached = self._features.get(key)
+            if cached is not None:
+                self.stats["feature_cache_hits"] += 1
+                found[key] = cached
+            elif self.store is not None:
+                signatures[key] = self._store_signature(key)
+                stored = self.store.get(signatures[key])
+                if stored is not None:
+                    self.stats["store_hits"] += 1
+                    found[key] = torch.from_numpy(stored).to(self.device_obj)
+                    self._features.put(key, found[key])
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
+        if missing:
+            first = {key: image for key, image in zip(keys, images, strict=True)}
+            pixels = np.stack([self._model_input(first[key], value_range) for key in missing])
+            with self._autocast():
+                encoded = self.encoder(torch.from_numpy(pixels).to(self.device_obj))
+            self.stats["encoded_images"] += len(missing)
+            for i, key in enumerate(missing):
+                found[key] = encoded[i : i + 1]
+                self._features.put(key, found[key])
+                if self.store is not None:
+                    self.store.put(signatures[key], found[key].float().cpu().numpy())
+        return [found[key] for key in keys]
+
+    def _store_signature(self, key: tuple) -> dict:
+        c = self.config
+        settings = {"image_size": c.image_size, "custom_preprocess": c.custom_preprocess, "precision": self.precision}
+        return self.store.signature(key[0], key[1], self.weights_digest, settings)
+
+    def _predict_planes(self, episode, stack, layout, indices, cancel, options):
+        """Planes in batches of ``batch_size``: the query encoder runs once per batch."""
+        self.class_embeddings(episode, options.get("class_rows"))  # supports first, once
+        for start in range(0, len(indices), self.batch_size):
+            chunk = indices[start : start + self.batch_size]
+            if is_cancelled(cancel):
+                raise PredictionCancelled("prediction cancelled")
+            planes = [layout.take(stack, index) for index in chunk]
+            self.encode_batch(planes, options.get("value_range"))
+            for index, plane in zip(chunk, planes, strict=True):
+                if is_cancelled(cancel):
+                    raise PredictionCancelled("prediction cancelled")
+                yield index, self.predict(episode, plane, **options)
 
     def embed_stack(
         self,
@@ -176,7 +229,7 @@ class LabelAnythingSegmenter(Segmenter):
             return cached
         support_features = torch.cat([self.features(s.image) for s in episode.supports])[None]
         arrays = build_prompt_arrays(episode, self.config.image_size, self.config.custom_preprocess)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             result = self.model.encode_prompts(support_features, to_prompt_tensors(arrays, self.device_obj), rows)
         self.stats["prompt_encodings"] += 1
         self._prototypes.put(key, result)
@@ -197,9 +250,10 @@ class LabelAnythingSegmenter(Segmenter):
         query = check_image(query, "query image")
         classes = self.class_embeddings(episode, class_rows)
         features = self.features(query, value_range)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             lowres = self.model.decode(features, classes)
-            return self.model.upscale_logits(lowres, query.shape[:2])[0]
+        with torch.inference_mode():
+            return self.model.upscale_logits(lowres.float(), query.shape[:2])[0]
 
     def predict_proba(
         self,

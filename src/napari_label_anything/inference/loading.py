@@ -15,6 +15,8 @@ def load_segmenter(
     local_files_only: bool | None = None,
     embeddings: str | os.PathLike | None = None,
     encoder: str = "torch",
+    batch_size: int | None = None,
+    precision: str = "float32",
 ) -> Segmenter:
     """Load a segmenter by name, hub repo id or checkpoint folder.
 
@@ -30,6 +32,10 @@ def load_segmenter(
             reused across runs; Label Anything models only (``classic`` has no image features).
         encoder: ``torch`` (default) or ``onnx``: the image encoder exported once to ONNX and
             run by ONNX Runtime, about 3x faster on a CPU (needs the ``[onnx]`` extra).
+        batch_size: query planes encoded together in stack predictions (default 4 on CUDA,
+            1 on a CPU, where batching gains nothing).
+        precision: ``float32`` (default), ``bfloat16`` or ``float16`` autocast for the network;
+            for GPUs (on a CPU bfloat16 is several times slower).
     """
     from ..checkpoint import load_model
     from ..device import resolve_device
@@ -43,4 +49,12 @@ def load_segmenter(
 
         return ClassicSegmenter()
     model = load_model(resolved, local_files_only=local_files_only)
-    return LabelAnythingSegmenter(model, device=device, name=resolved, store=embeddings, encoder=encoder)
+    return LabelAnythingSegmenter(
+        model,
+        device=device,
+        name=resolved,
+        store=embeddings,
+        encoder=encoder,
+        batch_size=batch_size,
+        precision=precision,
+    )
