@@ -104,3 +104,21 @@ def test_a_worker_error_is_one_line(client, inputs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "d.tif is not a readable image" in err and err.count("\n") == 1
     assert not list((tmp_path / "o").glob(".*.part")), "temporary outputs are removed"
+
+
+def test_only_cluster_imports_distributed():
+    import ast
+    from pathlib import Path
+
+    import napari_label_anything
+
+    package = Path(napari_label_anything.__file__).parent
+    importers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(n.split(".")[0] == "distributed" or n.startswith("dask.distributed") for n in names):
+                importers.add(path.relative_to(package).as_posix())
+    assert importers == {"inference/cluster.py"}
