@@ -9,6 +9,7 @@ import zarr
 
 from conftest import blob_image
 from napari_label_anything.cli import main
+from napari_label_anything.files import read_label_classes
 from napari_label_anything.inference import cluster
 
 
@@ -54,6 +55,15 @@ def assert_same_outputs(expected, actual):
     assert names == sorted(p.name for p in actual.iterdir()) and len(names) == 3
     for name in names:
         np.testing.assert_array_equal(read(actual / name), read(expected / name), err_msg=name)
+        if name.endswith(".tif"):  # the metadata too (class names, model, the query as given)
+            assert read_label_classes(actual / name) == read_label_classes(expected / name)
+            with tifffile.TiffFile(actual / name) as a, tifffile.TiffFile(expected / name) as e:
+                assert a.shaped_metadata == e.shaped_metadata
+        else:
+            assert (
+                zarr.open_group(str(actual / name)).attrs.asdict()
+                == zarr.open_group(str(expected / name)).attrs.asdict()
+            )
 
 
 @pytest.mark.parametrize("fmt", ["tiff", "ome-zarr"])

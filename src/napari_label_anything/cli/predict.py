@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -135,6 +136,13 @@ def _run_on_cluster(args: argparse.Namespace, episode, jobs) -> int:
     from ..inference.cluster import ModelSpec, close, connect, run_batch
 
     total = sum(job.layout(probe(job.source)[0]).n_planes for job in jobs)
+    # Workers may run in another folder (--scheduler): they get absolute paths; the outputs'
+    # metadata keeps each query as given, as the single-process run writes it.
+    jobs = [
+        replace(job, source=str(Path(job.source).resolve()), target=str(Path(job.target).resolve()),
+                metadata={**job.metadata, "query": job.source})
+        for job in jobs
+    ]  # fmt: skip
     start = time.perf_counter()
     client = connect(workers=args.workers, scheduler=args.scheduler)
     try:

@@ -203,7 +203,7 @@ def create_output(job: BatchJob, episode: Episode, shape: Sequence[int]) -> Path
 
 
 def _metadata(job: BatchJob) -> dict[str, Any]:
-    return {**job.metadata, "query": str(job.source)}
+    return {"query": str(job.source), **job.metadata}  # a "query" in metadata wins (e.g. the path as given)
 
 
 def predict_planes(
