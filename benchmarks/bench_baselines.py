@@ -64,8 +64,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_label_anything.classic import ClassicSegmenter
 from napari_label_anything.episode import Episode
+from napari_label_anything.inference.classic import ClassicSegmenter
 
 CACHE = Path(os.environ.get("NLA_BENCH_CACHE", Path(__file__).resolve().parents[1] / "build" / "bench_data"))
 

@@ -17,8 +17,8 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_label_anything.classic import ClassicSegmenter
 from napari_label_anything.episode import Episode
+from napari_label_anything.inference.classic import ClassicSegmenter
 
 SIZE = 512
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_label_anything.classic import ClassicSegmenter
 from napari_label_anything.episode import Episode
+from napari_label_anything.inference.classic import ClassicSegmenter
 from napari_label_anything.preprocessing import normalise_image
 
 

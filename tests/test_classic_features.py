@@ -6,16 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_label_anything import classic_features
-from napari_label_anything.classic import ClassicSegmenter
-from napari_label_anything.classic_features import (
+from napari_label_anything.episode import Episode
+from napari_label_anything.inference import classic_features
+from napari_label_anything.inference.classic import ClassicSegmenter
+from napari_label_anything.inference.classic_features import (
     FeatureMemoryError,
     feature_bands,
     features_at,
     n_features,
     pixel_features,
 )
-from napari_label_anything.episode import Episode
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def load_segmenter(
     device = resolve_device(device)
     resolved = resolve_model_name(str(name_or_path), device.type)
     if resolved == CLASSIC:
-        from ..classic import ClassicSegmenter
+        from .classic import ClassicSegmenter
 
         return ClassicSegmenter()
     model = load_model(resolved, local_files_only=local_files_only)

@@ -1,0 +1,520 @@
+"""An embedded few-shot segmenter that needs no downloaded weights: a per-episode pixel classifier.
+
+``ClassicSegmenter`` trains randomised trees (scikit-learn) on multi-scale intensity, edge and
+texture features of an episode's prompted pixels, once per episode content, then classifies
+every pixel of each query plane. Features (``classic_features``) are computed in row bands, so
+prediction memory grows with the number of classes, not the number of features.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..episode import Episode, Support, check_image
+from ..labels import BACKGROUND, labels_dtype
+from ..preprocessing import intensity_range, normalise_image
+from .base import Segmenter
+from .cache import LRUCache
+from .classic_features import (
+    BAND_PIXELS,
+    BYTES_PER_FEATURE_PIXEL,
+    check_memory,
+    feature_bands,
+    features_at,
+    n_features,
+    pixel_features,
+)
+
+__all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
+
+_FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
+               "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
+               "n_estimators", "min_samples_leaf", "background_ratio")  # fmt: skip
+_PREDICT_CHUNK = 1 << 18  # pixels per predict call
+_VOTE_GROUPS = 8
+# Background candidates each detection classifier of step b learns from: it only scores how
+# prompt-like a candidate is, so a few trees on a few thousand pixels suffice (and cost half the fit).
+_DETECTION_SAMPLES = 4000
+
+
+class Fitted(NamedTuple):
+    """What ``ClassicSegmenter.fit`` caches per episode."""
+
+    classifier: BalancedExtraTrees
+    colour: bool
+    value_range: tuple[float, float] | None
+
+
+class BalancedExtraTrees:
+    """Extremely randomised trees, each grown on a class-balanced bootstrap sample.
+
+    Every tree draws, with replacement, up to m pixels of each class, where m is the size of
+    the largest prompted class, and at most ``background_ratio * m`` implicit background pixels.
+    When background comes from a rule rather than from the user, it holds some unprompted
+    objects; a tree that sees thousands of background pixels memorises those as background,
+    one that sees about as many as there are prompted pixels is outvoted on them (bagging for
+    positive-unlabelled learning). Leaves are weighted so every class has equal total weight.
+
+    With ``balance=False`` every tree instead draws a plain bootstrap of all training pixels and
+    keeps their proportions as class priors: right when every class was prompted by the user
+    (complete masks keep the true proportions; strokes keep what the user painted most).
+    """
+
+    def __init__(self, n_estimators: int = 40, min_samples_leaf: int = 3, background_ratio: float | None = 1.0,
+                 n_jobs: int = 1, seed: int = 0, balance: bool = True) -> None:  # fmt: skip
+        self.n_estimators, self.min_samples_leaf = n_estimators, min_samples_leaf
+        self.background_ratio, self.n_jobs, self.seed, self.balance = background_ratio, n_jobs, seed, balance
+
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> BalancedExtraTrees:
+        """x: (n, F) float32 features; y: (n,) int classes, 0 = background; sample_weight: (n,)."""
+        from sklearn.tree import ExtraTreeClassifier
+
+        self.classes_ = np.unique(y)
+        members = {c: np.flatnonzero(y == c) for c in self.classes_}
+        prompted = [len(members[c]) for c in self.classes_ if c > 0 or self.background_ratio is None]
+        m = max(prompted or [len(y)])
+        sizes = {c: min(len(members[c]), m) for c in self.classes_}
+        if self.background_ratio is not None and 0 in sizes:
+            sizes[0] = min(len(members[0]), max(1, int(self.background_ratio * m)))
+
+        def grow(seed: int):
+            rng = np.random.default_rng(seed)
+            if self.balance:
+                rows = np.concatenate([rng.choice(members[c], sizes[c]) for c in self.classes_])
+                totals = np.bincount(y[rows], weights=sample_weight[rows])
+                weights = sample_weight[rows] * (totals[totals > 0].mean() / totals[y[rows]])
+            else:  # one pixel of each class more, so every tree has a column for every class
+                rows = np.concatenate([rng.choice(len(y), len(y)), [rng.choice(members[c]) for c in self.classes_]])
+                weights = sample_weight[rows]
+            tree = ExtraTreeClassifier(max_features="sqrt", min_samples_leaf=self.min_samples_leaf, random_state=seed)
+            return tree.fit(x[rows], y[rows], sample_weight=weights)
+
+        seeds = np.random.default_rng(self.seed).integers(0, 2**31 - 1, self.n_estimators)
+        with ThreadPoolExecutor(self.n_jobs) as pool:  # sklearn trees release the GIL
+            self.trees_ = list(pool.map(grow, (int(s) for s in seeds)))
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, len(classes_)) float32 mean of the trees' class frequencies."""
+
+        def vote(trees):  # every tree saw every class, so their columns line up (see ``fit``)
+            out = np.zeros((len(x), len(self.classes_)), np.float32)
+            for tree in trees:
+                out += tree.predict_proba(x)
+            return out
+
+        # A running sum per group of trees bounds memory; a fixed grouping and summing order
+        # makes the result bit-identical whatever n_jobs is.
+        groups = [self.trees_[i::_VOTE_GROUPS] for i in range(min(_VOTE_GROUPS, len(self.trees_)))]
+        with ThreadPoolExecutor(self.n_jobs) as pool:
+            return sum(pool.map(vote, groups)) / np.float32(len(self.trees_))
+
+
+def _predict(classifier: BalancedExtraTrees, x: np.ndarray) -> np.ndarray:
+    """``classifier.predict_proba`` in chunks, which bounds the trees' temporary memory."""
+    out = np.zeros((len(x), len(classifier.classes_)), np.float32)
+    for start in range(0, len(x), _PREDICT_CHUNK):
+        out[start : start + _PREDICT_CHUNK] = classifier.predict_proba(x[start : start + _PREDICT_CHUNK])
+    return out
+
+
+def _subsample(masks: list[np.ndarray], cap: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Flat indices, per mask, of at most ``cap`` True pixels drawn uniformly over all masks."""
+    where = [np.flatnonzero(m) for m in masks]
+    starts = np.cumsum([0] + [len(w) for w in where])
+    picks = np.sort(rng.choice(starts[-1], min(starts[-1], cap), replace=False))
+    return [w[picks[(picks >= a) & (picks < a + len(w))] - a] for w, a in zip(where, starts[:-1], strict=True)]
+
+
+def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Row/column indices of the pixels within ``radius`` of (y, x), clipped to the image."""
+    cy, cx, r = int(round(y)), int(round(x)), int(np.ceil(radius))
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    keep = dy**2 + dx**2 <= radius**2
+    rows, cols = cy + dy[keep], cx + dx[keep]
+    inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
+    return rows[inside], cols[inside]
+
+
+class ClassicSegmenter(Segmenter):
+    """Few-shot pixel classification with no pretrained weights (any CPU, no download).
+
+    Images are normalised (``normalise_image``) and featurised (``pixel_features``); prompted
+    support pixels train ``BalancedExtraTrees``, which classify every query pixel; probability
+    maps are then smoothed by a Gaussian of ``smooth`` pixels.
+
+    Training pixels of class k (1..N), per support (where prompts overlap, painted labels win
+    over points, and points over box cores):
+
+    - labels: every pixel painted k (sparse scribbles and complete masks alike);
+    - points: the pixels within ``point_radius`` of each point;
+    - boxes: weak evidence, so only the box core, the inscribed ellipse shrunk to ``box_core``
+      of its half-axes (at least the centre pixel), with sample weight ``box_weight``; core
+      pixels claimed by boxes of two classes are dropped.
+
+    Background (class 0) training pixels follow exactly one of two rules:
+
+    1. Explicit: if a class is named "background" (case-insensitive), its prompts are the only
+       class 0 training pixels; its own output channel is always 0 (its probability is
+       reported as class 0, so ``predict`` labels it 0).
+    2. Implicit (no such class):
+       a. Candidates, per support: unprompted pixels outside every box and farther
+          (Euclidean) than ``label_margin`` from every painted pixel, ``point_margin`` from
+          every point's disk and ``box_margin`` from every box (boxes are taken to be tight);
+          margins are halved until a candidate exists.
+       b. Unless ``detection_threshold`` is None, candidates that look like prompted pixels
+          are dropped (positive-unlabelled learning, Elkan & Noto 2008): prompted connected
+          components (strokes, point disks, box cores) are split into two folds; for each, a
+          classifier learns that fold's prompted pixels against a candidate subsample and
+          scores the candidates and the other fold. With c the mean score of held-out
+          prompted pixels, score / c estimates the chance that a candidate belongs to a
+          prompted class; above ``detection_threshold`` it is dropped, and so are those within
+          ``detection_margin`` of such pixels that form regions touching no prompt (the rims
+          of unprompted objects, which look unlike prompted centres).
+       c. If fewer than ``min_background`` of the candidates are left, the prompted classes
+          are taken to tile the image (e.g. a mosaic of textures): there is no background.
+       The rule assumes that pixels unlike every prompt are background; where a background
+       looks like a prompted class, add a "background" class and prompt it.
+
+    With implicit background each class keeps at most ``max_samples_per_class`` pixels and the
+    trees are class-balanced; when every class is prompted (explicit background, or classes
+    that tile the image) at most that many per class are drawn uniformly over all prompted
+    pixels and the trees keep their proportions as priors (``BalancedExtraTrees``). Subsamples
+    use fixed seeds; results are deterministic. Supports and queries are normalised with one
+    intensity range, the percentiles of all non-uint8 supports together (``_episode_range``),
+    so equal values look alike in support and query, also through a stack; pass
+    ``value_range`` to override it per query. If any support is colour, every image is
+    featurised as colour (see ``features``). Features and prediction run in row bands
+    (``classic_features``); a plane whose prediction would not fit in the available memory
+    raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. ``stats`` counts fits
+    and fit-cache hits.
+
+    Args:
+        sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
+        point_radius, box_core, box_weight: prompt sampling (see above).
+        label_margin, point_margin, box_margin, detection_threshold, detection_margin,
+            min_background: the implicit background rule (see above).
+        max_samples_per_class: training pixel cap per class.
+        n_estimators, min_samples_leaf, background_ratio: the trees (``BalancedExtraTrees``).
+        smooth: Gaussian sigma (pixels) applied to the probability maps; 0 disables it.
+        n_jobs: threads for fitting and prediction (default: CPU count, at most 8).
+        cache_size: fitted episodes kept.
+    """
+
+    name = "classic"
+    device = "cpu"
+
+    def __init__(
+        self,
+        *,
+        sigma_min: float = 1.0,
+        sigma_max: float = 16.0,
+        point_radius: float = 5.0,
+        box_core: float = 0.5,
+        box_weight: float = 0.5,
+        label_margin: float = 0.0,
+        point_margin: float = 10.0,
+        box_margin: float = 2.0,
+        detection_margin: float | None = 5.0,
+        detection_threshold: float | None = 0.5,
+        min_background: float = 0.15,
+        max_samples_per_class: int = 10_000,
+        n_estimators: int = 24,
+        min_samples_leaf: int = 3,
+        background_ratio: float = 3.0,
+        smooth: float = 1.0,
+        n_jobs: int | None = None,
+        cache_size: int = 4,
+    ) -> None:
+        if not 0 < sigma_min <= sigma_max:
+            raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+        if not 0 < box_core <= 1:
+            raise ValueError(f"box_core must lie in (0, 1], got {box_core}")
+        values = locals()
+        for name in _FIT_PARAMS:  # every one of them is part of the fit cache key
+            setattr(self, name, values[name])
+        self.smooth, self.cache_size = float(smooth), int(cache_size)
+        self.n_jobs = int(n_jobs) if n_jobs is not None else min(8, os.cpu_count() or 1)
+        self._fitted = LRUCache(self.cache_size)  # fit key -> Fitted
+        self._lock = threading.Lock()
+        self.stats = {"fits": 0, "fit_cache_hits": 0}
+
+    def __repr__(self) -> str:
+        return f"ClassicSegmenter(sigma={self.sigma_min:g}..{self.sigma_max:g}, trees={self.n_estimators})"
+
+    def clear_cache(self) -> None:
+        self._fitted.clear()
+
+    def image01(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False) -> np.ndarray:
+        """The normalised image in the ``colour`` or grey set: grey is repeated into 3 channels,
+        colour reduced to luminance, so grey and colour images mix."""
+        image01 = normalise_image(image, value_range)
+        if colour and image01.ndim == 2:
+            image01 = np.repeat(image01[..., None], 3, axis=-1)
+        elif not colour and image01.ndim == 3:
+            image01 = image01 @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+        return image01
+
+    def features(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False) -> np.ndarray:
+        """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey set."""
+        image01 = self.image01(image, value_range, colour)
+        self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour) * 4, "the features")
+        return pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs)
+
+    def _check_memory(self, shape: tuple[int, ...], bytes_per_pixel: float, what: str) -> None:
+        band = min(shape[0] * shape[1], BAND_PIXELS) * n_features(self.sigma_min, self.sigma_max, True)
+        need = bytes_per_pixel * shape[0] * shape[1] + band * BYTES_PER_FEATURE_PIXEL
+        check_memory(shape, int(need), what)
+
+    def prompt_pixels(self, support: Support, background_class: int | None = None):
+        """Training pixels of the prompts of one support (the rules in the class docstring).
+
+        Returns:
+            target: (Y, X) int32; -1 = no training pixel, else 0..N (the explicit "background"
+                class already mapped to 0). Implicit background is not included.
+            weight: (Y, X) float32 sample weights.
+            footprints: [(mask, margin)], the (Y, X) bool areas of foreground painted pixels,
+                point disks and boxes with the margin implicit background keeps from each.
+        """
+        shape = support.shape
+        target = np.full(shape, -1, np.int32)
+        weight = np.zeros(shape, np.float32)
+        boxed, near_point, painted_fg = (np.zeros(shape, bool) for _ in range(3))
+
+        def as_target(k: float) -> int:
+            return 0 if int(k) == background_class else int(k)
+
+        core_class = np.full(shape, -1, np.int32)  # -2 marks a clash between classes
+        for y0, x0, y1, x1, k in support.boxes:
+            k = as_target(k)
+            r0, c0 = max(0, int(np.floor(y0))), max(0, int(np.floor(x0)))
+            r1, c1 = min(shape[0], int(np.floor(y1)) + 1), min(shape[1], int(np.floor(x1)) + 1)
+            cy, cx, hy, hx = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) / 2, (x1 - x0) / 2
+            rows, cols = np.arange(r0, r1)[:, None], np.arange(c0, c1)[None, :]
+            core = ((rows - cy) / (self.box_core * hy)) ** 2 + ((cols - cx) / (self.box_core * hx)) ** 2 <= 1
+            core[min(int(round(cy)), r1 - 1) - r0, min(int(round(cx)), c1 - 1) - c0] = True
+            window = core_class[r0:r1, c0:c1]
+            clash = core & (window != -1) & (window != k)
+            window[core & (window == -1)] = k
+            window[clash] = -2
+            if k:
+                boxed[r0:r1, c0:c1] = True
+        has_core = core_class >= 0
+        target[has_core], weight[has_core] = core_class[has_core], self.box_weight
+
+        for y, x, k in support.points:
+            rows, cols = _disk(shape, y, x, self.point_radius)
+            target[rows, cols], weight[rows, cols] = as_target(k), 1.0
+            near_point[rows, cols] |= as_target(k) > 0
+
+        if support.labels is not None:
+            painted = support.labels > 0
+            values = support.labels[painted].astype(np.int32)
+            if background_class is not None:
+                values[values == background_class] = 0
+            target[painted], weight[painted] = values, 1.0
+            painted_fg = painted & (target > 0)
+        footprints = [(painted_fg, self.label_margin), (near_point, self.point_margin), (boxed, self.box_margin)]
+        return target, weight, footprints
+
+    @staticmethod
+    def _add_background(target: np.ndarray, weight: np.ndarray, footprints) -> None:
+        """Mark the implicit background candidates of one support as class 0 (in place)."""
+        from scipy.ndimage import distance_transform_edt
+
+        free = target < 0
+        distances = [(distance_transform_edt(~mask), margin) for mask, margin in footprints if mask.any()]
+        for scale in (*(0.5**i for i in range(7)), 0.0):
+            # distance > 0 also keeps every footprint itself out, whatever the scale
+            candidates = np.logical_and.reduce([free] + [d > max(m * scale, 0.0) for d, m in distances])
+            if candidates.any():
+                break
+        target[candidates], weight[candidates] = 0, 1.0
+
+    def _drop_prompt_like(self, targets: list[np.ndarray], features: list[np.ndarray]) -> None:
+        """Steps b and c of the implicit background rule, on the targets of all supports in place."""
+        from scipy.ndimage import distance_transform_edt
+        from scipy.ndimage import label as connected
+
+        rng = np.random.default_rng(1)
+        flat = [f.reshape(-1, f.shape[-1]) for f in features]
+        components = [connected(t > 0, structure=np.ones((3, 3))) for t in targets]
+        offsets = np.cumsum([0] + [n for _, n in components])
+        n_folds = min(2, int(offsets[-1]))
+        fold_of = rng.permutation(offsets[-1]) % n_folds  # one fold per stroke, disk or box core
+        folds = [np.where(r > 0, fold_of[np.maximum(r - 1, 0) + o], -1).ravel()
+                 for (r, _), o in zip(components, offsets[:-1], strict=True)]  # fmt: skip
+        candidates = [np.flatnonzero(t.ravel() == 0) for t in targets]
+        cap = min(self.max_samples_per_class, _DETECTION_SAMPLES)
+        sample = _subsample([t.ravel() == 0 for t in targets], cap, rng)
+        x_neg = np.concatenate([fl[rows] for fl, rows in zip(flat, sample, strict=True)])
+
+        def prompted_score(trees, i: int, rows: np.ndarray) -> np.ndarray:
+            return _predict(trees, flat[i][rows])[:, -1]
+
+        scores = [np.zeros(len(c), np.float32) for c in candidates]
+        held = []
+        for k in range(n_folds):
+            x_pos = np.concatenate([fl[fo == k] for fl, fo in zip(flat, folds, strict=True)])
+            y = np.r_[np.ones(len(x_pos), np.intp), np.zeros(len(x_neg), np.intp)]
+            trees = BalancedExtraTrees(max(6, self.n_estimators // 4), self.min_samples_leaf, 1.0, self.n_jobs)
+            trees.fit(np.concatenate([x_pos, x_neg]), y, np.ones(len(y), np.float32))
+            for i, rows in enumerate(candidates):
+                scores[i] += prompted_score(trees, i, rows) / n_folds
+                held.append(prompted_score(trees, i, np.flatnonzero(folds[i] == (k + 1) % n_folds)))
+        # Elkan & Noto: with c the score of a prompted-class pixel, s(x) / c estimates the chance
+        # that x belongs to a prompted class. c comes from prompts held out by whole stroke or
+        # object: neighbouring prompted pixels are near-copies and would push it towards 1.
+        c = max(float(np.concatenate(held).mean()), 1e-6)
+        drops = []
+        for target, rows, score in zip(targets, candidates, scores, strict=True):
+            drop = np.zeros(target.size, bool)
+            drop[rows[score / c > self.detection_threshold]] = True
+            drop = drop.reshape(target.shape)
+            if self.detection_margin:
+                regions, _ = connected(drop | (target > 0))
+                unprompted = drop & ~np.isin(regions, regions[target > 0])
+                if unprompted.any():
+                    drop |= distance_transform_edt(~unprompted) <= self.detection_margin
+            drops.append(drop & (target == 0))
+        total = sum(len(rows) for rows in candidates)
+        tiled = total - sum(np.count_nonzero(d) for d in drops) < self.min_background * total
+        for target, drop in zip(targets, drops, strict=True):
+            target[(target == 0) if tiled else drop] = -1  # tiled: the classes cover the image
+
+    def fit(self, episode: Episode) -> Fitted:
+        """The classifier of an episode, whether it uses colour features and the episode's
+        intensity range (fitted once, cached)."""
+        episode.validate()
+        # Parameters belong in the key, so changing an attribute after construction refits.
+        key = (episode.signature(), *(getattr(self, name) for name in _FIT_PARAMS))
+        with self._lock:  # one fit per episode even when two threads ask at once
+            fitted = self._fitted.get(key)
+            if fitted is not None:
+                self.stats["fit_cache_hits"] += 1
+                return fitted
+            fitted = self._fit(episode)
+            self.stats["fits"] += 1
+            self._fitted.put(key, fitted)
+            return fitted
+
+    def _train(self, targets, weights, features, implicit: bool) -> BalancedExtraTrees:
+        """Subsample the training pixels over all supports, then fit the trees on them.
+
+        ``features[i]`` is support i's (Y, X, F) features or a callable giving the (n, F)
+        features of flat pixel indices. Implicit background: at most ``max_samples_per_class``
+        pixels per class and class-balanced trees. Otherwise every class was prompted, so the
+        pixels are drawn uniformly (at most that cap times the number of classes) and keep
+        their proportions.
+        """
+        rng = np.random.default_rng(0)
+        flat_targets = [t.ravel() for t in targets]
+        classes = np.unique(np.concatenate([np.unique(t) for t in flat_targets]))
+        classes = classes[classes >= 0]
+        cap = self.max_samples_per_class
+        if implicit:
+            per_class = [_subsample([t == k for t in flat_targets], cap, rng) for k in classes]
+            rows = [np.concatenate(parts) for parts in zip(*per_class, strict=True)]
+        else:
+            rows = _subsample([t >= 0 for t in flat_targets], cap * len(classes), rng)
+
+        def take(source, r: np.ndarray) -> np.ndarray:
+            return source(r) if callable(source) else source.reshape(-1, source.shape[-1])[r]
+
+        x = np.concatenate([take(f, r) for f, r in zip(features, rows, strict=True)])
+        y = np.concatenate([t[r] for t, r in zip(flat_targets, rows, strict=True)])
+        w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
+        ratio = self.background_ratio if implicit else None
+        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, balance=implicit)
+        return trees.fit(x, y, w)
+
+    def _fit(self, episode: Episode) -> Fitted:
+        names = [c.strip().lower() for c in episode.classes]
+        background_class = names.index(BACKGROUND) + 1 if BACKGROUND in names else None
+        implicit = background_class is None
+        prompts = [self.prompt_pixels(s, background_class) for s in episode.supports]
+        targets, weights = [p[0] for p in prompts], [p[1] for p in prompts]
+        colour = any(s.image.ndim == 3 for s in episode.supports)
+        value_range = self._episode_range(episode)
+        images = [self.image01(s.image, value_range, colour) for s in episode.supports]
+        if implicit:
+            for target, weight, footprints in prompts:
+                self._add_background(target, weight, footprints)
+        if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
+            features = [self.features(s.image, value_range, colour) for s in episode.supports]
+            self._drop_prompt_like(targets, features)
+        else:  # only the training pixels are featurised (band by band)
+            at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs)
+            features = [partial(at, im) for im in images]
+        classifier = self._train(targets, weights, features, implicit)
+        return Fitted(classifier, colour, value_range)
+
+    @staticmethod
+    def _episode_range(episode: Episode) -> tuple[float, float] | None:
+        """One intensity range for every support and query (``normalise_image``'s percentiles
+        over all non-uint8 supports together), or None when every support is uint8 (then /255)."""
+        images = [np.asarray(s.image) for s in episode.supports]
+        images = [im[..., :3] if im.ndim == 3 else im for im in images if im.dtype != np.uint8]
+        if not images:
+            return None
+        step = max(1, sum(im.size for im in images) // 4_000_000)
+        low, high = intensity_range(np.concatenate([im.ravel()[::step] for im in images]))
+        return (low, high) if high > low else None
+
+    def predict_proba(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
+                      **options: Any) -> np.ndarray:  # fmt: skip
+        """Class probabilities of a 2D query: (N+1, Y, X) float32 summing to 1, class 0 = background.
+
+        Args:
+            episode: classes and prompted supports (fitted once, then cached).
+            query: (Y, X) or (Y, X, 3|4) image of any real dtype.
+            value_range: (low, high) intensity mapped to 0..1 for this query (default: the one
+                range of the episode's supports, see ``_episode_range``, so support and query
+                pixels of equal value look alike; a uint8 query with uint8 supports is /255).
+            options: accepted so callers can pass one set of options to any segmenter;
+                ignored, with a warning when one is set.
+        """
+        ignored = sorted(k for k, v in options.items() if v is not None)
+        if ignored:
+            warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
+        query = check_image(query, "query image")
+        classifier, colour, fitted_range = self.fit(episode)
+        if value_range is None and not (query.dtype == np.uint8 and fitted_range is None):
+            value_range = fitted_range
+        image01 = self.image01(query, value_range, colour)
+        size = episode.n_classes + 1
+        self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
+        proba = np.zeros((size, *image01.shape[:2]), np.float32)
+        columns = classifier.classes_.astype(np.intp)
+        for r0, r1, band in feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs):
+            scores = _predict(classifier, band.reshape(-1, band.shape[-1]))
+            proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)
+            del band, scores
+        if self.smooth > 0:
+            from scipy.ndimage import gaussian_filter
+
+            for c in columns:  # linear per channel, so channels still sum to 1
+                gaussian_filter(proba[c], self.smooth, output=proba[c], mode="nearest")
+        return proba
+
+    def predict(self, episode: Episode, query: Any, **options: Any) -> np.ndarray:
+        """Label image of a 2D query (Y, X), as ``Segmenter.predict`` but without its int64 argmax."""
+        proba = self.predict_proba(episode, query, **options)
+        labels = np.empty(proba.shape[1:], labels_dtype(episode.n_classes))
+        step = max(1, (1 << 22) // max(proba.shape[2], 1))
+        for r0 in range(0, proba.shape[1], step):
+            labels[r0 : r0 + step] = proba[:, r0 : r0 + step].argmax(axis=0)
+        return labels
+
+    def iter_predict_stack(self, episode: Episode, stack: Any, *args: Any, **options: Any):
+        """As ``Segmenter.iter_predict_stack``, but every plane is normalised with the episode's
+        intensity range (one range for supports and queries) unless ``value_range`` is passed."""
+        options.setdefault("value_range", None)
+        return super().iter_predict_stack(episode, stack, *args, **options)
