@@ -5,7 +5,9 @@ outputs), or per chunk of planes (OME-Zarr outputs, which workers fill plane by 
 each plane its own chunk). Each worker process loads the model once (``worker_segmenter``, a
 module-level cache keyed by model, device and embedding folder) and keeps its feature and
 prototype caches across tasks. Outputs are the files the single-process run writes, bit for bit:
-every task predicts planes with the intensity range of its whole stack.
+every task predicts planes with the intensity range of its whole stack. (Label Anything's float
+arithmetic also depends on torch's thread count, one per worker here: near-tied pixels may
+differ from a multi-threaded single-process run.)
 
 ``--workers N`` starts ``LocalCluster(n_workers=N, threads_per_worker=1, processes=True)``;
 ``--scheduler ADDRESS`` connects to a running scheduler (whose workers must have this package
