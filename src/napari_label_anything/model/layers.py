@@ -99,13 +99,22 @@ class Attention(nn.Module):
         q = self._split_heads(self.q_proj(q))
         k = self._split_heads(self.k_proj(k))
         v = self._split_heads(self.v_proj(v))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        attend = None
         if key_mask is not None and self.honour_key_mask:
             keep = key_mask.bool()
             # A row whose keys are all padding keeps them all: softmax of all -inf is NaN.
             keep = keep | ~keep.any(dim=-1, keepdim=True)
-            scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))
-        out = torch.softmax(scores, dim=-1) @ v
+            attend = keep[:, None, None, :]
+        if q.is_cuda:
+            # Fused kernels (flash / memory-efficient) where they pay: on GPUs.
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+        else:
+            # On CPUs the explicit product: PyTorch's CPU kernel drifts by ~1e-4 on the official
+            # fixtures (attn_variants), past the parity tolerance, and gains nothing there.
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+            if attend is not None:
+                scores = scores.masked_fill(~attend, float("-inf"))
+            out = torch.softmax(scores, dim=-1) @ v
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
