@@ -21,6 +21,8 @@ from .base import PredictionCancelled, Segmenter, is_cancelled
 from .cache import LRUCache
 from .embedding_store import EmbeddingStore, image_digest, weights_digest
 from .encoder_backends import make_encoder
+from .tiling import MODES as TILING_MODES
+from .tiling import Stitcher, TilingChoice, choose_tiling, plan_tiles
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -42,6 +44,7 @@ class LabelAnythingSegmenter(Segmenter):
         encoder: str = "torch",
         batch_size: int | None = None,
         precision: str = "float32",
+        tiling: str = "auto",
     ) -> None:
         from ..device import resolve_device
 
@@ -60,6 +63,9 @@ class LabelAnythingSegmenter(Segmenter):
         if precision != "float32" and encoder != "torch":
             raise ValueError(f"precision {precision!r} needs encoder='torch' (the ONNX encoder runs float32)")
         self.precision = precision
+        if tiling not in TILING_MODES:
+            raise ValueError(f"tiling must be one of {', '.join(TILING_MODES)}, got {tiling!r}")
+        self.tiling = tiling
         default_batch = 4 if self.device_obj.type == "cuda" else 1
         self.batch_size = int(batch_size or default_batch)
         if not 1 <= self.batch_size <= cache_size:
@@ -244,10 +250,48 @@ class LabelAnythingSegmenter(Segmenter):
         class_rows: Sequence[int] | None = None,
         value_range: tuple[float, float] | None = None,
     ):
-        """Logits of a 2D query at its own size: (N+1, Y, X) float32 torch tensor."""
+        """Logits of a 2D query at its own size: (N+1, Y, X) float32 torch tensor.
+
+        A plane much larger than the supports is tiled (``tiling``, see ``tiling_for``): tiles
+        of the supports' scale, overlapping, their logits blended; else the whole plane goes
+        through the model's own resize, as the official code does.
+        """
         import torch
 
         query = check_image(query, "query image")
+        choice = self.tiling_for(episode, query.shape[:2])
+        if not choice.tiled:
+            return self._plane_logits(episode, query, class_rows, value_range)
+        if value_range is None:
+            value_range = stack_value_range(query)  # one range for the plane: tiles keep its contrast
+        self.class_embeddings(episode, class_rows)
+        stitcher = Stitcher(query.shape[:2], episode.n_classes + 1)
+        tiles = plan_tiles(query.shape[:2], choice.tile, choice.overlap)
+        for start in range(0, len(tiles), self.batch_size):
+            chunk = tiles[start : start + self.batch_size]
+            self.encode_batch([query[t.slices] for t in chunk], value_range)
+            for t in chunk:
+                stitcher.add(t, self._plane_logits(episode, query[t.slices], class_rows, value_range).cpu().numpy())
+        return torch.from_numpy(stitcher.result()).to(self.device_obj)
+
+    def tiling_for(self, episode: Episode, shape_yx: tuple[int, int]) -> TilingChoice:
+        """Whether (and how) a query plane of ``shape_yx`` is tiled for this episode.
+
+        ``"resize"``: never. ``"tile"``: always. ``"auto"`` (default): when the plane's long side
+        is more than ``AUTO_TILE_FACTOR`` (2) times the tile side. The tile side is the supports'
+        long side, kept within [image_size / 2, 2 * image_size]: the model sees query tiles at
+        the scale it sees the supports (supports are always resized whole), so objects keep
+        their apparent size; the bounds keep the number of tiles (their cost) reasonable.
+        """
+        side = self.config.image_size
+        support_side = max(max(s.shape) for s in episode.supports) if episode.supports else side
+        tile = int(min(max(support_side, side // 2), 2 * side))
+        return choose_tiling(shape_yx, tile, self.tiling)
+
+    def _plane_logits(self, episode, query, class_rows, value_range):
+        """The official path for one plane: features -> decode -> upscale to the plane's size."""
+        import torch
+
         classes = self.class_embeddings(episode, class_rows)
         features = self.features(query, value_range)
         with torch.inference_mode(), self._autocast():

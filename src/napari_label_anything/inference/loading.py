@@ -17,6 +17,7 @@ def load_segmenter(
     encoder: str = "torch",
     batch_size: int | None = None,
     precision: str = "float32",
+    tiling: str = "auto",
 ) -> Segmenter:
     """Load a segmenter by name, hub repo id or checkpoint folder.
 
@@ -36,6 +37,8 @@ def load_segmenter(
             1 on a CPU, where batching gains nothing).
         precision: ``float32`` (default), ``bfloat16`` or ``float16`` autocast for the network;
             for GPUs (on a CPU bfloat16 is several times slower).
+        tiling: ``auto`` (default: tile planes much larger than the supports), ``resize``
+            (always the model's own resize, the official behaviour) or ``tile``.
     """
     from ..checkpoint import load_model
     from ..device import resolve_device
