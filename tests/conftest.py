@@ -9,6 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Import torch the safe way before any test opens an OpenGL context (see device.import_torch):
+# tests run napari viewers and torch models in one process, in any order.
+from napari_label_anything.device import import_torch  # noqa: E402
+
+import_torch()
+
 # Golden data of the official implementation, kept in the repository (tests/data/reference/README.md)
 # so that a fresh clone tests everything. NLA_REFERENCE_DIR points the suite at another copy.
 REFERENCE = Path(os.environ.get("NLA_REFERENCE_DIR", Path(__file__).resolve().parent / "data" / "reference"))

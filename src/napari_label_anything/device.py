@@ -5,9 +5,26 @@ from __future__ import annotations
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 
 
+def import_torch():
+    """Import torch so that a later torchvision import is safe in a process that draws with OpenGL.
+
+    torchvision imports torch._dynamo, which imports triton if installed. Triton bundles its own
+    LLVM; in a process with a Mesa software-OpenGL context (napari on VMs, remote desktops,
+    Xvfb) loading it next to Mesa's LLVM segfaults. Triton only serves GPU kernels, so without
+    CUDA it is hidden from the import system. Every device choice goes through here.
+    """
+    import sys
+
+    import torch
+
+    if not torch.cuda.is_available() and "triton" not in sys.modules:
+        sys.modules["triton"] = None  # makes `import triton` raise ImportError
+    return torch
+
+
 def available_devices() -> list[str]:
     """Devices usable on this machine, best first (always ends with ``cpu``)."""
-    import torch
+    torch = import_torch()
 
     found = []
     if torch.cuda.is_available():
@@ -24,7 +41,7 @@ def resolve_device(device: str | None = "auto"):
     Raises:
         ValueError: an unknown name, or a device this machine does not have.
     """
-    import torch
+    torch = import_torch()
 
     if isinstance(device, torch.device):
         return device

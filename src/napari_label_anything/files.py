@@ -15,6 +15,7 @@ import numpy as np
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp")
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 
 
 @contextmanager
@@ -70,41 +71,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_base_name(path: str | os.PathLike) -> str:
-    """A file's name without its image suffix: ``a.b.ome.tif`` -> ``a.b`` (other names keep only their stem)."""
+    """A file's name without its image suffix: ``a.b.ome.tif`` -> ``a.b``, ``x.ome.zarr`` -> ``x``
+    (other names keep only their stem)."""
     name = Path(path).name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted((*IMAGE_SUFFIXES, *ZARR_SUFFIXES), key=len, reverse=True):
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return Path(name).stem or name
-
-
-def label_output_paths(
-    inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, suffix: str = "_labels.tif"
-) -> list[Path]:
-    """One output path per input, never two the same: ``<out_dir>/<base><suffix>``.
-
-    Inputs whose base names clash (``d1/a.tif`` and ``d2/a.tif``) get as many of their parent
-    folder names as it takes to tell them apart (``d1_a_labels.tif``, ``d2_a_labels.tif``).
-
-    Raises:
-        ValueError: when the same file is given twice.
-    """
-    resolved = [Path(p).resolve() for p in inputs]
-    seen: dict[Path, int] = {}
-    for i, path in enumerate(resolved):
-        if path in seen:
-            raise ValueError(f"{inputs[i]} is given twice (also as input {seen[path] + 1}); each output must be unique")
-        seen[path] = i
-    names = [image_base_name(p) for p in resolved]
-    depth = 0
-    while len(set(names)) < len(names):
-        depth += 1
-        counts = {n: names.count(n) for n in names}
-        names = [
-            "_".join([*path.parent.parts[-depth:], image_base_name(path)]).lstrip("/_") if counts[name] > 1 else name
-            for name, path in zip(names, resolved, strict=True)
-        ]
-    return [Path(out_dir) / f"{name}{suffix}" for name in names]
 
 
 def check_writable_folder(folder: str | os.PathLike) -> Path:

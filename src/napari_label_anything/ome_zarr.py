@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from .files import ZARR_SUFFIXES
+
 NGFF_VERSION = "0.4"
-ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 ARRAY = "0"  # the one resolution level
 # Chunks hold one plane, at most this many pixels a side (planes go to disjoint chunks, so
 # several processes may write different planes of one output at once).

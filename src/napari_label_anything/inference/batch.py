@@ -74,15 +74,6 @@ def _inputs_in(folder: Path, recursive: bool) -> list[Path]:
     return found
 
 
-def base_name(path: str | os.PathLike) -> str:
-    """An input's name without its suffix (``a.ome.tif``, ``a.ome.zarr``, ``a.zarr`` -> ``a``)."""
-    name = Path(path).name
-    for suffix in ome_zarr.ZARR_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return image_base_name(name)
-
-
 def output_paths(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, suffix: str) -> list[Path]:
     """One output per input, never two the same: ``<out_dir>/<base><suffix>``.
 
@@ -98,7 +89,7 @@ def output_paths(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
         if path in seen:
             raise ValueError(f"{inputs[i]} is given twice (also as input {seen[path] + 1}); each output must be unique")
         seen[path] = i
-    keys = [(p.parent, base_name(p)) for p in resolved]
+    keys = [(p.parent, image_base_name(p)) for p in resolved]
     leaves = [  # same folder, same base name: keep the suffix
         f"{base}_{path.name[len(base) :].lstrip('.').replace('.', '_')}" if keys.count((parent, base)) > 1 else base
         for (parent, base), path in zip(keys, resolved, strict=True)

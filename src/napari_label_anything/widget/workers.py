@@ -13,20 +13,12 @@ import numpy as np
 
 
 def import_torch_stack() -> None:
-    """Import torch, torchvision and segment_anything on the GUI thread, safely.
+    """Import torch, torchvision and segment_anything on the GUI thread (``device.import_torch``
+    hides triton first, whose LLVM crashes next to Mesa's); native extensions then never load in
+    a worker thread."""
+    from ..device import import_torch
 
-    torchvision imports torch._dynamo, which imports triton if installed. Triton bundles its
-    own LLVM; inside napari on Mesa's software OpenGL (llvmpipe: VMs, remote desktops, Xvfb)
-    loading it next to Mesa's LLVM segfaults. Triton only serves GPU kernels, so without CUDA
-    it is hidden from the import system. Importing here, not in a worker thread, also keeps
-    native-extension loading off the workers.
-    """
-    import sys
-
-    import torch
-
-    if not torch.cuda.is_available() and "triton" not in sys.modules:
-        sys.modules["triton"] = None  # makes `import triton` raise ImportError
+    import_torch()
     try:
         import segment_anything.modeling  # noqa: F401
     except ImportError:  # pragma: no cover - the classic model does not need it
