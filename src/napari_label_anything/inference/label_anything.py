@@ -15,7 +15,13 @@ import numpy as np
 
 from ..episode import Episode, check_image
 from ..labels import labels_dtype
-from ..preprocessing import check_value_range, image_to_model_input, stack_value_range, to_uint8_rgb
+from ..preprocessing import (
+    check_value_range,
+    image_to_model_input,
+    intensity_range,
+    stack_value_range,
+    to_uint8_rgb,
+)
 from ..stacks import as_stack, stack_layout
 from .base import PredictionCancelled, Segmenter, is_cancelled
 from .cache import LRUCache
@@ -23,6 +29,7 @@ from .embedding_store import EmbeddingStore, image_digest, weights_digest
 from .encoder_backends import make_encoder
 from .tiling import MODES as TILING_MODES
 from .tiling import Stitcher, TilingChoice, choose_tiling, plan_tiles
+from .transforms import image_to_model_input_torch, to_device, to_uint8_rgb_torch
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -89,6 +96,14 @@ class LabelAnythingSegmenter(Segmenter):
 
     # -- cached steps --------------------------------------------------------------------
 
+    def _model_input_on_device(self, image: np.ndarray, value_range: tuple[float, float] | None):
+        """``_model_input`` computed on the model's device from the raw plane (torch twins)."""
+        if value_range is None and image.dtype not in (np.uint8, np.bool_):
+            value_range = intensity_range(image)  # a subsampled percentile: cheap on the CPU
+        raw = to_device(image, self.device_obj)
+        rgb = to_uint8_rgb_torch(raw, value_range)
+        return image_to_model_input_torch(rgb, self.config.image_size, self.config.custom_preprocess)
+
     def _model_input(self, image: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
         rgb = to_uint8_rgb(image, value_range)
         return image_to_model_input(rgb, self.config.image_size, self.config.custom_preprocess)
@@ -144,9 +159,12 @@ class LabelAnythingSegmenter(Segmenter):
         missing = [key for key in dict.fromkeys(keys) if key not in found]
         if missing:
             first = {key: image for key, image in zip(keys, images, strict=True)}
-            pixels = np.stack([self._model_input(first[key], value_range) for key in missing])
+            if self.device_obj.type == "cuda":  # preprocessing on the device (inference/transforms.py)
+                batch = torch.stack([self._model_input_on_device(first[key], value_range) for key in missing])
+            else:
+                batch = torch.from_numpy(np.stack([self._model_input(first[key], value_range) for key in missing]))
             with self._autocast():
-                encoded = self.encoder(torch.from_numpy(pixels).to(self.device_obj))
+                encoded = self.encoder(batch.to(self.device_obj))
             self.stats["encoded_images"] += len(missing)
             for i, key in enumerate(missing):
                 found[key] = encoded[i : i + 1]
@@ -162,17 +180,27 @@ class LabelAnythingSegmenter(Segmenter):
 
     def _predict_planes(self, episode, stack, layout, indices, cancel, options):
         """Planes in batches of ``batch_size``: the query encoder runs once per batch."""
+        from concurrent.futures import ThreadPoolExecutor
+
         self.class_embeddings(episode, options.get("class_rows"))  # supports first, once
-        for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start : start + self.batch_size]
-            if is_cancelled(cancel):
-                raise PredictionCancelled("prediction cancelled")
-            planes = [layout.take(stack, index) for index in chunk]
-            self.encode_batch(planes, options.get("value_range"))
-            for index, plane in zip(chunk, planes, strict=True):
+        chunks = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
+
+        def read(chunk):
+            return [layout.take(stack, index) for index in chunk]
+
+        # The next batch is read (a lazy stack: from disk) while this one is computed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nla-prefetch") as reader:
+            upcoming = reader.submit(read, chunks[0]) if chunks else None
+            for i, chunk in enumerate(chunks):
+                planes = upcoming.result()
+                upcoming = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
                 if is_cancelled(cancel):
                     raise PredictionCancelled("prediction cancelled")
-                yield index, self.predict(episode, plane, **options)
+                self.encode_batch(planes, options.get("value_range"))
+                for index, plane in zip(chunk, planes, strict=True):
+                    if is_cancelled(cancel):
+                        raise PredictionCancelled("prediction cancelled")
+                    yield index, self.predict(episode, plane, **options)
 
     def embed_stack(
         self,
