@@ -57,3 +57,16 @@ def test_constant_images_become_the_normalised_black():
     assert twin.shape == (5, 6, 3) and twin.max() == 0
     black = image_to_model_input_torch(twin, 32, True)
     np.testing.assert_allclose(black[:, 0, 0].numpy(), -IMAGENET_MEAN / IMAGENET_STD, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sam_like", "mae_like"])
+def test_the_segmenters_device_input_matches_its_cpu_input(reference, name):
+    """What a CUDA run feeds the encoder, computed here on the CPU, against the PIL path."""
+    from napari_label_anything.checkpoint import load_model
+    from napari_label_anything.inference import LabelAnythingSegmenter
+
+    segmenter = LabelAnythingSegmenter(load_model(reference / name), device="cpu")
+    for image in images().values():
+        device_input = segmenter._model_input_on_device(image, None).numpy()
+        levels = np.abs(device_input - segmenter._model_input(image, None)) * IMAGENET_STD[:, None, None] * 255
+        assert levels.max() <= 1 + 1e-3
