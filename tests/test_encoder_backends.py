@@ -73,3 +73,15 @@ def test_stack_prediction_through_onnx(reference, episode):
     stack = np.stack([blob_image(seed=s)[0] for s in (1, 2)])
     labels = segmenter.predict_stack(episode, stack)
     assert labels.shape == (2, 96, 128) and segmenter.stats["encoded_images"] == 3
+
+
+def test_load_segmenter_passes_every_option_and_drops_the_torch_encoder_with_onnx(reference, episode):
+    segmenter = load_segmenter(
+        str(reference / "sam_like"), device="cpu", encoder="onnx", batch_size=2, tiling="resize", precision="float32"
+    )
+    assert (segmenter.batch_size, segmenter.tiling, segmenter.encoder.name) == (2, "resize", "onnx")
+    assert segmenter.model.image_encoder is None  # the exported encoder serves every image
+    assert segmenter.predict(episode, blob_image(seed=3)[0]).shape == (96, 128)
+    eager = load_segmenter(str(reference / "sam_like"), device="cpu", tiling="tile")
+    assert eager.tiling == "tile" and eager.model.image_encoder is not None
+    assert eager.weights_digest == segmenter.weights_digest  # store entries are shared

@@ -52,6 +52,7 @@ class LabelAnythingSegmenter(Segmenter):
         batch_size: int | None = None,
         precision: str = "float32",
         tiling: str = "auto",
+        release_torch_encoder: bool = False,
     ) -> None:
         from ..device import resolve_device
 
@@ -65,6 +66,11 @@ class LabelAnythingSegmenter(Segmenter):
         self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
         self._weights_digest: str | None = None
         self.encoder = make_encoder(encoder, self.model, lambda: self.weights_digest, self.device_obj.type)
+        if release_torch_encoder and encoder != "torch":
+            # The exported encoder serves every image: the PyTorch copy (~360 MB for ViT-B) only
+            # costs memory. The model is then this segmenter's own (load_segmenter's is).
+            _ = self.weights_digest  # the store keys on the full model's digest
+            self.model.image_encoder = None
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision != "float32" and encoder != "torch":

@@ -60,4 +60,6 @@ def load_segmenter(
         encoder=encoder,
         batch_size=batch_size,
         precision=precision,
+        tiling=tiling,
+        release_torch_encoder=True,  # the model was loaded for this segmenter alone
     )
