@@ -18,6 +18,7 @@ from ..episode import Episode
 from ..labels import labels_dtype
 from ..preprocessing import stack_value_range
 from ..stacks import as_stack, stack_layout
+from .uncertainty import uncertainty_map
 
 ProgressCallback = Callable[[int, int], Any]
 CancelCheck = Callable[[], bool] | threading.Event
@@ -51,6 +52,20 @@ class Segmenter(ABC):
         proba = self.predict_proba(episode, query, **options)
         return proba.argmax(axis=0).astype(labels_dtype(episode.n_classes))
 
+    def predict_with_uncertainty(
+        self, episode: Episode, query: Any, method: str = "least_confidence", **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and per-pixel uncertainty of a 2D query from one ``predict_proba`` call.
+
+        Returns ``(labels, uncertainty)``: the labels as ``predict`` gives them (the argmax of
+        the probabilities; for Label Anything the argmax of the softmax is the argmax of the
+        logits) and a (Y, X) float32 map in 0..1 (``uncertainty.uncertainty_map``; ``method``
+        "least_confidence" = 1 - max probability, or "entropy").
+        """
+        proba = self.predict_proba(episode, query, **options)
+        labels = proba.argmax(axis=0).astype(labels_dtype(episode.n_classes))
+        return labels, uncertainty_map(proba, method)
+
     def iter_predict_stack(
         self,
         episode: Episode,
@@ -59,12 +74,15 @@ class Segmenter(ABC):
         planes: Sequence[tuple[int, ...] | int] | None = None,
         cancel: CancelCheck | None = None,
         rgb: bool | None = None,
+        uncertainty: bool = False,
         **options: Any,
-    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    ) -> Iterator[tuple]:
         """Yield ``(plane_index, labels)`` for each plane of ``stack`` (see ``predict_stack``).
 
         Planes are predicted with one shared intensity range, so 16-bit planes keep the same
-        contrast through the stack. ``cancel`` is checked before every plane.
+        contrast through the stack. ``cancel`` is checked before every plane. With
+        ``uncertainty=True`` it yields ``(plane_index, labels, uncertainty)`` instead, both
+        from one ``predict_with_uncertainty`` call per plane (planes one at a time).
         """
         stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
@@ -72,7 +90,19 @@ class Segmenter(ABC):
         indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
         if "value_range" not in options:
             options["value_range"] = stack_value_range(stack)
-        yield from self._predict_planes(episode, stack, layout, indices, cancel, options)
+        if uncertainty:
+            yield from self._predict_planes_with_uncertainty(episode, stack, layout, indices, cancel, options)
+        else:
+            yield from self._predict_planes(episode, stack, layout, indices, cancel, options)
+
+    def _predict_planes_with_uncertainty(
+        self, episode: Episode, stack: Any, layout, indices: list[tuple[int, ...]], cancel, options: dict[str, Any]
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray, np.ndarray]]:
+        """One plane at a time: ``(index, labels, uncertainty)``."""
+        for index in indices:
+            if is_cancelled(cancel):
+                raise PredictionCancelled("prediction cancelled")
+            yield (index, *self.predict_with_uncertainty(episode, layout.take(stack, index), **options))
 
     def _predict_planes(
         self, episode: Episode, stack: Any, layout, indices: list[tuple[int, ...]], cancel, options: dict[str, Any]
