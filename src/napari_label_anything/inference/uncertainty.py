@@ -49,9 +49,7 @@ def plane_score(uncertainty: np.ndarray) -> float:
     return float(uncertainty.mean(dtype=np.float64)) if uncertainty.size else 0.0
 
 
-def rank_planes(
-    per_plane_scores: Mapping | Sequence[float] | np.ndarray, n: int | None = None, exclude=()
-) -> list:
+def rank_planes(per_plane_scores: Mapping | Sequence[float] | np.ndarray, n: int | None = None, exclude=()) -> list:
     """The ``n`` planes with the highest scores, highest first (all when ``n`` is None).
 
     ``per_plane_scores``: ``{plane_index: score}`` or a sequence (plane i has score i).

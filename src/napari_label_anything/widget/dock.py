@@ -42,6 +42,7 @@ from qtpy.QtWidgets import (
 from ..stacks import stack_layout
 from .classes import ClassTable
 from .episode_files import export_output, load_episode_into
+from .feedback import FeedbackActions, is_plugin_output
 from .layers import (
     CLASSES_KEY,
     SupportLayers,
@@ -66,7 +67,7 @@ def _notify(kind: str, message: str) -> None:
     getattr(notifications, f"show_{kind}")(message)
 
 
-class LabelAnythingWidget(QWidget):
+class LabelAnythingWidget(FeedbackActions, QWidget):
     """Few-shot multi-class segmentation from prompts on support images."""
 
     def __init__(self, napari_viewer) -> None:
@@ -169,6 +170,7 @@ class LabelAnythingWidget(QWidget):
         form.addRow(self.progress)
         form.addRow(self.status)
         layout.addWidget(query_box)
+        layout.addWidget(self._build_feedback_box())  # feedback.py: uncertainty, suggest, correct
 
         file_row = QHBoxLayout()
         self.save_button = QPushButton("save episode…")
@@ -185,7 +187,7 @@ class LabelAnythingWidget(QWidget):
     def _refresh_layer_choices(self, event=None) -> None:
         from napari.layers import Image, Labels
 
-        images = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        images = [lay.name for lay in self.viewer.layers if isinstance(lay, Image) and not is_plugin_output(lay)]
         labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
         for combo, names, extra in (
             (self.support_image_combo, images, []),
@@ -199,7 +201,7 @@ class LabelAnythingWidget(QWidget):
             if current in extra + names:
                 combo.setCurrentText(current)
             combo.blockSignals(False)
-        support_images = {s.image.name for s in self.supports}
+        support_images = {s.image.name for s in self.supports if not s.query_too}
         if self.query_combo.currentText() in support_images:
             others = [n for n in images if n not in support_images]
             if others:
@@ -409,7 +411,8 @@ class LabelAnythingWidget(QWidget):
             import_torch_stack()
             download = self.model_picker.checkpoint_to_download()
             watched = [layer for support in self.supports for layer in (support.image, *support.layers())]
-            return self.runs.start(self.model_picker.get_segmenter, episode, query_layer, indices, watched, download)
+            return self.runs.start(self.model_picker.get_segmenter, episode, query_layer, indices, watched, download,
+                                   uncertainty=self.uncertainty_check.isChecked())  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the UI boundary
             self._report_error("cannot run", err)
             return None

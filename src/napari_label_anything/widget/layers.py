@@ -43,6 +43,7 @@ class SupportLayers:
     points: object
     shapes: object
     owns_labels: bool = True
+    query_too: bool = False  # a query layer whose corrected planes were added as supports
 
     @property
     def name(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .feedback import write_uncertainty
 from .layers import write_output
 from .workers import PredictionError, WorkerLauncher, predict_planes
 
@@ -70,6 +71,7 @@ class Run:
     class_names: tuple[str, ...]
     total: int
     pending: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
+    uncertainty: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)  # per plane, when asked
     stop_reason: str | None = None  # set when a watched layer disappears
     outcome: tuple[str, str, BaseException | None] | None = None  # reported when the worker finishes
 
@@ -97,8 +99,13 @@ class RunController:
         indices: list[tuple[int, ...]],
         watched: Sequence,
         download: str | None,
+        uncertainty: bool = False,
     ):
-        """Start predicting ``indices`` of ``query_layer`` in a worker and return the worker."""
+        """Start predicting ``indices`` of ``query_layer`` in a worker and return the worker.
+
+        ``uncertainty``: also write the uncertainty layer (``feedback.write_uncertainty``) when
+        the run succeeds, if the segmenter gives uncertainty.
+        """
         if self.closed:
             raise RuntimeError("the Label Anything widget is closed")
         if self.busy:
@@ -115,6 +122,7 @@ class RunController:
                 indices,
                 query_layer.rgb,
                 download,
+                uncertainty,
                 yielded=lambda message: self._on_yielded(run, message),
                 returned=lambda value: self._on_returned(run),
                 errored=lambda error: self._on_errored(run, error),
@@ -161,6 +169,7 @@ class RunController:
             what = "query" if same_layer(removed, run.query) else "support"
             run.stop_reason = f"{what} layer {removed.name!r} was removed during the run"
             run.pending.clear()
+            run.uncertainty.clear()
             self.view.run_status(f"stopping: {run.stop_reason}")
             run.worker.quit()
 
@@ -171,8 +180,10 @@ class RunController:
         if kind == "status":
             self.view.run_status(payload)
             return
-        index, labels, done, total = payload
+        index, labels, done, total, uncertainty = payload
         run.pending[index] = labels
+        if uncertainty is not None:
+            run.uncertainty[index] = uncertainty
         self.view.run_progress(done, total)
 
     def _on_returned(self, run: Run) -> None:
@@ -186,11 +197,15 @@ class RunController:
             self._end_stopped(run)
             return
         layer = write_output(self.viewer, run.query, run.pending, self.classes)
-        run.outcome = ("done", f"done: {len(run.pending)} plane(s) -> {layer.name!r}", None)
-        run.pending = {}
+        message = f"done: {len(run.pending)} plane(s) -> {layer.name!r}"
+        if run.uncertainty:
+            extra = write_uncertainty(self.viewer, run.query, run.uncertainty, len(self.classes) + 1)
+            message += f" and {extra.name!r}"
+        run.outcome = ("done", message, None)
+        run.pending, run.uncertainty = {}, {}
 
     def _on_errored(self, run: Run, error: BaseException) -> None:
-        run.pending = {}
+        run.pending, run.uncertainty = {}, {}
         logger.warning("Label Anything run failed", exc_info=error)
         original = error.__cause__ if isinstance(error, PredictionError) and error.__cause__ else error
         run.outcome = ("failed", f"Label Anything failed: {one_line(error)}", original)
@@ -201,11 +216,11 @@ class RunController:
         if run.stop_reason is not None:
             self._end_stopped(run)
         else:
-            run.pending = {}
+            run.pending, run.uncertainty = {}, {}
             run.outcome = ("cancelled", "run cancelled; no layer was changed", None)
 
     def _end_stopped(self, run: Run) -> None:
-        run.pending = {}
+        run.pending, run.uncertainty = {}, {}
         run.outcome = ("stopped", f"run stopped: {run.stop_reason}; nothing was written", None)
 
     def _on_finished(self, run: Run) -> None:

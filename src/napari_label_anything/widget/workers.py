@@ -119,8 +119,13 @@ def predict_planes(
     plane_indices: list[tuple[int, ...]],
     rgb: bool,
     download: str | None = None,
+    uncertainty: bool = False,
 ) -> Iterator[tuple[str, Any]]:
-    """Generator run in the worker: yields ("status", text), then ("plane", (index, labels, done, total)).
+    """Generator run in the worker: yields ("status", text), then
+    ("plane", (index, labels, done, total, uncertainty map or None)).
+
+    ``uncertainty``: also compute each plane's uncertainty map, in the same pass, when the
+    segmenter can (``Segmenter.predict_with_uncertainty``); others give None.
 
     Downloading the checkpoint ``download`` (a hub repo id, when not cached) and loading the
     model happen here, off the GUI thread; the planes go through ``Segmenter.iter_predict_stack``.
@@ -133,9 +138,15 @@ def predict_planes(
         segmenter = get_segmenter()
         yield "status", f"running {segmenter.name} on {segmenter.device}"
         total = len(plane_indices)
-        planes = segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb)
-        for done, (index, labels) in enumerate(planes, start=1):
-            yield "plane", (index, labels, done, total)
+        if uncertainty and hasattr(segmenter, "predict_with_uncertainty"):
+            planes = segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb, uncertainty=True)
+        else:
+            if uncertainty:
+                yield "status", f"{segmenter.name} gives no uncertainty: labels only"
+            planes = ((index, labels, None) for index, labels in
+                      segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb))  # fmt: skip
+        for done, (index, labels, uncertainty_map) in enumerate(planes, start=1):
+            yield "plane", (index, labels, done, total, uncertainty_map)
     except RuntimeError as err:
         name = "" if type(err) is RuntimeError else f"{type(err).__name__}: "
         raise PredictionError(f"{name}{err}") from err

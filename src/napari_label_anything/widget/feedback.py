@@ -1,0 +1,206 @@
+"""The annotation loop: where the model is unsure, and corrected planes fed back as supports.
+
+After a run (with "uncertainty layer" checked) the query has an uncertainty Image layer
+``"<query> uncertainty"`` whose metadata keeps each plane's mean uncertainty from its latest
+run. ``suggest_planes`` ranks those planes (``inference.uncertainty.rank_planes``) and moves
+the viewer to the first. The user corrects the output Labels layer on that plane with napari's
+own tools; ``add_prediction_as_support`` then copies that plane of the output into mask prompts
+of the query layer, which becomes (or already is) a support: every prompted plane of a stack
+support is one support of the episode, so the next run uses it. Only the new support plane is
+new to the model: a Label Anything segmenter finds every query plane in its feature cache.
+
+The layer functions need a viewer only (no Qt); ``FeedbackActions`` is the dock widget's part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..inference.uncertainty import plane_score, rank_planes
+from .layers import find_output_layer, spatial_shape
+
+UNCERTAINTY_KEY = "label_anything_uncertainty_for"  # metadata: the query layer's name
+SCORES_KEY = "label_anything_plane_uncertainty"  # metadata: {plane index: mean uncertainty}
+
+
+def find_uncertainty_layer(viewer, query_layer):
+    """The plugin's uncertainty layer for ``query_layer``, or None (user layers never match)."""
+    for layer in viewer.layers:
+        if layer.metadata.get(UNCERTAINTY_KEY) == query_layer.name and layer.__class__.__name__ == "Image":
+            return layer
+    return None
+
+
+def is_plugin_output(layer) -> bool:
+    """An uncertainty layer written by the plugin (not an image to segment or prompt)."""
+    return UNCERTAINTY_KEY in layer.metadata
+
+
+def write_uncertainty(viewer, query_layer, planes: dict[tuple[int, ...], np.ndarray], n_channels: int):
+    """Write per-plane uncertainty maps into ``"<query> uncertainty"`` (created when missing).
+
+    Planes not in ``planes`` keep their values (0 when new) and their scores; ``n_channels``
+    (classes + background) sets the top of the colour range, 1 - 1/K, the most a pixel can reach.
+    """
+    shape = spatial_shape(query_layer)
+    layer = find_uncertainty_layer(viewer, query_layer)
+    if layer is not None and tuple(layer.data.shape) == shape:
+        data = np.array(layer.data, dtype=np.float32)
+        scores = dict(layer.metadata.get(SCORES_KEY, {}))
+    else:
+        data, scores = np.zeros(shape, np.float32), {}
+    for index, plane in planes.items():
+        data[index] = plane
+        scores[index] = plane_score(plane)
+    top = max(1.0 - 1.0 / max(n_channels, 2), 1e-3)
+    if layer is None:
+        existing = {lay.name for lay in viewer.layers}
+        name, suffix = f"{query_layer.name} uncertainty", 2
+        while name in existing:
+            name, suffix = f"{query_layer.name} uncertainty ({suffix})", suffix + 1
+        layer = viewer.add_image(
+            data, name=name, scale=query_layer.scale, translate=query_layer.translate, colormap="inferno",
+            blending="additive", opacity=0.5, contrast_limits=(0.0, top),
+            metadata={UNCERTAINTY_KEY: query_layer.name},  # before the layer lists refresh
+        )  # fmt: skip
+    else:
+        layer.data = data
+        layer.contrast_limits = (0.0, top)
+    layer.metadata[SCORES_KEY] = scores
+    return layer
+
+
+def plane_index(query_layer, plane) -> tuple[int, ...]:
+    """``plane`` (an int or a tuple over the plane axes) checked against the query's shape."""
+    shape = spatial_shape(query_layer)
+    index = (int(plane),) if np.isscalar(plane) else tuple(int(p) for p in plane)
+    n_plane_axes = len(shape) - 2
+    if len(index) != n_plane_axes or any(not 0 <= i < s for i, s in zip(index, shape, strict=False)):
+        raise ValueError(f"plane {plane!r} is not a plane of {query_layer.name!r} (shape {shape})")
+    return index
+
+
+def move_to_plane(viewer, query_layer, index: tuple[int, ...]) -> None:
+    """Show plane ``index`` of ``query_layer`` (its scale and translate taken into account)."""
+    if not index:
+        return
+    shape = spatial_shape(query_layer)
+    world = query_layer.data_to_world([*index, *(s / 2 for s in shape[len(index) :])])
+    offset = viewer.dims.ndim - len(shape)
+    for axis, value in enumerate(world[: len(index)]):
+        viewer.dims.set_point(offset + axis, float(value))
+
+
+def prompted_planes(support) -> set[tuple[int, ...]]:
+    """The planes of a stack support that carry mask prompts."""
+    labels = np.asarray(support.labels.data)
+    if labels.ndim <= 2:
+        return {()} if labels.any() else set()
+    flat = labels.reshape(-1, *labels.shape[-2:]).reshape(-1, labels.shape[-2] * labels.shape[-1])
+    return {tuple(int(i) for i in np.unravel_index(j, labels.shape[:-2])) for j in np.nonzero(flat.any(axis=1))[0]}
+
+
+class FeedbackActions:
+    """The dock widget's annotation loop (mixed into ``LabelAnythingWidget``)."""
+
+    def _build_feedback_box(self):
+        from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout
+
+        box = QGroupBox("Correct and feed back")
+        layout = QVBoxLayout(box)
+        self.uncertainty_check = QCheckBox("write an uncertainty layer")
+        self.uncertainty_check.setChecked(True)
+        self.uncertainty_check.setToolTip(
+            "Each run also writes '<query> uncertainty' (1 - the top class probability per pixel),\n"
+            "used by 'Suggest next plane'."
+        )
+        layout.addWidget(self.uncertainty_check)
+        row = QHBoxLayout()
+        self.suggest_button = QPushButton("Suggest next plane")
+        self.suggest_button.setToolTip(
+            "Go to the plane of the query where the last run was least sure (highest mean\n"
+            "uncertainty): the plane most worth correcting. Planes already used as supports are skipped."
+        )
+        self.suggest_button.clicked.connect(lambda: self._guard(self.suggest_planes, "cannot suggest a plane"))
+        self.feedback_button = QPushButton("Use this plane as support")
+        self.feedback_button.setToolTip(
+            "After correcting the output labels on this plane with napari's Labels tools, add this\n"
+            "plane of the query, with its corrected labels as mask prompts, as a support. Run again."
+        )
+        self.feedback_button.clicked.connect(
+            lambda: self._guard(self.add_prediction_as_support, "cannot use this plane as support")
+        )
+        row.addWidget(self.suggest_button)
+        row.addWidget(self.feedback_button)
+        layout.addLayout(row)
+        return box
+
+    def _query_support(self, query_layer):
+        from .run_controller import same_layer  # run_controller imports this module
+
+        return next((s for s in self.supports if same_layer(s.image, query_layer)), None)
+
+    def suggest_planes(self, n: int = 1, query_layer=None) -> list[tuple[int, ...]]:
+        """The ``n`` planes of the query most worth correcting, most uncertain first.
+
+        Planes are ranked by their mean uncertainty in their latest run (the uncertainty layer
+        keeps it); planes already used as supports are skipped. The viewer moves to the first
+        and the status line shows the ranking. Raises ValueError before any run with uncertainty.
+        """
+        query_layer = query_layer or self._chosen_query()
+        layer = find_uncertainty_layer(self.viewer, query_layer)
+        scores = {} if layer is None else dict(layer.metadata.get(SCORES_KEY, {}))
+        if not scores:
+            raise ValueError(f"no uncertainty for {query_layer.name!r} yet: run with 'write an uncertainty layer' on")
+        support = self._query_support(query_layer)
+        done = prompted_planes(support) if support is not None else set()
+        ranked = rank_planes(scores, n, exclude=done)
+        if not ranked:
+            raise ValueError(f"every plane of {query_layer.name!r} with uncertainty is already a support")
+        move_to_plane(self.viewer, query_layer, ranked[0])
+        shown = ", ".join(f"{_plane_text(i)} ({scores[i]:.3f})" for i in ranked)
+        self.status.setText(f"most uncertain plane(s) of {query_layer.name!r} (mean uncertainty): {shown}")
+        return ranked
+
+    def add_prediction_as_support(self, plane=None, query_layer=None):
+        """Make plane ``plane`` of the query (default: the plane shown) a support whose mask
+        prompts are the output layer's labels on that plane as they are now (corrected or not).
+
+        The query layer becomes a support (mask prompts ``"<query> mask prompts"``) the first
+        time; later planes are added to the same layers. Returns the ``SupportLayers``.
+        """
+        query_layer = query_layer or self._chosen_query()
+        output = find_output_layer(self.viewer, query_layer)
+        if output is None or tuple(output.data.shape) != spatial_shape(query_layer):
+            raise ValueError(f"run {query_layer.name!r} first: it has no output labels to correct")
+        if plane is None:
+            index = self._plane_indices(query_layer, "current plane")[0]
+        else:
+            index = plane_index(query_layer, plane)
+        labels = np.asarray(output.data[index] if index else output.data)
+        if not labels.any():
+            raise ValueError(f"the output has no labels on plane {_plane_text(index)}: paint the classes first")
+        if labels.max() > len(self.classes):
+            raise ValueError(f"the output has label {int(labels.max())}, above the {len(self.classes)} class(es)")
+        support = self._query_support(query_layer)
+        if support is None:
+            support = self.add_support(query_layer)
+            support.query_too = True
+        elif not support.owns_labels:
+            raise ValueError(f"{query_layer.name!r} is a support with your own labels layer: paint it there")
+        data = np.asarray(support.labels.data)
+        if index:
+            data[index] = labels
+        else:
+            data[...] = labels
+        support.labels.data = data  # emits the data event: the support list updates
+        self._refresh_support_list()
+        self.status.setText(
+            f"plane {_plane_text(index)} of {query_layer.name!r} is a support now "
+            f"(mask prompts from {output.name!r}); run again to use it"
+        )
+        return support
+
+
+def _plane_text(index: tuple[int, ...]) -> str:
+    return ", ".join(map(str, index)) if index else "(2D)"
