@@ -157,6 +157,7 @@ def run_row(config: str, backend: str, batch: int, planes: int, device: str, rep
         batch_size=batch,
         precision=PRECISION_OF[backend],
         cache_size=max(32, batch),
+        release_torch_encoder=True,  # as load_segmenter does: this row's model is its own
     )
     setup = time.perf_counter() - t0
     clock = Clock(segmenter.device_obj.type)
