@@ -65,12 +65,11 @@ class LabelAnythingSegmenter(Segmenter):
         self._prototypes = LRUCache(4)  # (episode signature, class rows) -> ClassEmbeddings
         self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
         self._weights_digest: str | None = None
-        self.encoder = make_encoder(encoder, self.model, lambda: self.weights_digest, self.device_obj.type)
         if release_torch_encoder and encoder != "torch":
-            # The exported encoder serves every image: the PyTorch copy (~360 MB for ViT-B) only
-            # costs memory. The model is then this segmenter's own (load_segmenter's is).
-            _ = self.weights_digest  # the store keys on the full model's digest
-            self.model.image_encoder = None
+            _ = self.weights_digest  # the store keys on the full model's digest: take it first
+        self.encoder = make_encoder(
+            encoder, self.model, lambda: self.weights_digest, self.device_obj.type, release_torch_encoder
+        )
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision != "float32" and encoder != "torch":
