@@ -32,7 +32,7 @@ def load_segmenter(
         embeddings: a folder where image features are kept on disk (``EmbeddingStore``) and
             reused across runs; Label Anything models only (``classic`` has no image features).
         encoder: ``torch`` (default) or ``onnx``: the image encoder exported once to ONNX and
-            run by ONNX Runtime, about 3x faster on a CPU (needs the ``[onnx]`` extra).
+            run by ONNX Runtime: 1.6x faster for SAM ViT-B on a 2-core CPU (needs the ``[onnx]`` extra).
         batch_size: query planes encoded together in stack predictions (default 4 on CUDA,
             1 on a CPU, where batching gains nothing).
         precision: ``float32`` (default), ``bfloat16`` or ``float16`` autocast for the network;
