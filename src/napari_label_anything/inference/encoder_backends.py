@@ -15,11 +15,14 @@ mask decoder consume.
 from __future__ import annotations
 
 import os
+import types
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ENCODER_BACKENDS = ("torch", "onnx")
+EXPORT_VERSION = 2  # part of the cached file's name: bump when the exported graph changes
 
 
 def onnx_cache_dir() -> Path:
@@ -99,7 +102,7 @@ class OnnxEncoder:
             raise ValueError("this model has no image encoder to export")
         side = model.config.image_size
         folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-        self.path = folder / f"{digest}-{side}.onnx"
+        self.path = folder / f"{digest}-{side}-v{EXPORT_VERSION}.onnx"
         self.exported_now = False
         if not self.path.is_file():
             export_encoder(model, self.path)
@@ -129,6 +132,56 @@ class OnnxEncoder:
         return torch.from_numpy(features).to(pixels.device)
 
 
+# Query rows of a global-attention block computed at once in the exported graph. SAM ViT-B at
+# 1024 has a 64 x 64 token grid: 16 rows keep one attention chunk at 12 x 1024 x 4096 floats
+# (200 MB) instead of 12 x 4096 x 4096 (800 MB), which sets ONNX Runtime's peak.
+EXPORT_ATTENTION_ROWS = 16
+
+
+def _chunked_global_attention(self, x):
+    """segment_anything's ``Attention.forward``, the query rows taken ``EXPORT_ATTENTION_ROWS`` at
+    a time: the same arithmetic per row (softmax runs over all keys), a fraction of the memory."""
+    import torch
+    from segment_anything.modeling.image_encoder import get_rel_pos
+
+    batch, height, width, _ = x.shape
+    qkv = self.qkv(x).reshape(batch, height * width, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(3, batch * self.num_heads, height * width, -1).unbind(0)
+    channels = q.shape[-1]
+    if self.use_rel_pos:
+        rel_h_table = get_rel_pos(height, height, self.rel_pos_h)
+        rel_w_table = get_rel_pos(width, width, self.rel_pos_w)
+    rows = []
+    for r0 in range(0, height, EXPORT_ATTENTION_ROWS):
+        r1 = min(r0 + EXPORT_ATTENTION_ROWS, height)
+        q_rows = q.reshape(-1, height, width, channels)[:, r0:r1]
+        attn = (q_rows.reshape(q.shape[0], -1, channels) * self.scale) @ k.transpose(-2, -1)
+        if self.use_rel_pos:
+            rel_h = torch.einsum("bhwc,hkc->bhwk", q_rows, rel_h_table[r0:r1])
+            rel_w = torch.einsum("bhwc,wkc->bhwk", q_rows, rel_w_table)
+            attn = attn.view(-1, r1 - r0, width, height, width) + rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+            attn = attn.view(q.shape[0], (r1 - r0) * width, height * width)
+        rows.append(attn.softmax(dim=-1) @ v)
+    out = torch.cat(rows, dim=1)
+    out = out.view(batch, self.num_heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+    return self.proj(out)
+
+
+@contextmanager
+def _chunked_attention_for_export(model):
+    """Swap the global-attention blocks of a SAM encoder to ``_chunked_global_attention``."""
+    patched = []
+    for block in getattr(model.image_encoder, "blocks", []):
+        if getattr(block, "window_size", None) == 0 and hasattr(block.attn, "qkv"):
+            block.attn.forward = types.MethodType(_chunked_global_attention, block.attn)
+            patched.append(block.attn)
+    try:
+        yield
+    finally:
+        for attention in patched:
+            del attention.forward
+
+
 def export_encoder(model, path: Path) -> Path:
     """Export ``model``'s encoder + neck to ONNX at ``path`` (atomically; batch axis dynamic)."""
     import torch
@@ -139,7 +192,12 @@ def export_encoder(model, path: Path) -> Path:
     wrapper = _EncoderWithNeck.build(model)
     side = model.config.image_size
     example = torch.zeros(1, 3, side, side)
-    with atomic_write(path) as partial, torch.no_grad(), warnings.catch_warnings():
+    with (
+        atomic_write(path) as partial,
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        _chunked_attention_for_export(model),
+    ):
         # The tracer warns about every shape it bakes in; the input size is fixed per model.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
