@@ -85,3 +85,24 @@ def test_load_segmenter_passes_every_option_and_drops_the_torch_encoder_with_onn
     eager = load_segmenter(str(reference / "sam_like"), device="cpu", tiling="tile")
     assert eager.tiling == "tile" and eager.model.image_encoder is not None
     assert eager.weights_digest == segmenter.weights_digest  # store entries are shared
+
+
+@pytest.mark.parametrize("rel_pos", [True, False])
+def test_chunked_global_attention_is_the_same_arithmetic(rel_pos):
+    """The export's row-chunked attention (less memory) equals segment_anything's, uneven chunks too."""
+    import types
+
+    from segment_anything.modeling.image_encoder import Attention
+
+    from napari_label_anything.inference.encoder_backends import _chunked_global_attention
+
+    torch.manual_seed(0)
+    attention = Attention(dim=32, num_heads=4, use_rel_pos=rel_pos, input_size=(20, 20)).eval()
+    if rel_pos:
+        with torch.no_grad():
+            attention.rel_pos_h.normal_()
+            attention.rel_pos_w.normal_()
+    x = torch.randn(2, 20, 20, 32)  # 20 rows: chunks of 16 and 4
+    expected = attention(x)
+    chunked = types.MethodType(_chunked_global_attention, attention)(x)
+    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-6)
