@@ -43,6 +43,7 @@ from ..stacks import stack_layout
 from .classes import ClassTable
 from .episode_files import export_output, load_episode_into
 from .feedback import FeedbackActions, is_plugin_output
+from .guidance import FirstRunHint, apply_tooltips
 from .layers import (
     CLASSES_KEY,
     SupportLayers,
@@ -52,6 +53,8 @@ from .layers import (
     supports_to_episode,
 )
 from .model_picker import ModelPicker
+from .reporting import make_status_label, set_status
+from .reporting import notify as _notify
 from .run_controller import RunController, one_line, same_layer
 from .workers import import_torch_stack
 
@@ -59,12 +62,6 @@ logger = logging.getLogger(__name__)
 
 KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, KEY_RUN = "Alt-N", "Alt-P", "Alt-R"
 SCOPES = ("current plane", "plane range", "all planes")
-
-
-def _notify(kind: str, message: str) -> None:
-    from napari.utils import notifications
-
-    getattr(notifications, f"show_{kind}")(message)
 
 
 class LabelAnythingWidget(FeedbackActions, QWidget):
@@ -110,15 +107,17 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         self.class_list = QListWidget()
         self.class_list.currentRowChanged.connect(lambda row: self.classes.set_active(row + 1) if row >= 0 else None)
         self.class_list.itemDoubleClicked.connect(lambda item: self._rename_class(self.class_list.row(item) + 1))
-        buttons = QHBoxLayout()
+        buttons, self.class_buttons = QHBoxLayout(), {}
         for text, slot in (("add", self._add_class), ("rename", self._rename_active), ("colour", self._recolor_active),
                            ("remove", self._remove_active)):  # fmt: skip
-            button = QPushButton(text)
+            button = self.class_buttons[text] = QPushButton(text)
             button.clicked.connect(lambda *_, slot=slot, text=text: self._guard(slot, f"cannot {text} class"))
             buttons.addWidget(button)
         class_layout.addWidget(self.class_list)
         class_layout.addLayout(buttons)
         layout.addWidget(class_box)
+        self.hint = FirstRunHint()  # how to scribble, until the first successful run
+        layout.addWidget(self.hint)
 
         support_box = QGroupBox("Supports (every prompted plane is one support)")
         support_layout = QVBoxLayout(support_box)
@@ -131,10 +130,12 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         buttons = QHBoxLayout()
         self.add_support_button = QPushButton("add support")
         self.add_support_button.clicked.connect(lambda: self._guard(self.add_support, "cannot add support"))
-        remove_support = QPushButton("remove selected")
-        remove_support.clicked.connect(lambda: self._guard(self._remove_selected_support, "cannot remove support"))
+        self.remove_support_button = QPushButton("remove selected")
+        self.remove_support_button.clicked.connect(
+            lambda: self._guard(self._remove_selected_support, "cannot remove support")
+        )
         buttons.addWidget(self.add_support_button)
-        buttons.addWidget(remove_support)
+        buttons.addWidget(self.remove_support_button)
         support_layout.addLayout(buttons)
         self.support_list = QListWidget()
         self.support_list.setWordWrap(True)
@@ -165,8 +166,7 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         run_row.addWidget(self.cancel_button)
         form.addRow(run_row)
         self.progress = QProgressBar()
-        self.status = QLabel("ready")
-        self.status.setWordWrap(True)
+        self.status = make_status_label("ready")  # selectable; a long message whole in its tooltip
         form.addRow(self.progress)
         form.addRow(self.status)
         layout.addWidget(query_box)
@@ -183,6 +183,7 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
             file_row.addWidget(button)
         layout.addLayout(file_row)
         layout.addStretch()
+        apply_tooltips(self)
 
     def _refresh_layer_choices(self, event=None) -> None:
         from napari.layers import Image, Labels
@@ -210,8 +211,11 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         self._refresh_support_list()
 
     def set_model(self, name: str, device: str = "auto") -> None:
-        """Choose the model (name, repo id or folder) and device, as the combo boxes do."""
-        self.model_picker.set_model(name, device)
+        """Choose the model (name, repo id or folder) and device, as the combo boxes do.
+
+        A device this machine lacks is refused with one notification; the device stays as it was.
+        """
+        self._guard(lambda: self.model_picker.set_model(name, device), "cannot choose device")
 
     # -- classes ---------------------------------------------------------------------------
 
@@ -281,15 +285,15 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
             return None
 
     def _report_error(self, what: str, err: BaseException) -> None:
-        message = f"{what}: {one_line(err)}"
+        message, details = f"{what}: {one_line(err, limit=None)}", f"{what}: {err}"
         self.last_error = err
         if isinstance(err, (ValueError, TypeError, FileNotFoundError)):
             logger.info(message)  # the user's input: the message says it all
         else:
             logger.warning(message, exc_info=err)
         if not self.closed:
-            self.status.setText(message)
-        _notify("error", message)
+            set_status(self.status, message, details)
+        _notify("error", message, details)
 
     # -- supports --------------------------------------------------------------------------
 
@@ -435,8 +439,8 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         self.cancel_button.setEnabled(True)
         self.run_status("starting")
 
-    def run_status(self, text: str) -> None:
-        self.status.setText(text)
+    def run_status(self, text: str, details: str | None = None) -> None:
+        set_status(self.status, text, details)
         self.status_history.append(text)
 
     def run_progress(self, done: int, total: int) -> None:
@@ -447,11 +451,14 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         self.run_button.setEnabled(True)
         self.run_button.setText(f"Run ({KEY_RUN})")
         self.cancel_button.setEnabled(False)
-        self.run_status(message)
+        details = f"Label Anything failed: {type(error).__name__}: {error}" if error is not None else None
+        self.run_status(message, details)
         if error is not None:
             self.last_error = error
-        if kind == "failed":
-            _notify("error", message)
+        if kind == "done":
+            self.hint.hide()
+        elif kind == "failed":
+            _notify("error", message, details)
         elif kind == "stopped":
             _notify("warning", f"Label Anything: {message}")
         elif kind == "cancelled":

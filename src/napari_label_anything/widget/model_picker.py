@@ -26,8 +26,8 @@ class ModelPicker(QGroupBox):
     """A model combo (registry + local folders), a device combo and a note on what it costs."""
 
     def __init__(self) -> None:
-        from ..device import DEVICE_CHOICES
         from ..registry import list_models
+        from .preflight import device_choices
 
         super().__init__("Model")
         self._segmenters: dict[tuple[str, str], object] = {}
@@ -43,7 +43,7 @@ class ModelPicker(QGroupBox):
         self.model_combo.addItem("local folder…", FOLDER_CHOICE)
         self.model_combo.activated.connect(self._on_activated)
         self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICE_CHOICES)
+        self.device_combo.addItems(device_choices())  # only what this machine has
         self.onnx_check = QCheckBox("ONNX Runtime encoder")
         self.onnx_check.setToolTip(
             "Run the image encoder with ONNX Runtime: 1.6x faster for SAM models on a CPU, same results within 1e-5.\n"
@@ -56,13 +56,22 @@ class ModelPicker(QGroupBox):
             "sessions; 'napari-label-anything embed' can fill it in advance. Empty: keep them in memory only."
         )
         browse = QPushButton("…")
-        browse.setToolTip("choose the embeddings folder")
+        browse.setToolTip("Choose the folder where image features are kept between sessions")
         browse.clicked.connect(self._choose_embeddings_folder)
         embeddings_row = QHBoxLayout()
         embeddings_row.addWidget(self.embeddings_edit)
         embeddings_row.addWidget(browse)
-        self.model_combo.setToolTip("Label Anything checkpoints (downloaded once), a local folder, or 'classic'")
-        self.device_combo.setToolTip("auto: CUDA, then Apple MPS, then the CPU")
+        self.model_combo.setToolTip(
+            "The model that segments your images.\n"
+            "auto: the best Label Anything model already on this computer, else 'classic'.\n"
+            "Label Anything models are downloaded once (the size is shown) and then work offline;\n"
+            "'classic' needs no download and learns only from your scribbles;\n"
+            "'local folder…': a folder holding config.json and model.safetensors."
+        )
+        self.device_combo.setToolTip(
+            "Where the model computes. auto: the graphics card (CUDA, Apple MPS) if this computer\n"
+            "has one, else the processor (CPU). Only the devices this computer has are listed."
+        )
         self.note = QLabel()
         self.note.setWordWrap(True)
         self.model_combo.currentIndexChanged.connect(self._update_note)
@@ -89,6 +98,15 @@ class ModelPicker(QGroupBox):
             self.model_combo.insertItem(self.model_combo.count() - 1, Path(name).name or name, name)
             index = self.model_combo.findData(name)
         self.model_combo.setCurrentIndex(index)
+        self.set_device(device)
+
+    def set_device(self, device: str) -> None:
+        """Choose ``device``; ValueError (the choice unchanged) when this machine lacks it."""
+        from .preflight import check_device
+
+        device = check_device(device)
+        if self.device_combo.findText(device) < 0:  # e.g. "cuda:1" on a machine with CUDA
+            self.device_combo.addItem(device)
         self.device_combo.setCurrentText(device)
 
     @property
@@ -126,15 +144,22 @@ class ModelPicker(QGroupBox):
             self.set_embeddings_folder(folder)
 
     def checkpoint_to_download(self) -> str | None:
-        """The hub repo id of the chosen model when it must be downloaded first, else None."""
-        from ..checkpoint import cached_checkpoint, is_offline, looks_like_repo_id
+        """The hub repo id of the chosen model when it must be downloaded first, else None.
+
+        Raises ``CheckpointNotAvailableError`` at once (cache folder, manual install) when it
+        must be downloaded but downloads are off or the hub cannot be reached
+        (``preflight.check_download``).
+        """
+        from ..checkpoint import cached_checkpoint, looks_like_repo_id
         from ..device import resolve_device
         from ..registry import resolve_model_name
+        from .preflight import check_download
 
         if self._key() in self._segmenters:
             return None
         source = resolve_model_name(self.model_name, resolve_device(self.device).type)
-        if looks_like_repo_id(source) and cached_checkpoint(source) is None and not is_offline():
+        if looks_like_repo_id(source) and cached_checkpoint(source) is None:
+            check_download(source)
             return source
         return None
 

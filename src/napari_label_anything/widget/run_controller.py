@@ -13,6 +13,7 @@ on the widget's layout.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,8 +40,9 @@ class RunView(Protocol):
         """``kind``: "done", "cancelled", "stopped" or "failed"; ``message`` is one line."""
 
 
-def one_line(error: BaseException | str, limit: int = 300) -> str:
-    """A one-line, bounded message for an exception (its type name when it has no text)."""
+def one_line(error: BaseException | str, limit: int | None = 300) -> str:
+    """A one-line message for an exception (its type name when it has no text), at most
+    ``limit`` characters (None: whole)."""
     if isinstance(error, BaseException):
         text = str(error).strip()
         if isinstance(error, KeyError) and error.args:
@@ -49,7 +51,14 @@ def one_line(error: BaseException | str, limit: int = 300) -> str:
     else:
         text = str(error)
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_summary(run: Run) -> str:
+    """The text "<model> on <device>, <t> s": what ran (for "auto", the model it resolved to) and how long
+    the run took, download and loading included."""
+    name, device = run.model or ("the model", "?")
+    return f"{name} on {device}, {time.perf_counter() - run.started:.1f} s"
 
 
 def _unwrapped(layer):
@@ -74,6 +83,8 @@ class Run:
     uncertainty: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)  # per plane, when asked
     stop_reason: str | None = None  # set when a watched layer disappears
     outcome: tuple[str, str, BaseException | None] | None = None  # reported when the worker finishes
+    model: tuple[str, str] | None = None  # (name, device) of the segmenter that ran
+    started: float = field(default_factory=time.perf_counter)
 
 
 class RunController:
@@ -180,6 +191,9 @@ class RunController:
         if kind == "status":
             self.view.run_status(payload)
             return
+        if kind == "model":
+            run.model = payload
+            return
         index, labels, done, total, uncertainty = payload
         run.pending[index] = labels
         if uncertainty is not None:
@@ -201,6 +215,7 @@ class RunController:
         if run.uncertainty:
             extra = write_uncertainty(self.viewer, run.query, run.uncertainty, len(self.classes) + 1)
             message += f" and {extra.name!r}"
+        message += f" ({run_summary(run)})"
         run.outcome = ("done", message, None)
         run.pending, run.uncertainty = {}, {}
 
@@ -208,7 +223,7 @@ class RunController:
         run.pending, run.uncertainty = {}, {}
         logger.warning("Label Anything run failed", exc_info=error)
         original = error.__cause__ if isinstance(error, PredictionError) and error.__cause__ else error
-        run.outcome = ("failed", f"Label Anything failed: {one_line(error)}", original)
+        run.outcome = ("failed", f"Label Anything failed: {one_line(error, limit=None)}", original)
 
     def _on_aborted(self, run: Run) -> None:
         if not self._live(run):

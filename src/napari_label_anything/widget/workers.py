@@ -121,7 +121,8 @@ def predict_planes(
     download: str | None = None,
     uncertainty: bool = False,
 ) -> Iterator[tuple[str, Any]]:
-    """Generator run in the worker: yields ("status", text), then
+    """Generator run in the worker: yields ("status", text), ("model", (name, device)) once the
+    model is loaded (for "auto", the model it resolved to), then
     ("plane", (index, labels, done, total, uncertainty map or None)).
 
     ``uncertainty``: also compute each plane's uncertainty map, in the same pass, when the
@@ -136,6 +137,7 @@ def predict_planes(
             yield from download_with_status(download)
         yield "status", "loading model"
         segmenter = get_segmenter()
+        yield "model", (str(segmenter.name), str(segmenter.device))
         yield "status", f"running {segmenter.name} on {segmenter.device}"
         total = len(plane_indices)
         if uncertainty and hasattr(segmenter, "predict_with_uncertainty"):
