@@ -173,22 +173,3 @@ def test_sample_data_opens_ready_to_run(qtbot, make_napari_viewer):
     assert widget.classes.names == ["brick", "grass", "gravel"]
     assert len(widget.supports) == 1 and widget.query_combo.currentText() == "textures query"
     widget.episode.validate()
-
-
-def test_first_use_downloads_with_progress(qtbot, viewer_and_widget, reference, tmp_path, monkeypatch):
-    """A hub model that is not cached is downloaded inside the worker, reporting progress."""
-    from huggingface_hub import constants
-
-    from test_checkpoint import fake_hub_download
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    calls = []
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hub_download(reference / "sam_like", calls))
-    viewer, widget = viewer_and_widget
-    prompt_blobs(widget, viewer)
-    widget.set_model("someone/tiny_model", "cpu")
-    wait_for(qtbot, widget.run(viewer.layers["query"]))
-    assert [c[1] for c in calls] == ["config.json", "model.safetensors"]
-    assert any(s.startswith("downloading someone/tiny_model into") for s in widget.status_history)
-    assert "query labels" in viewer.layers
