@@ -62,6 +62,23 @@ def episode():
     return ep
 
 
+@pytest.fixture
+def ready(make_napari_viewer):
+    """A viewer with a support prompted for both classes, a 2-D query and the classic model."""
+    viewer = make_napari_viewer()
+    viewer.add_image(blob_image()[0], name="support", rgb=True)
+    viewer.add_image(blob_image((48, 56), seed=4)[0], name="query", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
+    widget.set_model("classic", "cpu")
+    widget.classes.add("red")
+    widget.classes.add("green")
+    support = widget.add_support(viewer.layers["support"])
+    support.labels.paint((30, 35), 1)
+    support.labels.paint((60, 90), 2)
+    widget.query_combo.setCurrentText("query")
+    return viewer, widget
+
+
 def blob_image(shape=(96, 128), seed=0) -> tuple[np.ndarray, np.ndarray]:
     """A uint8 RGB image with two coloured discs and their label image (1 = red, 2 = green)."""
     rng = np.random.default_rng(seed)

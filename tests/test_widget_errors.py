@@ -12,26 +12,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 
-from conftest import blob_image
-
 pytestmark = pytest.mark.napari
-
-
-@pytest.fixture
-def ready(make_napari_viewer):
-    """A viewer with a support prompted for both classes, a 2-D query and the classic model."""
-    viewer = make_napari_viewer()
-    viewer.add_image(blob_image()[0], name="support", rgb=True)
-    viewer.add_image(blob_image((48, 56), seed=4)[0], name="query", rgb=True)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
-    widget.set_model("classic", "cpu")
-    widget.classes.add("red")
-    widget.classes.add("green")
-    support = widget.add_support(viewer.layers["support"])
-    support.labels.paint((30, 35), 1)
-    support.labels.paint((60, 90), 2)
-    widget.query_combo.setCurrentText("query")
-    return viewer, widget
 
 
 def press(qtbot, button) -> None:

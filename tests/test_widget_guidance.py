@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QListWidget,
 )
 
-from conftest import blob_image
 from napari_label_anything.widget import preflight
 from napari_label_anything.widget.guidance import FIRST_RUN_HINT
 
@@ -53,20 +52,9 @@ def no_network(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def ready(make_napari_viewer, no_network):
-    """A support prompted for both classes, a 2-D query and the classic model."""
-    viewer = make_napari_viewer()
-    viewer.add_image(blob_image()[0], name="support", rgb=True)
-    viewer.add_image(blob_image((48, 56), seed=4)[0], name="query", rgb=True)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
-    widget.set_model("classic", "cpu")
-    widget.classes.add("red")
-    widget.classes.add("green")
-    support = widget.add_support(viewer.layers["support"])
-    support.labels.paint((30, 35), 1)
-    support.labels.paint((60, 90), 2)
-    widget.query_combo.setCurrentText("query")
-    return viewer, widget
+def ready(ready, no_network):
+    """conftest's prompted widget, with the network replaced."""
+    return ready
 
 
 def notes_since(before: int) -> list:
