@@ -82,7 +82,7 @@ class Segmenter(ABC):
         Planes are predicted with one shared intensity range, so 16-bit planes keep the same
         contrast through the stack. ``cancel`` is checked before every plane. With
         ``uncertainty=True`` it yields ``(plane_index, labels, uncertainty)`` instead, both
-        from one ``predict_with_uncertainty`` call per plane (planes one at a time).
+        from one ``predict_with_uncertainty`` call per plane.
         """
         stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
@@ -91,27 +91,33 @@ class Segmenter(ABC):
         if "value_range" not in options:
             options["value_range"] = stack_value_range(stack)
         if uncertainty:
-            yield from self._predict_planes_with_uncertainty(episode, stack, layout, indices, cancel, options)
-        else:
-            yield from self._predict_planes(episode, stack, layout, indices, cancel, options)
 
-    def _predict_planes_with_uncertainty(
-        self, episode: Episode, stack: Any, layout, indices: list[tuple[int, ...]], cancel, options: dict[str, Any]
-    ) -> Iterator[tuple[tuple[int, ...], np.ndarray, np.ndarray]]:
-        """One plane at a time: ``(index, labels, uncertainty)``."""
-        for index in indices:
-            if is_cancelled(cancel):
-                raise PredictionCancelled("prediction cancelled")
-            yield (index, *self.predict_with_uncertainty(episode, layout.take(stack, index), **options))
+            def predict_plane(plane):
+                return self.predict_with_uncertainty(episode, plane, **options)
+        else:
+
+            def predict_plane(plane):
+                return self.predict(episode, plane, **options)
+
+        for index, result in self._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options):
+            yield (index, *result) if uncertainty else (index, result)
 
     def _predict_planes(
-        self, episode: Episode, stack: Any, layout, indices: list[tuple[int, ...]], cancel, options: dict[str, Any]
-    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-        """One plane at a time; a segmenter that can batch planes overrides this."""
+        self,
+        episode: Episode,
+        stack: Any,
+        layout,
+        indices: list[tuple[int, ...]],
+        cancel,
+        predict_plane: Callable[[np.ndarray], Any],
+        options: dict[str, Any],
+    ) -> Iterator[tuple[tuple[int, ...], Any]]:
+        """``(index, predict_plane(plane))`` one plane at a time; a segmenter that can batch
+        planes overrides this (``options`` are the prediction options, e.g. ``value_range``)."""
         for index in indices:
             if is_cancelled(cancel):
                 raise PredictionCancelled("prediction cancelled")
-            yield index, self.predict(episode, layout.take(stack, index), **options)
+            yield index, predict_plane(layout.take(stack, index))
 
     def predict_stack(
         self,

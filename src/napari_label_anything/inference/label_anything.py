@@ -61,7 +61,7 @@ class LabelAnythingSegmenter(Segmenter):
         self.model = model.to(self.device_obj).eval()
         self.name = name
         self.cache_size = cache_size
-        self._features = LRUCache(cache_size)  # preprocessed-pixel digest -> neck output
+        self._features = LRUCache(cache_size)  # (raw-image digest, value range) -> neck output
         self._prototypes = LRUCache(4)  # (episode signature, class rows) -> ClassEmbeddings
         self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
         self._weights_digest: str | None = None
@@ -92,7 +92,7 @@ class LabelAnythingSegmenter(Segmenter):
         c = self.config
         return (
             f"LabelAnythingSegmenter({self.name!r}, encoder={c.encoder}, "
-            f"image_size={c.image_size}, device={self.device}, encoder={self.encoder.name})"
+            f"image_size={c.image_size}, device={self.device}, backend={self.encoder.name})"
         )
 
     def clear_cache(self) -> None:
@@ -183,7 +183,7 @@ class LabelAnythingSegmenter(Segmenter):
         settings = {"image_size": c.image_size, "custom_preprocess": c.custom_preprocess, "precision": self.precision}
         return self.store.signature(key[0], key[1], self.weights_digest, settings)
 
-    def _predict_planes(self, episode, stack, layout, indices, cancel, options):
+    def _predict_planes(self, episode, stack, layout, indices, cancel, predict_plane, options):
         """Planes in batches of ``batch_size``: the query encoder runs once per batch."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -205,7 +205,7 @@ class LabelAnythingSegmenter(Segmenter):
                 for index, plane in zip(chunk, planes, strict=True):
                     if is_cancelled(cancel):
                         raise PredictionCancelled("prediction cancelled")
-                    yield index, self.predict(episode, plane, **options)
+                    yield index, predict_plane(plane)
 
     def embed_stack(
         self,
