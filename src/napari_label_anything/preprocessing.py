@@ -44,12 +44,17 @@ def intensity_range(image, percentiles: tuple[float, float] = DEFAULT_PERCENTILE
         sample = sample.astype(np.uint8)
     if sample.dtype.kind == "f":
         # Percentile interpolation overflows for values near the float limits: work on a scaled copy.
-        scale = float(np.max(np.abs(sample))) if sample.size else 1.0
-        scale = scale if np.isfinite(scale) and scale > 1e300 else 1.0
+        scale = _overflow_scale(float(np.max(np.abs(sample))) if sample.size else 1.0)
         low, high = np.percentile(sample.astype(np.float64) / scale, percentiles) * scale
     else:
         low, high = np.percentile(sample, percentiles)
     return float(low), float(high)
+
+
+def _overflow_scale(magnitude: float) -> float:
+    """What to divide values of this magnitude by before subtracting them: 1 unless they come
+    near the float64 limit, where a difference of two of them would overflow."""
+    return magnitude if np.isfinite(magnitude) and magnitude > 1e300 else 1.0
 
 
 def check_value_range(value_range) -> tuple[float, float]:
@@ -113,8 +118,7 @@ def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None =
     if not high > low:
         return np.zeros(image.shape, np.float32)
     # float64; near the float limits (x - low) would overflow, so such ranges are scaled down first.
-    magnitude = max(abs(low), abs(high))
-    magnitude = magnitude if magnitude > 1e300 else 1.0
+    magnitude = _overflow_scale(max(abs(low), abs(high)))
     low_s, high_s = low / magnitude, high / magnitude
     with np.errstate(over="ignore", invalid="ignore"):  # values far outside the range clip to 0 or 1
         scaled = ((image.astype(np.float64) / magnitude - low_s) * (1.0 / (high_s - low_s))).astype(np.float32)
