@@ -64,7 +64,7 @@ def episode_from_args(args: argparse.Namespace):
     return episode
 
 
-def plan(args: argparse.Namespace, episode) -> list:
+def plan(args: argparse.Namespace) -> list:
     """The jobs of a run, every one checked (readable input, planes, unique free output)."""
     from ..files import check_writable_folder
     from ..inference.batch import FORMATS, BatchJob, check_job, expand_inputs, output_paths
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     episode = episode_from_args(args)
     episode.validate()
-    jobs = plan(args, episode)
+    jobs = plan(args)
     distributed = args.workers is not None or args.scheduler
     if distributed:
         from ..inference.cluster import require_distributed
