@@ -22,6 +22,7 @@ import numpy as np
 
 from .feedback import write_uncertainty
 from .layers import write_output
+from .reporting import flat, short
 from .workers import PredictionError, WorkerLauncher, predict_planes
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ def one_line(error: BaseException | str, limit: int | None = 300) -> str:
         text = text or type(error).__name__
     else:
         text = str(error)
-    text = " ".join(text.split())
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+    return flat(text) if limit is None else short(text, limit)
 
 
 def run_summary(run: Run) -> str:
