@@ -26,6 +26,7 @@ import numpy as np
 
 from .files import atomic_write
 from .labels import as_labels
+from .stacks import is_index
 
 FORMAT_NAME = "napari-label-anything.episode"
 # bool, signed and unsigned integers, floats: no complex, datetime/timedelta, strings or objects
@@ -76,7 +77,7 @@ def _class_id(value: Any, names: list[str], what: str) -> int:
 def _plane_index(plane: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     """Validate ``plane`` (an int or a tuple of ints) against a stack's leading axes."""
     index = plane if isinstance(plane, tuple) else (plane,)
-    if not index or any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in index):
+    if not index or not all(is_index(i) for i in index):
         raise TypeError(f"plane must be an integer or a tuple of integers, got {plane!r}")
     if len(index) > len(shape) - 2:
         raise ValueError(

@@ -12,6 +12,11 @@ import numpy as np
 MIN_PLANE_SIDE = 8
 
 
+def is_index(value) -> bool:
+    """Whether ``value`` is a plane index: a Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 @dataclass(frozen=True)
 class StackLayout:
     """Where the planes of a stack are.
@@ -47,7 +52,7 @@ class StackLayout:
         sizes = [self.shape[a] for a in self.plane_axes]
         for plane in planes:
             index = plane if isinstance(plane, (tuple, list)) else (plane,)
-            if any(isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)) for i in index):
+            if not all(is_index(i) for i in index):
                 raise TypeError(f"plane index {plane!r} must be an integer or a tuple of integers")
             if len(index) != len(sizes):
                 raise ValueError(
