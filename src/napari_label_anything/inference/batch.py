@@ -204,11 +204,17 @@ def predict_planes(
     folder: str | os.PathLike,
     planes: Sequence[tuple[int, ...]] | None = None,
     progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """Predict ``planes`` (default all) of an OME-Zarr job into its labels ``folder``; return label counts."""
+    """Predict ``planes`` (default all) of an OME-Zarr job into its labels ``folder``; return label counts.
+
+    ``cancel`` is checked before each plane (``PredictionCancelled`` once it turns true).
+    """
     query = open_query(job.source)
     out = _CountingOut(ome_zarr.open_labels(folder), episode.n_classes + 1)
-    segmenter.predict_stack(episode, query, axis=job.axis, planes=planes, progress=progress, out=out, **job.options)
+    segmenter.predict_stack(
+        episode, query, axis=job.axis, planes=planes, progress=progress, cancel=cancel, out=out, **job.options
+    )
     return out.counts
 
 

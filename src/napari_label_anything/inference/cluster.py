@@ -25,6 +25,7 @@ from ..episode import Episode
 from .batch import BatchJob, JobResult, count_names, create_output, predict_planes, probe, run_job
 
 INSTALL_HINT = "pip install 'napari-label-anything[cluster]'"
+STOP_TIMEOUT_S = 120  # how long a failed run waits for its running tasks to finish their current plane
 
 _SEGMENTERS: dict[tuple[str, str, str | None], Any] = {}
 _STATS: dict[str, Any] = {"loads": {}, "tasks": 0}  # of this worker process (see ``worker_stats``)
@@ -69,10 +70,15 @@ def _run_job_task(spec: ModelSpec, episode: Episode, job: BatchJob) -> JobResult
         return run_job(segmenter, episode, job)
 
 
-def _planes_task(spec: ModelSpec, episode: Episode, job: BatchJob, folder: str, planes: list[tuple[int, ...]]):
+def _planes_task(
+    spec: ModelSpec, episode: Episode, job: BatchJob, folder: str, planes: list[tuple[int, ...]], stop: str
+):
+    from distributed import Event
+
+    stopped = Event(stop)  # set by the driver when the run fails: tasks end before their next plane
     segmenter = worker_segmenter(spec)
     with _LOCK:
-        return predict_planes(segmenter, episode, job, folder, planes=planes)
+        return predict_planes(segmenter, episode, job, folder, planes=planes, cancel=stopped.is_set)
 
 
 def worker_stats() -> dict[str, Any]:
@@ -120,10 +126,12 @@ def run_batch(
     Results come back in the order of ``jobs``.
     """
     import time
+    import uuid
 
     import numpy as np
-    from distributed import as_completed
+    from distributed import Event, as_completed, wait
 
+    stop = Event(f"nla-stop-{uuid.uuid4().hex}", client=client)
     shared = client.scatter(episode, broadcast=True)  # sent once, not once per task
     futures: dict[Any, tuple[int, Any]] = {}
     pending: dict[int, dict[str, Any]] = {}
@@ -138,7 +146,7 @@ def run_batch(
         chunks = [indices[k : k + planes_per_task] for k in range(0, len(indices), planes_per_task)]
         pending[i] = {"folder": folder, "left": len(chunks), "counts": 0, "start": time.perf_counter()}
         for chunk in chunks:
-            future = client.submit(_planes_task, spec, shared, job, str(folder), chunk, pure=False)
+            future = client.submit(_planes_task, spec, shared, job, str(folder), chunk, stop.name, pure=False)
             futures[future] = (i, len(chunk))
     results: list[JobResult | None] = [None] * len(jobs)
     try:
@@ -166,6 +174,13 @@ def run_batch(
             if done is not None:
                 done(results[i], n_planes)  # results[i] stays None until the input's last chunk
     except BaseException:
+        # A cancelled task that is already running goes on writing into its folder (and zarr would
+        # re-create a removed one), so tasks are told to stop and awaited before folders are removed.
+        try:
+            stop.set()
+            wait(list(futures), timeout=STOP_TIMEOUT_S)
+        except Exception:  # a lost scheduler or a timeout: remove what can be removed
+            pass
         client.cancel(list(futures))
         raise
     finally:
