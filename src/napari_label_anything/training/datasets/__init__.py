@@ -1,5 +1,14 @@
 """Datasets that feed training and evaluation episodes (see ``base.SegmentationDataset``)."""
 
-from .base import Instance, Sample, SegmentationDataset, build_index, instances_from_labels
+from .base import ClassSubset, Instance, Sample, SegmentationDataset, build_index, instances_from_labels
+from .synthetic import SyntheticDataset
 
-__all__ = ["Instance", "Sample", "SegmentationDataset", "build_index", "instances_from_labels"]
+__all__ = [
+    "ClassSubset",
+    "Instance",
+    "Sample",
+    "SegmentationDataset",
+    "SyntheticDataset",
+    "build_index",
+    "instances_from_labels",
+]

@@ -81,3 +81,44 @@ def build_index(instance_classes: list[set[int]]) -> dict[int, list[int]]:
         for class_id in classes:
             index.setdefault(int(class_id), []).append(i)
     return index
+
+
+class ClassSubset:
+    """A view of a dataset restricted to some of its classes (train on some, evaluate on others).
+
+    Only the samples holding at least one indexed instance of a kept class remain (``index``
+    refers to positions in this view); in them, pixels of every other class become 0 and those
+    classes' instances are dropped. ``classes`` keeps only the given ids; ``augment`` follows the
+    wrapped dataset.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, class_ids):
+        ids = [int(k) for k in class_ids]
+        if not ids:
+            raise ValueError("ClassSubset class_ids is empty: give at least one class id")
+        unknown = sorted(set(ids) - set(dataset.classes))
+        if unknown:
+            raise ValueError(
+                f"ClassSubset class ids {unknown} are not classes of the dataset (it has {sorted(dataset.classes)})"
+            )
+        self.dataset = dataset
+        self.classes = {k: dataset.classes[k] for k in sorted(set(ids))}
+        self.augment = bool(getattr(dataset, "augment", False))
+        source_index = dataset.index
+        #: positions in the wrapped dataset, in order
+        self.sample_indices = sorted({i for k in self.classes for i in source_index.get(k, [])})
+        position = {i: p for p, i in enumerate(self.sample_indices)}
+        self.index = {k: [position[i] for i in source_index[k]] for k in self.classes if source_index.get(k)}
+        self._kept = np.array(sorted(self.classes), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.sample_indices)
+
+    def __getitem__(self, i: int) -> Sample:
+        sample = self.dataset[self.sample_indices[i]]
+        labels = np.where(np.isin(sample.labels, self._kept), sample.labels, 0).astype(np.int64)
+        instances = [inst for inst in sample.instances if inst.class_id in self.classes]
+        return Sample(image=sample.image, labels=labels, instances=instances, name=sample.name)
+
+    def __repr__(self) -> str:
+        return f"ClassSubset({self.dataset!r}, class_ids={sorted(self.classes)})"
