@@ -34,8 +34,7 @@ def test_synthetic_deterministic_and_consistent_with_index():
     for i in range(len(data)):
         sample = data[i]
         check_sample(sample, data.classes)
-        assert sample.image.dtype == np.float32 and sample.image.shape == (96, 96)
-        assert 0.0 <= sample.image.min() and sample.image.max() <= 1.0
+        assert sample.image.dtype == np.uint8 and sample.image.shape == (96, 96)
         present = {inst.class_id for inst in sample.instances}
         assert 1 <= len(present) <= 4
         assert set(np.unique(sample.labels)) - {0} == present
@@ -74,7 +73,7 @@ def test_synthetic_class_appearance_is_consistent():
         sample = data[i]
         for inst in sample.instances:
             if inst.area >= 30:
-                means.setdefault(inst.class_id, []).append(float(sample.image[inst.mask].mean()))
+                means.setdefault(inst.class_id, []).append(float(sample.image[inst.mask].mean()) / 255)
     for class_id, values in means.items():
         assert abs(np.median(values) - class_cues(class_id)[2]) < 0.06, (class_id, values)
 
@@ -92,7 +91,7 @@ def test_synthetic_is_fast():
 def test_synthetic_stack():
     data = SyntheticDataset(4, n_classes=8, size=64, depth=6, seed=1)
     image, labels = data.stack(2)
-    assert image.shape == (6, 64, 64) and image.dtype == np.float32
+    assert image.shape == (6, 64, 64) and image.dtype == np.uint8
     assert labels.shape == (6, 64, 64) and labels.dtype == np.int64
     again_image, again_labels = data.stack(2)
     assert np.array_equal(image, again_image) and np.array_equal(labels, again_labels)

@@ -61,7 +61,7 @@ class _Scene:
 
 
 class SyntheticDataset:
-    """Deterministic synthetic samples: (size, size) float32 images in [0, 1], int64 labels.
+    """Deterministic synthetic samples: (size, size) uint8 images, int64 labels.
 
     Args:
         n_samples: number of samples (indices 0..n_samples-1).
@@ -182,7 +182,7 @@ class SyntheticDataset:
     def _render(self, scene: _Scene, objects: list[_Object], noise_rng: np.random.Generator):
         """Paint ``objects`` (in order) over the scene's background.
 
-        Returns (image (Y, X) float32 in [0, 1], labels (Y, X) int64, instances).
+        Returns (image (Y, X) uint8, labels (Y, X) int64, instances).
         """
         size = self.size
         image = self._background(scene)
@@ -215,7 +215,9 @@ class SyntheticDataset:
             instances.append(Instance(obj.class_id, full))
         image += noise_rng.normal(0.0, scene.noise, image.shape).astype(np.float32)
         np.clip(image, 0.0, 1.0, out=image)
-        return image, labels, instances
+        # uint8 keeps the absolute intensity cue: the intensity rule maps uint8 by /255, while a
+        # float image would be stretched to its own percentiles.
+        return np.rint(image * 255).astype(np.uint8), labels, instances
 
     def _draw(self, obj: _Object):
         """The object's bounding window, its (h, w) bool mask and textured values there."""
@@ -248,7 +250,7 @@ class SyntheticDataset:
         return window, mask, np.broadcast_to(values, mask.shape)
 
     def __getitem__(self, i: int) -> Sample:
-        """Sample ``i``: image (size, size) float32 in [0, 1], labels (size, size) int64 ids 0..n_classes."""
+        """Sample ``i``: image (size, size) uint8, labels (size, size) int64 ids 0..n_classes."""
         i = self._check_index(i)
         scene = self._scene(i)
         image, labels, instances = self._render(scene, list(scene.objects), np.random.default_rng((self.seed, i, 1)))
@@ -258,7 +260,7 @@ class SyntheticDataset:
         """A z-stack version of sample ``i``: objects grow and shrink like sections through
         3D bodies and drift slowly from plane to plane; the background is shared.
 
-        Returns (image (Z, size, size) float32 in [0, 1], labels (Z, size, size) int64), with
+        Returns (image (Z, size, size) uint8, labels (Z, size, size) int64), with
         Z = ``depth`` or the dataset's ``depth``.
         """
         i = self._check_index(i)
@@ -272,7 +274,7 @@ class SyntheticDataset:
         half_thickness = rng.uniform(0.5, 1.0, n) * max(depth, 2)
         drift = rng.uniform(-0.4, 0.4, (n, 2))
         spin = rng.uniform(-0.03, 0.03, n)
-        images = np.empty((depth, self.size, self.size), dtype=np.float32)
+        images = np.empty((depth, self.size, self.size), dtype=np.uint8)
         labels = np.empty((depth, self.size, self.size), dtype=np.int64)
         for z in range(depth):
             planned = []
