@@ -20,18 +20,13 @@ import weakref
 from pathlib import Path
 
 from qtpy.QtCore import QEvent
-from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
-    QColorDialog,
     QComboBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -40,31 +35,30 @@ from qtpy.QtWidgets import (
 )
 
 from ..stacks import stack_layout
+from .class_controls import KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
 from .classes import ClassTable
 from .episode_files import export_output, load_episode_into
 from .feedback import FeedbackActions, is_plugin_output
 from .guidance import FirstRunHint, apply_tooltips
 from .layers import (
-    CLASSES_KEY,
     SupportLayers,
-    create_support_layers,
     find_output_layer,
-    spatial_shape,
     supports_to_episode,
 )
 from .model_picker import ModelPicker
 from .reporting import make_status_label, set_status
 from .reporting import notify as _notify
-from .run_controller import RunController, one_line, same_layer
+from .run_controller import RunController, one_line
+from .support_list import SupportActions
 from .workers import import_torch_stack
 
 logger = logging.getLogger(__name__)
 
-KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, KEY_RUN = "Alt-N", "Alt-P", "Alt-R"
+KEY_RUN = "Alt-R"
 SCOPES = ("current plane", "plane range", "all planes")
 
 
-class LabelAnythingWidget(FeedbackActions, QWidget):
+class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidget):
     """Few-shot multi-class segmentation from prompts on support images."""
 
     def __init__(self, napari_viewer) -> None:
@@ -102,45 +96,11 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         self.model_picker = ModelPicker()
         layout.addWidget(self.model_picker)
 
-        class_box = QGroupBox(f"Classes ({KEY_NEXT_CLASS} / {KEY_PREVIOUS_CLASS} to switch)")
-        class_layout = QVBoxLayout(class_box)
-        self.class_list = QListWidget()
-        self.class_list.currentRowChanged.connect(lambda row: self.classes.set_active(row + 1) if row >= 0 else None)
-        self.class_list.itemDoubleClicked.connect(lambda item: self._rename_class(self.class_list.row(item) + 1))
-        buttons, self.class_buttons = QHBoxLayout(), {}
-        for text, slot in (("add", self._add_class), ("rename", self._rename_active), ("colour", self._recolor_active),
-                           ("remove", self._remove_active)):  # fmt: skip
-            button = self.class_buttons[text] = QPushButton(text)
-            button.clicked.connect(lambda *_, slot=slot, text=text: self._guard(slot, f"cannot {text} class"))
-            buttons.addWidget(button)
-        class_layout.addWidget(self.class_list)
-        class_layout.addLayout(buttons)
-        layout.addWidget(class_box)
+        layout.addWidget(self._build_class_box())  # class_controls.py
         self.hint = FirstRunHint()  # how to scribble, until the first successful run
         layout.addWidget(self.hint)
 
-        support_box = QGroupBox("Supports (every prompted plane is one support)")
-        support_layout = QVBoxLayout(support_box)
-        row = QFormLayout()
-        self.support_image_combo = QComboBox()
-        self.support_labels_combo = QComboBox()
-        row.addRow("image", self.support_image_combo)
-        row.addRow("mask prompts", self.support_labels_combo)
-        support_layout.addLayout(row)
-        buttons = QHBoxLayout()
-        self.add_support_button = QPushButton("add support")
-        self.add_support_button.clicked.connect(lambda: self._guard(self.add_support, "cannot add support"))
-        self.remove_support_button = QPushButton("remove selected")
-        self.remove_support_button.clicked.connect(
-            lambda: self._guard(self._remove_selected_support, "cannot remove support")
-        )
-        buttons.addWidget(self.add_support_button)
-        buttons.addWidget(self.remove_support_button)
-        support_layout.addLayout(buttons)
-        self.support_list = QListWidget()
-        self.support_list.setWordWrap(True)
-        support_layout.addWidget(self.support_list)
-        layout.addWidget(support_box)
+        layout.addWidget(self._build_support_box())  # support_list.py
 
         query_box = QGroupBox("Query")
         form = QFormLayout(query_box)
@@ -217,62 +177,6 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         """
         self._guard(lambda: self.model_picker.set_model(name, device), "cannot choose device")
 
-    # -- classes ---------------------------------------------------------------------------
-
-    def _on_classes_changed(self) -> None:
-        self.class_list.blockSignals(True)
-        self.class_list.clear()
-        for name, color in zip(self.classes.names, self.classes.colors, strict=True):
-            pixmap = QPixmap(14, 14)
-            pixmap.fill(QColor(color))
-            self.class_list.addItem(QListWidgetItem(QIcon(pixmap), name))
-        self.class_list.setCurrentRow(self.classes.active - 1)
-        self.class_list.blockSignals(False)
-        for support in self.supports:
-            support.recolor(self.classes)
-        output = self._output_layer()
-        if output is not None:
-            from .layers import label_colormap
-
-            output.colormap = label_colormap(self.classes)
-        self._refresh_support_list()
-
-    def _on_active_class(self, k: int) -> None:
-        self.class_list.blockSignals(True)
-        self.class_list.setCurrentRow(k - 1)
-        self.class_list.blockSignals(False)
-        for support in self.supports:
-            support.set_active_class(self.classes)
-
-    def _on_class_removed(self, k: int) -> None:
-        for support in self.supports:
-            support.remove_class(k)
-
-    def _add_class(self) -> None:
-        name, ok = QInputDialog.getText(self, "New class", "class name:")
-        if ok:
-            self.classes.add(name or None)
-
-    def _rename_class(self, k: int) -> None:
-        name, ok = QInputDialog.getText(self, "Rename class", "class name:", text=self.classes.names[k - 1])
-        if ok:
-            self._guard(lambda: self.classes.rename(k, name), "cannot rename class")
-
-    def _rename_active(self) -> None:
-        if self.classes.active:
-            self._rename_class(self.classes.active)
-
-    def _recolor_active(self) -> None:
-        k = self.classes.active
-        if k:
-            color = QColorDialog.getColor(QColor(self.classes.color_of(k)), self, "Class colour")
-            if color.isValid():
-                self.classes.recolor(k, color.name())
-
-    def _remove_active(self) -> None:
-        if self.classes.active:
-            self.classes.remove(self.classes.active)
-
     def _guard(self, action, what: str):
         """Run a user action; an error becomes one notification and the status line, never a traceback.
 
@@ -294,78 +198,6 @@ class LabelAnythingWidget(FeedbackActions, QWidget):
         if not self.closed:
             set_status(self.status, message, details)
         _notify("error", message, details)
-
-    # -- supports --------------------------------------------------------------------------
-
-    def add_support(self, image_layer=None, labels_layer=None) -> SupportLayers:
-        """Make ``image_layer`` (default: the one chosen in the widget) a support.
-
-        ``labels_layer``: an existing Labels layer to use as its mask prompts.
-        """
-        if image_layer is None:
-            name = self.support_image_combo.currentText()
-            if not name:
-                raise ValueError("open an image layer first")
-            image_layer = self.viewer.layers[name]
-            choice = self.support_labels_combo.currentText()
-            if labels_layer is None and choice and choice != "(new layer)":
-                labels_layer = self.viewer.layers[choice]
-        if any(same_layer(s.image, image_layer) for s in self.supports):
-            raise ValueError(f"{image_layer.name!r} is already a support")
-        if not len(self.classes):
-            self.classes.add()
-        support = create_support_layers(self.viewer, image_layer, self.classes, labels_layer)
-        self.supports.append(support)
-        for layer in support.layers():
-            self._bind_layer_keys(layer)
-            layer.events.data.connect(self._refresh_support_list)
-        support.labels.events.paint.connect(self._refresh_support_list)
-        self._refresh_layer_choices()
-        return support
-
-    def _remove_selected_support(self) -> None:
-        row = self.support_list.currentRow()
-        if row < 0:
-            return
-        support = self.supports.pop(row)
-        for layer in support.layers():
-            if same_layer(layer, support.labels) and not support.owns_labels:
-                continue
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self._refresh_support_list()
-
-    def _refresh_support_list(self, event=None) -> None:
-        if self.closed:  # still connected to the prompt layers' events
-            return
-        self.support_list.clear()
-        n = len(self.classes)
-        for support in self.supports:
-            counts = support.prompt_counts(n)
-            parts = [
-                f"  {name}: {counts['pixels'][k]} px, {counts['points'][k]} pt, {counts['boxes'][k]} box"
-                for k, name in enumerate(self.classes.names, start=1)
-            ]
-            self.support_list.addItem("\n".join([support.name, *parts]))
-
-    def adopt_sample_layers(self) -> None:
-        """Set up the plugin's sample (or any Labels layer carrying class names) as a support."""
-        from napari.layers import Image, Labels
-
-        if self.supports:
-            return
-        for layer in list(self.viewer.layers):
-            names = layer.metadata.get(CLASSES_KEY) if isinstance(layer, Labels) else None
-            image_name = layer.name.removesuffix(" prompts")
-            if not names or image_name not in self.viewer.layers:
-                continue
-            image = self.viewer.layers[image_name]
-            if not isinstance(image, Image) or spatial_shape(image) != tuple(layer.data.shape):
-                continue
-            if not len(self.classes):
-                self.classes.reset(list(names)[1:])
-            self.add_support(image, labels_layer=layer)
-            return
 
     # -- running ---------------------------------------------------------------------------
 
