@@ -149,3 +149,79 @@ def test_class_subset_restricts_classes_labels_instances_and_index():
         ClassSubset(data, [1, 9])
     with pytest.raises(ValueError, match="empty"):
         ClassSubset(data, [])
+
+
+# --- augmentation ----------------------------------------------------------------------------
+
+
+def _undo_geometry(augmented: np.ndarray, original: np.ndarray) -> bool:
+    """Whether ``augmented`` is ``original`` under one of the 8 flips/quarter turns."""
+    for flipped in (original, original[:, ::-1]):
+        for k in range(4):
+            candidate = np.rot90(flipped, k, axes=(0, 1))
+            if candidate.shape == augmented.shape and np.array_equal(candidate, augmented):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (40, 64), (40, 64, 3)])
+def test_augment_keeps_annotations_aligned(shape):
+    from napari_label_anything.training.datasets import Instance, Sample, instances_from_labels
+    from napari_label_anything.training.datasets.augment import augment
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros(shape[:2], dtype=np.int64)
+    labels[3:15, 5:30] = 1
+    labels[20:36, 2:9] = 2
+    labels[25:30, 40:46] = 1
+    # the image encodes the labels, so alignment is checkable after intensity changes too
+    image = (labels * 1000 + rng.integers(0, 50, shape[:2])).astype(np.uint16)
+    if len(shape) == 3:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    sample = Sample(image, labels, instances_from_labels(labels), name="toy")
+    before = (image.copy(), labels.copy())
+    seen_shapes = set()
+    for seed in range(24):
+        out = augment(sample, np.random.default_rng(seed))
+        assert np.array_equal(sample.image, before[0]) and np.array_equal(sample.labels, before[1])
+        assert out.image.dtype == np.uint8 and out.labels.dtype == np.int64
+        assert out.image.shape[:2] == out.labels.shape and out.image.ndim == len(shape)
+        seen_shapes.add(out.labels.shape)
+        assert out.name == "toy"
+        assert _undo_geometry(out.labels, labels)
+        assert np.array_equal(np.bincount(out.labels.ravel()), np.bincount(labels.ravel()))
+        assert [i.class_id for i in out.instances] == [i.class_id for i in sample.instances]
+        for new, old in zip(out.instances, sample.instances, strict=True):
+            assert isinstance(new, Instance) and new.mask.dtype == bool
+            assert new.area == old.area
+            assert np.all(out.labels[new.mask] == new.class_id)
+            assert _undo_geometry(new.mask, old.mask)
+        # brighter labels stay brighter where noise is small next to the class gaps
+        gray = out.image if out.image.ndim == 2 else out.image[..., 0]
+        means = [gray[out.labels == k].mean() for k in range(3)]
+        assert means[0] < means[1] < means[2]
+    if shape[0] != shape[1]:
+        assert seen_shapes == {shape[:2], shape[1::-1][:2]}
+
+
+def test_augment_deterministic_and_varied():
+    from napari_label_anything.training.datasets.augment import augment
+
+    sample = SyntheticDataset(1, size=64)[0]
+    a = augment(sample, np.random.default_rng(7))
+    b = augment(sample, np.random.default_rng(7))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    images = {augment(sample, np.random.default_rng(s)).image.tobytes() for s in range(8)}
+    assert len(images) == 8
+    # values stay sane: not blown out
+    for s in range(20):
+        out = augment(sample, np.random.default_rng(s)).image
+        assert 20 < out.mean() < 235 and out.std() > 10
+
+
+def test_augment_rejects_misaligned_sample():
+    from napari_label_anything.training.datasets import Sample
+    from napari_label_anything.training.datasets.augment import augment
+
+    with pytest.raises(ValueError, match="shape"):
+        augment(Sample(np.zeros((4, 5)), np.zeros((5, 4), dtype=np.int64)), np.random.default_rng(0))
