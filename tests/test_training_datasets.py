@@ -225,3 +225,181 @@ def test_augment_rejects_misaligned_sample():
 
     with pytest.raises(ValueError, match="shape"):
         augment(Sample(np.zeros((4, 5)), np.zeros((5, 4), dtype=np.int64)), np.random.default_rng(0))
+
+
+# --- folders of images and label images ------------------------------------------------------
+
+
+def _write(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".png":
+        from PIL import Image
+
+        Image.fromarray(array).save(path)
+    else:
+        import tifffile
+
+        tifffile.imwrite(path, array, photometric="minisblack")
+    return path
+
+
+def _toy_pair(seed: int, shape=(24, 32)):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[2:8, 3:12] = 1
+    labels[12:20, 15:30] = 2
+    image = (rng.random(shape) * 200).astype(np.uint8)
+    return image, labels
+
+
+def test_folder_images_and_labels_subfolders(tmp_path):
+    from napari_label_anything.training.datasets import FolderDataset
+
+    for k, name in enumerate(["a", "b", "c"]):
+        image, labels = _toy_pair(k)
+        if name == "c":
+            labels[labels == 1] = 0  # c holds class 2 only
+        _write(tmp_path / "images" / f"{name}.png", image)
+        _write(tmp_path / "labels" / (f"{name}.tif" if name != "b" else f"{name}_labels.png"), labels)
+    data = FolderDataset(tmp_path)
+    assert isinstance(data, SegmentationDataset)
+    assert data.augment is True and len(data) == 3
+    assert data.classes == {1: "class 1", 2: "class 2"}
+    assert data.index == {1: [0, 1], 2: [0, 1, 2]}
+    sample = data[0]
+    check_sample(sample, data.classes)
+    assert sample.image.dtype == np.uint8 and sample.image.shape == (24, 32)
+    assert np.array_equal(sample.image, _toy_pair(0)[0])
+    assert sorted(i.class_id for i in sample.instances) == [1, 2]
+    assert sample.name == "a.png"
+    # min_area drops the small objects (54 px of class 1, 120 px of class 2) from the index only
+    filtered = FolderDataset(tmp_path, min_area=100, augment=False)
+    assert filtered.index == {2: [0, 1, 2]} and filtered.augment is False
+    assert [i.class_id for i in filtered[0].instances] == [2]
+    assert (filtered[0].labels == 1).sum() == 54
+
+
+def test_folder_plugin_exports_with_class_names_merged_by_name(tmp_path):
+    from napari_label_anything.files import write_labels
+    from napari_label_anything.training.datasets import FolderDataset
+
+    image, labels = _toy_pair(1)
+    _write(tmp_path / "x.tif", image)
+    write_labels(tmp_path / "x_labels.tif", labels, ["nucleus", "membrane"])
+    # another export whose class list is ordered differently and has a new class
+    image2, labels2 = _toy_pair(2)
+    labels2[labels2 == 1] = 3
+    _write(tmp_path / "y.png", image2)
+    write_labels(tmp_path / "y_labels.tif", labels2, ["membrane", "debris", "nucleus", "junk"])
+    _write(tmp_path / "y_overlay.png", np.zeros((4, 4, 3), np.uint8))  # the demo's picture is ignored
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = FolderDataset(tmp_path)
+    assert data.classes == {1: "nucleus", 2: "membrane", 3: "debris"}  # "junk" has no pixels
+    assert data.index == {1: [0, 1], 2: [0], 3: [1]}
+    y = data[1]
+    assert y.name == "y.png"
+    assert np.array_equal(y.labels == 1, labels2 == 3)  # y's "nucleus" (3) is global 1
+    assert np.array_equal(y.labels == 3, labels2 == 2)  # y's "debris" (2) is new: global 3
+    named = FolderDataset(tmp_path, classes={1: "a", 2: "b", 3: "c"})
+    assert named.classes == {1: "a", 2: "b", 3: "c"}
+    assert np.array_equal(named[1].labels, labels2.astype(np.int64))
+    assert FolderDataset(tmp_path, classes=["p", "q", "r"]).classes == {1: "p", 2: "q", 3: "r"}
+    with pytest.raises(ValueError, match=r"\[3\]"):
+        FolderDataset(tmp_path, classes=["only", "two"])
+    # a single file finds its labels beside it
+    single = FolderDataset(tmp_path / "x.tif")
+    assert len(single) == 1 and single.classes == {1: "nucleus", 2: "membrane"}
+
+
+def test_folder_label_values_follow_names(tmp_path):
+    """Each file's values are translated through its own class list."""
+    from napari_label_anything.files import write_labels
+    from napari_label_anything.training.datasets import FolderDataset
+
+    image, labels = _toy_pair(3)
+    _write(tmp_path / "a.tif", image)
+    write_labels(tmp_path / "a_labels.tif", labels, ["cell", "nucleus"])
+    _write(tmp_path / "b.tif", image)
+    write_labels(tmp_path / "b_labels.tif", labels, ["nucleus", "cell"])
+    data = FolderDataset(tmp_path)
+    assert data.classes == {1: "cell", 2: "nucleus"}
+    assert np.array_equal(data[0].labels, labels)
+    swapped = np.choose(labels, [0, 2, 1])
+    assert np.array_equal(data[1].labels, swapped)
+
+
+def test_folder_stacks_planes_are_samples(tmp_path):
+    from napari_label_anything.files import write_labels
+    from napari_label_anything.training.datasets import FolderDataset
+
+    synthetic = SyntheticDataset(1, n_classes=5, size=48, depth=4, seed=2)
+    stack, stack_labels = synthetic.stack(0)
+    stack_labels[2] = 0  # an unlabelled plane is not a sample
+    _write(tmp_path / "imgs" / "s.tif", stack)
+    write_labels(tmp_path / "out" / "s_labels.tif", stack_labels, [f"class {k}" for k in range(1, 6)])
+    data = FolderDataset(tmp_path / "imgs", labels=tmp_path / "out")
+    assert len(data) == 3
+    assert [data[i].name for i in range(3)] == ["s.tif plane 0", "s.tif plane 1", "s.tif plane 3"]
+    for i, z in enumerate([0, 1, 3]):
+        assert np.array_equal(data[i].image, stack[z])
+        assert np.array_equal(data[i].labels, stack_labels[z])
+        check_sample(data[i], data.classes)
+    for class_id, samples in data.index.items():
+        assert all((data[i].labels == class_id).any() for i in samples)
+    rgb = np.repeat(stack[..., None], 3, axis=-1)
+    _write(tmp_path / "rgb" / "s.tif", rgb)
+    assert FolderDataset(tmp_path / "rgb" / "s.tif", labels=tmp_path / "out" / "s_labels.tif")[0].image.shape == (
+        48,
+        48,
+        3,
+    )
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    from napari_label_anything.training.datasets import FolderDataset
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        FolderDataset(tmp_path / "empty")
+    with pytest.raises(ValueError, match="does not exist"):
+        FolderDataset(tmp_path / "missing")
+
+    image, labels = _toy_pair(0)
+    lonely = tmp_path / "lonely"
+    _write(lonely / "a.tif", image)
+    _write(lonely / "a_labels.tif", labels)
+    _write(lonely / "b.tif", image)
+    _write(lonely / "c_labels.tif", labels)
+    with pytest.raises(
+        ValueError, match=r"unpaired.*images without labels: b\.tif.*labels without an image: c_labels\.tif"
+    ):
+        FolderDataset(lonely)
+
+    bad_shape = tmp_path / "shape"
+    _write(bad_shape / "a.tif", image[:, :20])
+    _write(bad_shape / "a_labels.tif", labels)
+    with pytest.raises(ValueError, match=r"shape mismatch.*a\.tif.*\(24, 20\).*\(24, 32\)"):
+        FolderDataset(bad_shape)
+
+    for name, values in {"float": labels.astype(np.float32) + 0.5, "negative": labels.astype(np.int16) - 1}.items():
+        folder = tmp_path / name
+        _write(folder / "a.tif", image)
+        _write(folder / "a_labels.tif", values)
+        with pytest.raises(ValueError, match="integer" if name == "float" else ">= 0"):
+            FolderDataset(folder)
+    integral = tmp_path / "integral"
+    _write(integral / "a.tif", image)
+    _write(integral / "a_labels.tif", labels.astype(np.float32))
+    assert FolderDataset(integral).index == {1: [0], 2: [0]}
+
+    unlabelled = tmp_path / "unlabelled"
+    _write(unlabelled / "a.tif", image)
+    _write(unlabelled / "a_labels.tif", np.zeros_like(labels))
+    with pytest.raises(ValueError, match="no labelled pixels"):
+        FolderDataset(unlabelled)
+    with pytest.raises(ValueError, match="no labels for"):
+        FolderDataset(lonely / "b.tif")
+    with pytest.raises(ValueError, match="min_area"):
+        FolderDataset(lonely, min_area=-1)
+    with pytest.raises(TypeError):
+        FolderDataset(integral, classes="abc")

@@ -1,10 +1,12 @@
 """Datasets that feed training and evaluation episodes (see ``base.SegmentationDataset``)."""
 
 from .base import ClassSubset, Instance, Sample, SegmentationDataset, build_index, instances_from_labels
+from .folder import FolderDataset
 from .synthetic import SyntheticDataset
 
 __all__ = [
     "ClassSubset",
+    "FolderDataset",
     "Instance",
     "Sample",
     "SegmentationDataset",
