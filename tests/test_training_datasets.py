@@ -403,3 +403,47 @@ def test_folder_errors_name_the_problem(tmp_path):
         FolderDataset(lonely, min_area=-1)
     with pytest.raises(TypeError):
         FolderDataset(integral, classes="abc")
+
+
+# --- .episode files --------------------------------------------------------------------------
+
+
+def test_episode_files_painted_supports_become_samples(tmp_path):
+    from napari_label_anything.episode import Episode
+    from napari_label_anything.training.datasets import EpisodeFilesDataset
+
+    image, labels = _toy_pair(0)
+    first = Episode(["cell", "nucleus", "unused"])
+    first.add_support(image, labels=labels, name="plane 3")
+    first.add_support(image, points=[(5, 5, 1)], boxes=[(1, 1, 9, 9, "nucleus")])  # not dense: skipped
+    first.add_support(np.repeat(image[..., None], 4, axis=-1), labels=np.where(labels == 2, 2, 0))
+    first.save(tmp_path / "a.episode")
+    second = Episode(["debris", "nucleus"])
+    second.add_support(image, labels=np.where(labels == 1, 2, np.where(labels == 2, 1, 0)))
+    second.add_support(image, points=[(3, 3, 2)])
+    second.save(tmp_path / "b.episode")
+
+    data = EpisodeFilesDataset([tmp_path / "a.episode", str(tmp_path / "b.episode")])
+    assert isinstance(data, SegmentationDataset)
+    assert data.augment is True and data.skipped == 2 and len(data) == 3
+    assert data.classes == {1: "cell", 2: "nucleus", 3: "debris"}
+    assert data.index == {1: [0], 2: [0, 1, 2], 3: [2]}
+    assert np.array_equal(data[0].labels, labels.astype(np.int64))
+    assert data[0].name == "a.episode support 1 (plane 3)"
+    assert data[1].image.shape == (24, 32, 3)
+    # b painted 1 -> 2 ("nucleus", global 2) and 2 -> 1 ("debris", global 3)
+    assert np.array_equal(data[2].labels, np.choose(labels, [0, 2, 3]))
+    for i in range(len(data)):
+        check_sample(data[i], data.classes)
+    assert EpisodeFilesDataset(tmp_path / "b.episode", augment=False).augment is False
+    assert EpisodeFilesDataset(tmp_path / "a.episode", min_area=100).index == {2: [0, 1]}
+
+    points_only = Episode(["x"])
+    points_only.add_support(image, points=[(1, 1, 1)])
+    points_only.save(tmp_path / "c.episode")
+    with pytest.raises(ValueError, match="no usable support in c.episode.*1 support"):
+        EpisodeFilesDataset([tmp_path / "c.episode"])
+    with pytest.raises(ValueError, match="at least one"):
+        EpisodeFilesDataset([])
+    with pytest.raises(FileNotFoundError):
+        EpisodeFilesDataset(tmp_path / "missing.episode")
