@@ -35,7 +35,10 @@ def check_prompt_types(prompt_types: Sequence[str]) -> tuple[str, ...]:
     """Validate a selection of ``PROMPT_TYPES``; returns it deduplicated, in canonical order."""
     if isinstance(prompt_types, str):
         prompt_types = (prompt_types,)
-    chosen = tuple(prompt_types)
+    try:
+        chosen = tuple(prompt_types)
+    except TypeError:
+        raise TypeError(f"prompt_types must be a selection of {PROMPT_TYPES}, got {prompt_types!r}") from None
     unknown = [t for t in chosen if t not in PROMPT_TYPES]
     if unknown or not chosen:
         raise ValueError(f"prompt_types must be a non-empty selection of {PROMPT_TYPES}, got {prompt_types!r}")

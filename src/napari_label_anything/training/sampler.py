@@ -347,8 +347,12 @@ def sample_eval_episodes(
             f"(the first class {shots + 1}); the dataset has {len(others)} with {shots} and "
             f"{len(firsts)} with {shots + 1}"
         )
+    return _eval_episodes(catalogue, ways, shots, int(episodes), int(seed), prompt_types, firsts, others)
+
+
+def _eval_episodes(catalogue, ways, shots, episodes, seed, prompt_types, firsts, others) -> Iterator[TrainingEpisode]:
     for i in range(episodes):
-        rng = np.random.default_rng([int(seed), i])
+        rng = np.random.default_rng([seed, i])
         plan = None
         for _ in range(PLAN_ATTEMPTS):
             plan = _plan_eval(catalogue, ways, shots, rng, firsts, others)
