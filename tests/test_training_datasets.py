@@ -447,3 +447,176 @@ def test_episode_files_painted_supports_become_samples(tmp_path):
         EpisodeFilesDataset([])
     with pytest.raises(FileNotFoundError):
         EpisodeFilesDataset(tmp_path / "missing.episode")
+
+
+# --- COCO ------------------------------------------------------------------------------------
+
+
+def _tiny_coco(tmp_path):
+    """3 PNG images, 5 categories (ids out of order), polygons, RLE, a crowd and a small annotation."""
+    import json
+
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sizes = {1: (40, 50), 2: (30, 30), 3: (32, 48)}
+    images = []
+    for image_id, (h, w) in sizes.items():
+        name = f"img{image_id}.png"
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(folder / name)
+        images.append({"id": image_id, "file_name": name, "height": h, "width": w})
+    categories = [{"id": k, "name": f"cat{k}"} for k in (3, 7, 1, 10, 12)]  # fold (of 4) = index % 4: 0 1 2 3 0
+
+    def polygon(y0, x0, y1, x1):  # a rectangle as a polygon (x, y pairs)
+        return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+    rle_mask = np.zeros((30, 30), dtype=np.uint8, order="F")
+    rle_mask[5:25, 5:15] = 1
+    compressed = mask_utils.encode(rle_mask)
+    compressed["counts"] = compressed["counts"].decode()
+    uncompressed_mask = np.zeros((30, 30), dtype=np.uint8)
+    uncompressed_mask[10:20, 12:28] = 1
+    runs = []  # column-major run lengths starting with zeros
+    flat, value, count = uncompressed_mask.ravel(order="F"), 0, 0
+    for pixel in flat:
+        if pixel == value:
+            count += 1
+        else:
+            runs.append(count)
+            value, count = pixel, 1
+    runs.append(count)
+    annotations = [
+        # image 1: cat3 and cat7 overlapping (cat7 later), a small cat1, a crowd cat10
+        {"id": 1, "image_id": 1, "category_id": 3, "segmentation": polygon(2, 2, 22, 30), "area": 560.0, "iscrowd": 0},
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 7,
+            "segmentation": polygon(12, 20, 36, 46),
+            "area": 624.0,
+            "iscrowd": 0,
+        },
+        {"id": 3, "image_id": 1, "category_id": 1, "segmentation": polygon(30, 2, 34, 6), "area": 16.0, "iscrowd": 0},
+        {
+            "id": 4,
+            "image_id": 1,
+            "category_id": 10,
+            "segmentation": polygon(0, 40, 10, 50),
+            "area": 100.0,
+            "iscrowd": 1,
+        },
+        # image 2: RLE annotations (compressed cat12, uncompressed cat1 without an area field)
+        {"id": 5, "image_id": 2, "category_id": 12, "segmentation": compressed, "area": 200.0, "iscrowd": 0},
+        {"id": 6, "image_id": 2, "category_id": 1, "segmentation": {"size": [30, 30], "counts": runs}, "iscrowd": 0},
+        # image 3: only a small cat3
+        {"id": 7, "image_id": 3, "category_id": 3, "segmentation": polygon(1, 1, 5, 5), "area": 16.0, "iscrowd": 0},
+    ]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "categories": categories, "annotations": annotations}))
+    return path, folder, rle_mask.astype(bool), uncompressed_mask.astype(bool)
+
+
+def test_coco_folds_filter_labels_and_instances(tmp_path, capsys):
+    from napari_label_anything.training.datasets import CocoDataset
+
+    path, folder, rle_mask, uncompressed_mask = _tiny_coco(tmp_path)
+    everything = CocoDataset(path, folder, min_area=50)
+    assert capsys.readouterr().out == ""  # pycocotools' chatter is silenced
+    assert isinstance(everything, SegmentationDataset) and everything.augment is False
+    assert list(everything.classes) == [3, 7, 1, 10, 12]
+    assert everything.classes[7] == "cat7"
+    # image 3 only has a small annotation; the small cat1 of image 1 and the crowd cat10 are gone
+    assert everything.image_ids == [1, 2]
+    assert everything.index == {3: [0], 7: [0], 12: [1], 1: [1]}
+
+    first = everything[0]
+    assert first.image.shape == (40, 50, 3) and first.image.dtype == np.uint8
+    assert first.labels.dtype == np.int64 and first.labels.shape == (40, 50)
+    assert [i.class_id for i in first.instances] == [3, 7]
+    assert set(np.unique(first.labels)) == {0, 3, 7}
+    assert first.labels[15, 25] == 7  # the overlap goes to the later annotation
+    assert first.instances[0].mask[15, 25]  # while the earlier instance keeps its full mask
+    assert first.labels[32, 4] == 0 and first.labels[5, 45] == 0  # small and crowd are background
+    assert "img1.png" in first.name
+
+    second = everything[1]
+    assert np.array_equal(second.instances[0].mask, rle_mask)
+    assert np.array_equal(second.instances[1].mask, uncompressed_mask)
+    assert second.instances[1].area == 160
+    expected = np.zeros((30, 30), dtype=np.int64)
+    expected[rle_mask] = 12
+    expected[uncompressed_mask] = 1
+    assert np.array_equal(second.labels, expected)
+
+    # folds: index % 4 -> cat3: 0, cat7: 1, cat1: 2, cat10: 3, cat12: 0
+    val0 = CocoDataset(path, folder, fold=0, split="val", min_area=50)
+    assert list(val0.classes) == [3, 12] and val0.index == {3: [0], 12: [1]}
+    assert [i.class_id for i in val0[0].instances] == [3]
+    assert set(np.unique(val0[0].labels)) == {0, 3}  # cat7 is not in the fold: background
+    train0 = CocoDataset(path, folder, fold=0, split="train", min_area=50)
+    assert list(train0.classes) == [7, 1, 10] and train0.index == {7: [0], 1: [1]}
+    assert set(np.unique(train0[1].labels)) == {0, 1}
+    # the official filter (2048 px) leaves nothing in this tiny file; 0 keeps the small ones
+    with pytest.raises(ValueError, match="no image"):
+        CocoDataset(path, folder)
+    keep_all = CocoDataset(path, folder, min_area=0)
+    assert keep_all.image_ids == [1, 2, 3] and keep_all.index[1] == [0, 1]
+
+
+def test_coco20i_fold_categories_match_the_official_split(tmp_path, manifest):
+    from napari_label_anything.training.datasets import CocoDataset
+
+    splits = manifest["loss_metrics"]["fold_splits"]
+    ids = sorted(k for fold in splits.values() for k in fold["val"])
+    assert len(ids) == 80
+    dataset = {
+        "images": [{"id": 1, "file_name": "x.png", "height": 4, "width": 4}],
+        "categories": [{"id": k, "name": f"c{k}"} for k in ids],
+        "annotations": [
+            {
+                "id": n,
+                "image_id": 1,
+                "category_id": k,
+                "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]],
+                "area": 4.0,
+                "iscrowd": 0,
+            }
+            for n, k in enumerate(ids)
+        ],
+    }
+    for f in range(4):
+        val = CocoDataset(dataset, tmp_path, fold=f, split="val", min_area=0)
+        train = CocoDataset(dataset, tmp_path, fold=f, split="train", min_area=0)
+        assert list(val.classes) == splits[f"fold{f}"]["val"]
+        assert len(train.classes) == 60 and not set(train.classes) & set(val.classes)
+    assert len(CocoDataset(dataset, tmp_path, min_area=0).classes) == 80
+
+
+def test_coco_bad_arguments(tmp_path):
+    from napari_label_anything.training.datasets import CocoDataset
+
+    path, folder, *_ = _tiny_coco(tmp_path)
+    for kwargs, message in [
+        ({"fold": 4}, "fold"),
+        ({"fold": 0, "split": "test"}, "split"),
+        ({"min_area": -1}, "min_area"),
+        ({"folds": 1}, "folds"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            CocoDataset(path, folder, **kwargs)
+    with pytest.raises(ValueError, match="does not exist"):
+        CocoDataset(tmp_path / "missing.json", folder)
+    with pytest.raises(ValueError, match="does not exist"):
+        CocoDataset(path, tmp_path / "nowhere")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        CocoDataset(tmp_path / "bad.json", folder)
+    # an image whose size disagrees with its record
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "img2.png")
+    with pytest.raises(ValueError, match=r"img2\.png.*\(30, 30\)"):
+        CocoDataset(path, folder, min_area=50)[1]
