@@ -223,3 +223,13 @@ def test_eval_episodes_refuse_impossible_requests():
         next(sample_eval_episodes(dataset, ways=1, shots=0, episodes=1, seed=0))
     with pytest.raises(ValueError, match="episodes"):
         next(sample_eval_episodes(dataset, ways=1, shots=1, episodes=-1, seed=0))
+
+
+def test_an_index_that_disagrees_with_the_samples_is_reported():
+    class Liar(TinyDataset):
+        def __getitem__(self, i):
+            sample = super().__getitem__(i)
+            return Sample(sample.image, sample.labels, [], sample.name)  # the index promised objects
+
+    with pytest.raises(ValueError, match="index and the samples disagree"):
+        EpisodeSampler(Liar(LAYOUTS), seed=0).sample_batch()

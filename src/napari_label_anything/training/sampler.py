@@ -178,7 +178,17 @@ def _build(
             max_points=max_points,
             max_point_annotations=max_point_annotations,
         )
+        if prompts["labels"] is None and not len(prompts["points"]) and not len(prompts["boxes"]):
+            raise ValueError(
+                f"the dataset's index lists sample {i} ({sample.name!r}) under class(es) "
+                f"{sorted(catalogue.classes_of.get(i, set()) & set(class_ids))}, but it has no "
+                "non-empty instance of them: the index and the samples disagree"
+            )
         episode.add_support(sample.image, name=sample.name or None, **prompts)
+    try:
+        episode.validate()
+    except ValueError as err:
+        raise ValueError(f"the dataset's index and its samples disagree: {err}") from None
     return TrainingEpisode(episode, query.image, _local_target(query.labels, class_ids), tuple(class_ids))
 
 
