@@ -1,8 +1,9 @@
-"""The ``napari-label-anything`` command line: demo, batch prediction, embeddings, model management.
+"""The ``napari-label-anything`` command line: demo, batch prediction, embeddings, model management,
+training, fine-tuning and evaluation.
 
 A thin layer over the public API; every option maps to an argument of ``Episode``,
 ``load_segmenter`` or ``Segmenter.predict_stack``. ``predict`` (batches, OME-Zarr, dask) lives in
-``cli/predict.py``; ``main`` is the console script's entry point.
+``cli/predict.py``, ``train``/``finetune``/``evaluate`` in ``cli/train.py``; ``main`` is the console script's entry point.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import predict
+from . import predict, train
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     predict.add_parser(sub)
+    train.add_parsers(sub)
 
     embed = sub.add_parser("embed", help="precompute and store the image features of images or stacks")
     embed.add_argument("images", nargs="+", help="images or stacks (TIFF, PNG, JPEG)")
