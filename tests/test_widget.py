@@ -145,7 +145,7 @@ def test_class_editing_renumbers_prompts(viewer_and_widget):
     support.points.add([[10, 10]])  # class 3 (active)
     widget.classes.rename(1, "nucleus")
     widget.classes.recolor(2, "#123456")
-    assert widget.class_list.item(0).text() == "nucleus"
+    assert widget.class_list.item(0).text() == "0  background" and widget.class_list.item(1).text() == "1  nucleus"
     widget.classes.remove(1)
     assert widget.classes.names == ["green", "blue"]
     assert support.points.features["class"].tolist() == [1, 2]
@@ -158,10 +158,13 @@ def test_key_bindings_survive_reopening(make_napari_viewer):
     viewer = make_napari_viewer()
     for _ in range(2):
         _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
+        widget.set_model("classic", "cpu")  # takes background prompts: row 0 is in the cycle
         widget.classes.add("a")
         widget.classes.add("b")
         viewer.keymap[coerce_keybinding("Alt-N")](viewer)
-        assert widget.classes.active == 1  # wrapped around from 2
+        assert widget.classes.active == 0  # wrapped around from 2 to the background row
+        viewer.keymap[coerce_keybinding("Alt-N")](viewer)
+        assert widget.classes.active == 1
         viewer.window.remove_dock_widget(widget)
         widget.close()
 

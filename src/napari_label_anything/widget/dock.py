@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..stacks import stack_layout
-from .class_controls import KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
+from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
 from .classes import ClassTable
 from .episode_files import export_output, load_episode_into
 from .feedback import FeedbackActions, is_plugin_output
@@ -43,6 +43,7 @@ from .guidance import FirstRunHint, apply_tooltips
 from .layers import (
     SupportLayers,
     find_output_layer,
+    has_background_prompts,
     supports_to_episode,
 )
 from .model_picker import ModelPicker
@@ -80,6 +81,9 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
         self.classes.changed.connect(self._on_classes_changed)
         self.classes.active_changed.connect(self._on_active_class)
         self.classes.removed.connect(self._on_class_removed)
+        self.model_picker.model_combo.currentIndexChanged.connect(self._update_background_row)
+        self._update_background_row()
+        self._on_classes_changed()  # row 0, the background, before any class
         self._connect_viewer()
         self._refresh_layer_choices()
         self.adopt_sample_layers()
@@ -203,12 +207,27 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
 
     @property
     def episode(self):
-        """The ``Episode`` the current layers describe (raises ValueError if incomplete)."""
+        """The ``Episode`` the current layers describe (raises ValueError if incomplete).
+
+        Background prompts, if any, are its last class, named "background" (``supports_to_episode``).
+        """
+        return self._build_episode(background=True)
+
+    def _build_episode(self, background: bool):
         if not len(self.classes):
             raise ValueError("define at least one class")
-        episode = supports_to_episode(self.supports, self.classes, model=self.model_picker.model_name)
+        episode = supports_to_episode(
+            self.supports, self.classes, model=self.model_picker.model_name, background=background
+        )
         episode.validate()
         return episode
+
+    def _run_episode(self):
+        """The episode a run uses: background prompts only for a model that takes them."""
+        paintable = self.classes.background_paintable
+        if not paintable and has_background_prompts(self.supports):
+            _notify("warning", f"background scribbles are not used: {BACKGROUND_NOT_PAINTABLE}")
+        return self._build_episode(background=paintable)
 
     def _plane_indices(self, query_layer, scope: str) -> list[tuple[int, ...]]:
         layout = stack_layout(query_layer.data.shape, 0, rgb=query_layer.rgb)
@@ -242,7 +261,7 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
             return None
         try:
             query_layer = query_layer or self._chosen_query()
-            episode = self.episode
+            episode = self._run_episode()
             indices = self._plane_indices(query_layer, scope or self.scope_combo.currentText())
             import_torch_stack()
             download = self.model_picker.checkpoint_to_download()

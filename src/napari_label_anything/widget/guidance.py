@@ -14,17 +14,18 @@ FIRST_RUN_HINT = (
     "<b>How to scribble</b><ul style='margin-left:-20px'>"
     "<li>Paint <b>inside</b> a few objects of each class <b>and along their borders</b>: the model "
     "learns edges only from edges.</li>"
-    "<li>Add a class named <i>background</i> and paint it <b>close to the objects</b> (the gaps "
+    "<li>Select the <i>background</i> row (label 0) and paint it <b>close to the objects</b> (the gaps "
     "between touching cells, a rim around each object), not only far away.</li>"
     "<li>One or two supports per kind of object are enough; add more where it fails.</li>"
     "<li>After a run, <b>Suggest next plane</b> shows the plane most worth correcting.</li></ul>"
 )
 
 TOOLTIPS = {
-    "class_list": "Your classes: each is one label value (1, 2, …; 0 is unlabelled).\n"
-    "The selected class is the one you paint, click points and draw boxes with (Alt-N / Alt-P switch).\n"
-    "Double-click to rename.",
-    "class_buttons.add": "Add a class (e.g. 'nucleus', 'membrane', or 'background' to mark what is NOT an object)",
+    "class_list": "Row k is label value k of the result: row 0 is the built-in background, then your classes.\n"
+    "The selected row is the one you paint, click points and draw boxes with (Alt-N / Alt-P switch).\n"
+    "Double-click a class to rename it.",
+    "class_buttons.add": "Add a class (e.g. 'nucleus', 'membrane'); to mark what is NOT an object, paint the\n"
+    "built-in background row",
     "class_buttons.rename": "Rename the selected class",
     "class_buttons.colour": "Change the colour of the selected class in the prompt and output layers",
     "class_buttons.remove": "Remove the selected class and its scribbles; the classes above it are renumbered",

@@ -3,7 +3,8 @@
 No Qt here: these functions work on a ``napari.Viewer`` and its layers only, so they are tested
 without the dock widget. Conventions: a support's prompt layers have the image's shape (minus
 colour) and its scale/translate; points and rectangles carry their class in
-``features["class"]``; every plane of a stack that holds prompts becomes one support.
+``features["class"]``; every plane of a stack that holds prompts becomes one support. A
+background prompt carries ``BACKGROUND_PROMPT`` in all three layers (``classes.py``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..episode import Episode, count_prompts
-from ..labels import class_names, labels_dtype
-from .classes import ClassTable, rgba
+from ..labels import BACKGROUND, class_names, labels_dtype
+from .classes import BACKGROUND_PROMPT, ClassTable, rgba
 
 OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query layer's name
 CLASSES_KEY = "label_anything_classes"  # metadata: {label value: class name}
@@ -29,7 +30,7 @@ def spatial_shape(layer) -> tuple[int, ...]:
 def label_colormap(classes: ClassTable):
     from napari.utils.colormaps import DirectLabelColormap
 
-    colors = {None: np.zeros(4), 0: np.zeros(4)}
+    colors = {None: np.zeros(4), 0: np.zeros(4), BACKGROUND_PROMPT: rgba(classes.color_of(0))}
     colors.update({k: rgba(c) for k, c in enumerate(classes.colors, start=1)})
     return DirectLabelColormap(color_dict=colors)
 
@@ -53,8 +54,8 @@ class SupportLayers:
         return [self.labels, self.points, self.shapes]
 
     def prompt_counts(self, n_classes: int) -> dict[str, np.ndarray]:
-        """Painted pixels, points and boxes per class 0..N over all planes."""
-        return count_prompts(
+        """Painted pixels, points and boxes per class 0..N over all planes (0: background prompts)."""
+        return prompt_counts(
             np.asarray(self.labels.data), _classes_of(self.points), _classes_of(self.shapes), n_classes
         )
 
@@ -64,14 +65,13 @@ class SupportLayers:
         for layer, attribute in ((self.points, "face_color"), (self.shapes, "edge_color")):
             values = _classes_of(layer)
             if len(values):
-                colors = np.array(
-                    [rgba(classes.color_of(int(k))) if 1 <= k <= len(classes) else (0.5,) * 4 for k in values]
-                )
+                known = lambda k: 1 <= k <= len(classes) or k == BACKGROUND_PROMPT  # noqa: E731
+                colors = np.array([rgba(classes.color_of(int(k))) if known(k) else (0.5,) * 4 for k in values])
                 setattr(layer, attribute, colors)
 
     def set_active_class(self, classes: ClassTable) -> None:
-        k = classes.active
-        if not k:
+        k = classes.active_prompt_value
+        if k is None:
             return
         self.labels.selected_label = k
         color = classes.color_of(k)
@@ -81,9 +81,10 @@ class SupportLayers:
         self.shapes.current_edge_color = color
 
     def remove_class(self, k: int) -> None:
-        """Drop class k's prompts and renumber the classes above it."""
+        """Drop class k's prompts and renumber the classes above it (background prompts stay)."""
         data = np.asarray(self.labels.data)
-        data = np.where(data == k, 0, np.where(data > k, data - 1, data)).astype(data.dtype)
+        above = (data > k) & (data != BACKGROUND_PROMPT)
+        data = np.where(data == k, 0, np.where(above, data - 1, data)).astype(data.dtype)
         self.labels.data = data
         for layer in (self.points, self.shapes):
             doomed = set(np.nonzero(_classes_of(layer) == k)[0].tolist())
@@ -92,7 +93,25 @@ class SupportLayers:
                 layer.remove_selected()
             values = _classes_of(layer)
             if len(values):
-                layer.features["class"] = np.where(values > k, values - 1, values)
+                layer.features["class"] = np.where((values > k) & (values != BACKGROUND_PROMPT), values - 1, values)
+
+
+def prompt_counts(labels, point_classes, box_classes, n_classes: int) -> dict[str, np.ndarray]:
+    """``episode.count_prompts`` with background prompts counted as class 0."""
+    labels, point_classes, box_classes = (np.asarray(v) for v in (labels, point_classes, box_classes))
+    counts = count_prompts(labels, point_classes, box_classes, n_classes)
+    for key, values in (("pixels", labels), ("points", point_classes), ("boxes", box_classes)):
+        counts[key][0] = int(np.count_nonzero(values == BACKGROUND_PROMPT))
+    return counts
+
+
+def has_background_prompts(supports: list[SupportLayers]) -> bool:
+    return any(
+        (np.asarray(s.labels.data) == BACKGROUND_PROMPT).any()
+        or (_classes_of(s.points) == BACKGROUND_PROMPT).any()
+        or (_classes_of(s.shapes) == BACKGROUND_PROMPT).any()
+        for s in supports
+    )
 
 
 def _classes_of(layer) -> np.ndarray:
@@ -154,18 +173,30 @@ def _plane_of(coords: np.ndarray, ndim: int) -> tuple[int, ...]:
     return tuple(int(round(c)) for c in coords[: ndim - 2])
 
 
-def supports_to_episode(supports: list[SupportLayers], classes: ClassTable, model: str | None = None) -> Episode:
+def supports_to_episode(
+    supports: list[SupportLayers], classes: ClassTable, model: str | None = None, background: bool = True
+) -> Episode:
     """Build an Episode: one support per (image layer, plane) that carries prompts.
 
-    Boxes are clipped to the image; points keep their coordinates (Episode rejects points
-    outside the image with a message naming them).
+    Background prompts become one more class, named "background", after the N classes: the
+    core's way to say "these pixels are background" (the 'classic' model maps that class to
+    label 0, and ``background_class_value`` tells the widget to do so for any model).
+    ``background=False`` leaves background prompts out. Boxes are clipped to the image;
+    points keep their coordinates (Episode rejects points outside the image, naming them).
     """
-    episode = Episode(classes.names, model=model)
+    background = background and has_background_prompts(supports)
+    n = len(classes)
+    episode = Episode(classes.names + ([BACKGROUND] if background else []), model=model)
+
+    def as_class(values: np.ndarray) -> np.ndarray:
+        return np.where(values == BACKGROUND_PROMPT, n + 1 if background else 0, values)
+
     for support in supports:
         image = np.asarray(support.image.data)
         shape = spatial_shape(support.image)
         ndim = len(shape)
-        labels = np.asarray(support.labels.data)
+        labels = as_class(np.asarray(support.labels.data)).astype(labels_dtype(n + 1))
+        point_classes, box_classes = as_class(_classes_of(support.points)), as_class(_classes_of(support.shapes))
         per_plane: dict[tuple[int, ...], dict[str, list]] = {}
         if ndim == 2:
             if labels.any():
@@ -174,10 +205,14 @@ def supports_to_episode(supports: list[SupportLayers], classes: ClassTable, mode
             flat = labels.reshape(-1, *shape[-2:])
             for i in np.nonzero(flat.reshape(flat.shape[0], -1).any(axis=1))[0]:
                 per_plane.setdefault(tuple(np.unravel_index(i, shape[:-2])), {"points": [], "boxes": []})
-        for coords, k in zip(np.asarray(support.points.data), _classes_of(support.points), strict=True):
+        for coords, k in zip(np.asarray(support.points.data), point_classes, strict=True):
+            if not k:  # a background prompt left out
+                continue
             entry = per_plane.setdefault(_plane_of(coords, ndim), {"points": [], "boxes": []})
             entry["points"].append((coords[-2], coords[-1], int(k)))
-        for vertices, k in zip(support.shapes.data, _classes_of(support.shapes), strict=True):
+        for vertices, k in zip(support.shapes.data, box_classes, strict=True):
+            if not k:
+                continue
             vertices = np.asarray(vertices)
             lo, hi = vertices[:, -2:].min(0), vertices[:, -2:].max(0)
             lo, hi = np.clip(lo, 0, shape[-2:]), np.clip(hi, 0, shape[-2:])
@@ -194,6 +229,11 @@ def supports_to_episode(supports: list[SupportLayers], classes: ClassTable, mode
                 name=name,
             )
     return episode
+
+
+def background_class_value(episode: Episode, classes: ClassTable) -> int | None:
+    """The label value of the background class ``supports_to_episode`` added, or None."""
+    return len(classes) + 1 if episode.n_classes == len(classes) + 1 else None
 
 
 def find_output_layer(viewer, query_layer):
@@ -218,7 +258,8 @@ def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarra
     else:
         data = np.zeros(shape, dtype=dtype)
     for index, plane in predicted.items():
-        data[index] = plane
+        # a value above the classes is the background class of supports_to_episode: label 0
+        data[index] = np.where(plane > len(classes), 0, plane)
     names = class_names(classes.names)
     features = {"index": list(names), "class": list(names.values())}
     if layer is None:

@@ -86,7 +86,8 @@ class SupportActions:
             counts = support.prompt_counts(n)
             parts = [
                 f"  {name}: {counts['pixels'][k]} px, {counts['points'][k]} pt, {counts['boxes'][k]} box"
-                for k, name in enumerate(self.classes.names, start=1)
+                for k, name in enumerate(["background", *self.classes.names])
+                if k or counts["pixels"][0] + counts["points"][0] + counts["boxes"][0]
             ]
             self.support_list.addItem("\n".join([support.name, *parts]))
 
