@@ -9,6 +9,7 @@ learned the background without prompts, so their row 0 is shown but cannot be se
 
 from __future__ import annotations
 
+import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
@@ -23,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..labels import BACKGROUND
+from . import reporting
 
 KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS = "Alt-N", "Alt-P"
 BACKGROUND_PAINTABLE = (
@@ -56,11 +58,13 @@ class ClassControls:
         self.class_list.currentRowChanged.connect(lambda row: self.classes.set_active(row) if row >= 0 else None)
         self.class_list.itemDoubleClicked.connect(lambda item: self._rename_class(self.class_list.row(item)))
         buttons, self.class_buttons = QHBoxLayout(), {}
+        self._removed_class = None  # what "undo" puts back: (k, name, colour, prompt snapshots)
         for text, slot in (("add", self._add_class), ("rename", self._rename_active), ("colour", self._recolor_active),
-                           ("remove", self._remove_active)):  # fmt: skip
+                           ("remove", self._remove_active), ("undo", self.undo_remove_class)):  # fmt: skip
             button = self.class_buttons[text] = QPushButton(text)
             button.clicked.connect(lambda *_, slot=slot, text=text: self._guard(slot, f"cannot {text} class"))
             buttons.addWidget(button)
+        self.class_buttons["undo"].setEnabled(False)
         class_layout.addWidget(self.class_list)
         class_layout.addLayout(buttons)
         return class_box
@@ -134,4 +138,64 @@ class ClassControls:
 
     def _remove_active(self) -> None:
         if len(self.classes):
-            self.classes.remove(self.classes.active)
+            self.remove_class(self.classes.active)
+
+    def remove_class(self, k: int, ask: bool = True) -> bool:
+        """Remove class ``k`` and its prompts, after asking (``reporting.confirm``) when ``ask``
+        and it has prompts; "undo" puts both back. Returns whether the class was removed."""
+        if k == 0:
+            self.classes.remove(0)  # refused, with the reason
+        name = self.classes.names[k - 1]
+        counts = [s.prompt_counts(len(self.classes)) for s in self.supports]
+        pixels, points, boxes = (sum(int(c[key][k]) for c in counts) for key in ("pixels", "points", "boxes"))
+        question = (
+            f"Remove class {name!r} and its prompts ({pixels} painted pixels, {points} points, {boxes} boxes)?\n"
+            "The classes after it move up by one. 'undo' brings it back."
+        )
+        if ask and pixels + points + boxes and not reporting.confirm(self, "Remove class", question):
+            return False
+        self._removed_class = (k, name, self.classes.color_of(k), [_snapshot(s) for s in self.supports])
+        self.classes.remove(k)
+        self.class_buttons["undo"].setEnabled(True)
+        self.class_buttons["undo"].setToolTip(f"Bring back class {name!r} and its prompts as they were")
+        self.status.setText(f"removed class {name!r}; 'undo' brings it back")
+        return True
+
+    def undo_remove_class(self) -> None:
+        """Put back the last removed class and the prompt layers as they were at its removal."""
+        if self._removed_class is None:
+            raise ValueError("no removed class to bring back")
+        k, name, color, snapshots = self._removed_class
+        self.classes.insert(k, name, color)
+        for support, saved in snapshots:
+            if support in self.supports:
+                _restore(support, saved)
+                support.recolor(self.classes)
+        self._removed_class = None
+        self.class_buttons["undo"].setEnabled(False)
+        self._refresh_support_list()
+        self.status.setText(f"class {name!r} is back with its prompts")
+
+
+def _snapshot(support) -> tuple:
+    """Copies of a support's prompt layers, for ``_restore``."""
+    return support, (
+        np.array(support.labels.data, copy=True),
+        np.array(support.points.data, copy=True),
+        support.points.features.copy(),
+        [np.array(v, copy=True) for v in support.shapes.data],
+        support.shapes.features.copy(),
+    )
+
+
+def _restore(support, saved: tuple) -> None:
+    labels, points, point_features, boxes, box_features = saved
+    support.labels.data = labels
+    support.points.data = points
+    support.points.features = point_features
+    if len(support.shapes.data):
+        support.shapes.selected_data = set(range(len(support.shapes.data)))
+        support.shapes.remove_selected()
+    if boxes:
+        support.shapes.add_rectangles(boxes)
+    support.shapes.features = box_features

@@ -44,6 +44,7 @@ from .layers import (
     SupportLayers,
     find_output_layer,
     has_background_prompts,
+    spatial_shape,
     supports_to_episode,
 )
 from .model_picker import ModelPicker
@@ -120,6 +121,7 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
         form.addRow("image", self.query_combo)
         form.addRow("planes", self.scope_combo)
         form.addRow("range (axis 0)", range_row)
+        self.query_combo.currentTextChanged.connect(self._bound_plane_range)
         run_row = QHBoxLayout()
         self.run_button = QPushButton(f"Run ({KEY_RUN})")
         self.run_button.clicked.connect(lambda: self.run())
@@ -173,6 +175,16 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
                 self.query_combo.setCurrentText(others[-1])
         self.supports = [s for s in self.supports if s.image in self.viewer.layers]
         self._refresh_support_list()
+        self._bound_plane_range()
+
+    def _bound_plane_range(self, *_) -> None:
+        """The range spin boxes go from 0 to the query's last plane (disabled for a 2D query)."""
+        name = self.query_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        depth = _depth(layer)
+        for spin in (self.range_start, self.range_stop):
+            spin.setRange(0, max(depth - 1, 0))
+            spin.setEnabled(depth > 1)
 
     def set_model(self, name: str, device: str = "auto") -> None:
         """Choose the model (name, repo id or folder) and device, as the combo boxes do.
@@ -241,8 +253,10 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
             return [current]
         if scope == "plane range":
             start, stop = sorted((self.range_start.value(), self.range_stop.value()))
-            stop = min(stop, layout.shape[0] - 1)
-            return [(i, *current[1:]) for i in range(start, stop + 1)]
+            last = layout.shape[0] - 1
+            if start > last:  # the spin boxes prevent it; a script may not
+                raise ValueError(f"plane range {start}-{stop} is past the last plane ({last}) of {query_layer.name!r}")
+            return [(i, *current[1:]) for i in range(start, min(stop, last) + 1)]
         return layout.plane_indices()
 
     def run(self, query_layer=None, scope: str | None = None):
@@ -326,6 +340,7 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
     def save_episode(self, path: str | Path) -> Path:
         """Write classes, supports, prompts and the model id to an .episode file."""
         path = self.episode.save(path)
+        self._saved_signature = self._signature()
         self.status.setText(f"saved episode to {path}")
         return path
 
@@ -335,8 +350,41 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
         The file is read completely before anything changes: a damaged file changes nothing.
         """
         episode = load_episode_into(self, path)
+        if episode is None:
+            self.status.setText("loading cancelled: nothing changed")
+            return
         self._refresh_support_list()
+        self._saved_signature = self._signature()
         self.status.setText(f"loaded episode {Path(path).name}: {len(episode.supports)} support(s)")
+
+    def _signature(self) -> str | None:
+        """What would be saved, in short (None: nothing to save)."""
+        if not len(self.classes) and not self.supports:
+            return None
+        try:
+            return supports_to_episode(self.supports, self.classes).signature()
+        except Exception:  # noqa: BLE001 - an incomplete episode still counts as changes
+            return "incomplete"
+
+    def has_unsaved_changes(self) -> bool:
+        """Whether classes or prompts changed since the last save or load (or since opening)."""
+        return self._signature() != getattr(self, "_saved_signature", None)
+
+    def clear_episode(self) -> None:
+        """Forget the classes and supports: prompt layers the plugin made and support images an
+        episode file made are removed; your own images and labels layers stay."""
+        from .episode_files import LOADED_KEY
+
+        for support in list(self.supports):
+            doomed = [support.points, support.shapes] + ([support.labels] if support.owns_labels else [])
+            if support.image.metadata.get(LOADED_KEY):
+                doomed.append(support.image)
+            self.supports.remove(support)
+            for layer in doomed:
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
+        self.classes.reset([])
+        self._refresh_support_list()
 
     def export_labels(self, path: str | Path, query_layer=None) -> Path:
         """Save the output layer of ``query_layer`` as TIFF with the class names in its metadata."""
@@ -438,6 +486,14 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
         hint = super().sizeHint()
         hint.setWidth(max(hint.width(), 360))
         return hint
+
+
+def _depth(layer) -> int:
+    """Planes along the first axis of an image layer's stack; 1 for a 2D image or no layer."""
+    if layer is None:
+        return 1
+    shape = spatial_shape(layer)
+    return shape[0] if len(shape) > 2 else 1
 
 
 def _release_after_delete(runs: RunController, ref) -> None:

@@ -7,14 +7,18 @@ completely before any layer or class is touched.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from ..labels import as_labels
+from ..labels import labels_dtype
+from . import reporting
 from .classes import BACKGROUND_PROMPT, is_background_name
-from .layers import find_output_layer
-from .run_controller import one_line
+from .layers import find_output_layer, spatial_shape
+from .run_controller import one_line, same_layer
+
+LOADED_KEY = "label_anything_loaded_support"  # metadata of support images an episode file created
 
 
 def read_episode(path: str | Path):
@@ -45,6 +49,21 @@ def background_mapping(classes: list[str]) -> tuple[list[str], np.ndarray]:
     return names, lookup
 
 
+def _stack_plane(viewer, support):
+    """(stack layer, plane) when the support is "<name> [i, ...]" and layer <name> has that plane
+    with the same pixels (the stack was opened again), else (None, None)."""
+    match = re.fullmatch(r"(.+) \[(\d+(?:, \d+)*)\]", support.name or "")
+    if match is None or match.group(1) not in viewer.layers:
+        return None, None
+    layer, plane = viewer.layers[match.group(1)], tuple(int(i) for i in match.group(2).split(", "))
+    shape = spatial_shape(layer) if layer.__class__.__name__ == "Image" else ()
+    if len(shape) != len(plane) + 2 or any(not 0 <= i < n for i, n in zip(plane, shape, strict=False)):
+        return None, None
+    if not np.array_equal(np.asarray(layer.data[plane]), support.image):
+        return None, None
+    return layer, plane
+
+
 def load_episode_into(widget, path: str | Path):
     """Recreate an episode's classes, model, support images and prompt layers in ``widget``.
 
@@ -52,22 +71,37 @@ def load_episode_into(widget, path: str | Path):
     becomes the built-in background row again.
     """
     episode = read_episode(path)
+    if widget.has_unsaved_changes() and not reporting.confirm(
+        widget, "Load episode", "Loading replaces the current classes and supports, which have unsaved changes. Load?"
+    ):
+        return None
+    widget.clear_episode()
     names, lookup = background_mapping(list(episode.classes))
     widget.classes.reset(names)
     if episode.model:
         widget.set_model(episode.model, widget.model_picker.device)
     for i, support in enumerate(episode.supports):
-        image = widget.viewer.add_image(
-            support.image, name=support.name or f"support {i + 1}", rgb=support.image.ndim == 3
-        )
-        layers = widget.add_support(image)
+        stack, plane = _stack_plane(widget.viewer, support)
+        if stack is not None:  # "<stack> [z]": the prompts go back onto plane z of that stack
+            layers = next((s for s in widget.supports if same_layer(s.image, stack)), None) or widget.add_support(stack)
+        else:
+            image = widget.viewer.add_image(
+                support.image, name=support.name or f"support {i + 1}", rgb=support.image.ndim == 3
+            )
+            image.metadata[LOADED_KEY] = True
+            layers, plane = widget.add_support(image), ()
         if support.labels is not None:
-            layers.labels.data = as_labels(lookup[support.labels], max(BACKGROUND_PROMPT, len(names)))
+            data = np.array(layers.labels.data, dtype=labels_dtype(max(BACKGROUND_PROMPT, len(names))))
+            data[plane] = lookup[support.labels]
+            layers.labels.data = data
         if len(support.points):
-            layers.points.add(support.points[:, :2])
-            layers.points.features["class"] = lookup[support.points[:, 2].astype(np.int64)]
+            layers.points.add(np.column_stack([np.tile(plane, (len(support.points), 1)), support.points[:, :2]]))
+            layers.points.features.loc[len(layers.points.data) - len(support.points) :, "class"] = lookup[
+                support.points[:, 2].astype(np.int64)
+            ]
         for y0, x0, y1, x1, k in support.boxes:
-            layers.shapes.add_rectangles(np.array([[y0, x0], [y1, x1]]))
+            corners = [(y0, x0), (y0, x1), (y1, x1), (y1, x0)]  # four: napari's rectangles in a stack
+            layers.shapes.add_rectangles(np.array([[*plane, y, x] for y, x in corners]))
             layers.shapes.features.loc[len(layers.shapes.data) - 1, "class"] = int(lookup[int(k)])
         layers.recolor(widget.classes)
     return episode

@@ -28,17 +28,20 @@ TOOLTIPS = {
     "built-in background row",
     "class_buttons.rename": "Rename the selected class",
     "class_buttons.colour": "Change the colour of the selected class in the prompt and output layers",
-    "class_buttons.remove": "Remove the selected class and its scribbles; the classes above it are renumbered",
+    "class_buttons.remove": "Remove the selected class and its scribbles (asks first); the classes above it\n"
+    "are renumbered",
+    "class_buttons.undo": "Bring back the last removed class and its scribbles",
+    "go_to_plane_button": "Show the plane of the selected support (double-click a row does the same)",
     "support_image_combo": "The example image you will annotate (a support). It can be a single image or a stack.",
     "support_labels_combo": "Where the scribbles go: '(new layer)' makes a '<image> mask prompts' layer to paint;\n"
     "or choose a Labels layer you already annotated (it is only read, never changed).",
     "add_support_button": "Make the chosen image an example (support): adds paint, point and box layers\n"
     "to scribble on. "
     "On a stack, every plane you scribble on is one example.",
-    "remove_support_button": "Stop using the selected example; its prompt layers are removed\n"
-    "(your own Labels layer is kept)",
-    "support_list": "The examples (supports) and how much you marked per class: painted pixels, points, boxes.\n"
-    "Every class needs some marks in at least one example.",
+    "remove_support_button": "A plane of a stack: erase the scribbles of that plane. An image: stop using it as\n"
+    "an example; its prompt layers are removed (your own Labels layer is kept)",
+    "support_list": "One row per example (every prompted plane of a stack is one) and how much you marked per\n"
+    "class: painted pixels, points, boxes. Every class needs some marks in at least one example.",
     "query_combo": "The image to segment (it can be the support image itself, e.g. the other planes of a stack)",
     "scope_combo": "Which planes of the image to segment: the plane shown, a range along the first axis, or all",
     "range_start": "First plane of the range (first axis), used with 'plane range'",

@@ -66,3 +66,12 @@ def make_status_label(text: str = "ready"):
     label.setToolTip("What the plugin is doing, or the last result or error. Select the text to copy it;\n"
                      "hover to see a long message whole.")  # fmt: skip
     return label
+
+
+def confirm(parent, title: str, question: str) -> bool:
+    """Ask a yes/no question (default: no). Module-level so that tests and scripts can answer it."""
+    from qtpy.QtWidgets import QMessageBox
+
+    buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+    answer = QMessageBox.question(parent, title, question, buttons, QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes

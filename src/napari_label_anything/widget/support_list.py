@@ -1,15 +1,57 @@
 """The supports of the dock widget: add and remove support images, and the list of prompted planes.
 
 ``SupportActions`` is mixed into ``LabelAnythingWidget``; the prompt layers themselves are made
-and read in ``layers.py``.
+and read in ``layers.py``. Every prompted plane of a stack is one support of the episode, so the
+list has one row per prompted plane (with its prompt counts per class); *go to plane* shows the
+selected one, and a stroke on a plane that had no prompts adds a row and says so on the status
+line, so that a stray stroke never becomes a support unnoticed.
 """
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QListWidget, QPushButton, QVBoxLayout
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+)
 
-from .layers import CLASSES_KEY, SupportLayers, create_support_layers, spatial_shape
+from ..labels import BACKGROUND
+from .feedback import move_to_plane
+from .layers import CLASSES_KEY, SupportLayers, _classes_of, create_support_layers, prompt_counts, spatial_shape
 from .run_controller import same_layer
+
+
+def plane_prompts(support: SupportLayers, n_classes: int) -> dict[tuple[int, ...], dict[str, np.ndarray]]:
+    """Prompt counts (``layers.prompt_counts``) of each prompted plane of a support; ``()`` for 2D."""
+    shape = spatial_shape(support.image)
+    n_plane_axes = len(shape) - 2
+    labels = np.asarray(support.labels.data)
+    points, point_classes = np.asarray(support.points.data), _classes_of(support.points)
+    boxes, box_classes = [np.asarray(v) for v in support.shapes.data], _classes_of(support.shapes)
+
+    def plane_of(coords) -> tuple[int, ...]:
+        return tuple(int(round(c)) for c in coords[:n_plane_axes])
+
+    planes = {plane_of(c) for c in points} | {plane_of(v[0]) for v in boxes}
+    if n_plane_axes == 0:
+        planes |= {()} if labels.any() else set()
+    else:
+        flat = labels.reshape(-1, shape[-2] * shape[-1])
+        planes |= {tuple(int(i) for i in np.unravel_index(j, shape[:-2])) for j in np.nonzero(flat.any(1))[0]}
+    out = {}
+    for plane in sorted(planes):
+        on_point = np.array([plane_of(c) == plane for c in points], bool)
+        on_box = np.array([plane_of(v[0]) == plane for v in boxes], bool)
+        plane_labels = labels[plane] if plane else labels
+        out[plane] = prompt_counts(plane_labels, point_classes[on_point], box_classes[on_box], n_classes)
+    return out
 
 
 class SupportActions:
@@ -36,7 +78,11 @@ class SupportActions:
         support_layout.addLayout(buttons)
         self.support_list = QListWidget()
         self.support_list.setWordWrap(True)
+        self.support_list.itemDoubleClicked.connect(lambda *_: self._guard(self.go_to_support, "cannot go to plane"))
         support_layout.addWidget(self.support_list)
+        self.go_to_plane_button = QPushButton("go to plane")
+        self.go_to_plane_button.clicked.connect(lambda: self._guard(self.go_to_support, "cannot go to plane"))
+        buttons.addWidget(self.go_to_plane_button)
         return support_box
 
     def add_support(self, image_layer=None, labels_layer=None) -> SupportLayers:
@@ -61,15 +107,40 @@ class SupportActions:
         for layer in support.layers():
             self._bind_layer_keys(layer)
             layer.events.data.connect(self._refresh_support_list)
-        support.labels.events.paint.connect(self._refresh_support_list)
+        # napari emits "paint" before it writes the pixels: refresh once the stroke is in
+        support.labels.events.paint.connect(
+            lambda event: QTimer.singleShot(0, lambda: self._refresh_support_list(event))
+        )
         self._refresh_layer_choices()
         return support
 
+    def _selected_support(self) -> tuple[SupportLayers, tuple[int, ...]] | None:
+        item = self.support_list.currentItem()
+        if item is None:
+            return None
+        index, plane = item.data(Qt.ItemDataRole.UserRole)
+        return (self.supports[index], plane) if index < len(self.supports) else None  # list not yet refreshed
+
+    def go_to_support(self) -> None:
+        """Show the plane of the selected row of the support list."""
+        selected = self._selected_support()
+        if selected is None:
+            raise ValueError("select a support in the list first")
+        support, plane = selected
+        move_to_plane(self.viewer, support.image, plane)
+        self.viewer.layers.selection.active = support.labels
+
     def _remove_selected_support(self) -> None:
-        row = self.support_list.currentRow()
-        if row < 0:
+        """A plane row of a stack: erase that plane's prompts. A 2D support or one without
+        prompts: stop using it (its prompt layers go; the user's own labels layer stays)."""
+        selected = self._selected_support()
+        if selected is None:
             return
-        support = self.supports.pop(row)
+        support, plane = selected
+        if plane:
+            self._erase_plane(support, plane)
+            return
+        self.supports.remove(support)
         for layer in support.layers():
             if same_layer(layer, support.labels) and not support.owns_labels:
                 continue
@@ -77,19 +148,58 @@ class SupportActions:
                 self.viewer.layers.remove(layer)
         self._refresh_support_list()
 
+    def _erase_plane(self, support: SupportLayers, plane: tuple[int, ...]) -> None:
+        if not support.owns_labels:
+            raise ValueError(f"{support.labels.name!r} is your own labels layer: erase the plane there")
+        data = np.asarray(support.labels.data)
+        data[plane] = 0
+        n = len(plane)
+        for layer in (support.points, support.shapes):
+            coords = [np.asarray(c) for c in layer.data]
+            doomed = {i for i, c in enumerate(coords) if tuple(int(round(v)) for v in np.atleast_2d(c)[0][:n]) == plane}
+            if doomed:
+                layer.selected_data = doomed
+                layer.remove_selected()
+        support.labels.data = data  # emits the data event: the list updates
+
     def _refresh_support_list(self, event=None) -> None:
         if self.closed:  # still connected to the prompt layers' events
             return
+        names = [BACKGROUND, *self.classes.names]
+        selected = self._selected_support() if self.support_list.currentItem() is not None else None
+        before = set(getattr(self, "_listed_planes", set()))
+        listed = set()
         self.support_list.clear()
-        n = len(self.classes)
-        for support in self.supports:
-            counts = support.prompt_counts(n)
-            parts = [
-                f"  {name}: {counts['pixels'][k]} px, {counts['points'][k]} pt, {counts['boxes'][k]} box"
-                for k, name in enumerate(["background", *self.classes.names])
-                if k or counts["pixels"][0] + counts["points"][0] + counts["boxes"][0]
-            ]
-            self.support_list.addItem("\n".join([support.name, *parts]))
+        for index, support in enumerate(self.supports):
+            planes = plane_prompts(support, len(self.classes)) or {None: None}
+            for plane, counts in planes.items():
+                if plane is None:  # a support without prompts yet
+                    text, key = f"{support.name}: no prompts yet", ()
+                else:
+                    key = plane
+                    listed.add((support.name, plane))
+                    where = f" [plane {', '.join(map(str, plane))}]" if plane else ""
+                    lines = [
+                        f"  {name}: {counts['pixels'][k]} px, {counts['points'][k]} pt, {counts['boxes'][k]} box"
+                        for k, name in enumerate(names)
+                        if k or counts["pixels"][0] + counts["points"][0] + counts["boxes"][0]
+                    ]
+                    text = "\n".join([support.name + where, *lines])
+                item = QListWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, (index, key))
+                self.support_list.addItem(item)
+                if selected is not None and selected[0] is support and selected[1] == key:
+                    self.support_list.setCurrentItem(item)
+        self._listed_planes = listed
+        new = sorted(p for p in listed - before if p[1])
+        if new and before is not None and getattr(self, "status", None) is not None and event is not None:
+            name, plane = new[-1]
+            self.status.setText(f"plane {', '.join(map(str, plane))} of {name!r} is a new support (see the list)")
+            for row in range(self.support_list.count()):
+                item = self.support_list.item(row)
+                index, key = item.data(Qt.ItemDataRole.UserRole)
+                if self.supports[index].name == name and key == plane:
+                    self.support_list.setCurrentItem(item)
 
     def adopt_sample_layers(self) -> None:
         """Set up the plugin's sample (or any Labels layer carrying class names) as a support."""
