@@ -103,3 +103,17 @@ def test_importing_the_package_loads_neither_torch_nor_qt():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == ""
+
+
+def test_widget_inference_and_model_never_import_training():
+    rooms = ("widget", "inference", "model")
+    for path in SOURCES:
+        if path.relative_to(PACKAGE).parts[0] not in rooms:
+            continue
+        found = {m for m in imports(path) if m.startswith("napari_label_anything.training")}
+        assert not found, f"{module_name(path)} imports {sorted(found)} (the widget goes through finetune_session)"
+
+
+def test_only_the_distributed_module_uses_torch_distributed():
+    users = {module_name(p) for p in SOURCES if any(m.startswith("torch.distributed") for m in imports(p))}
+    assert users <= {"napari_label_anything.training.distributed"}, users

@@ -3,7 +3,8 @@ training, fine-tuning and evaluation.
 
 A thin layer over the public API; every option maps to an argument of ``Episode``,
 ``load_segmenter`` or ``Segmenter.predict_stack``. ``predict`` (batches, OME-Zarr, dask) lives in
-``cli/predict.py``, ``train``/``finetune``/``evaluate`` in ``cli/train.py``; ``main`` is the console script's entry point.
+``cli/predict.py``, ``train``/``finetune``/``evaluate`` in ``cli/train.py``; ``main`` is the console
+script's entry point.
 """
 
 from __future__ import annotations

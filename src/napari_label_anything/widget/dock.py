@@ -39,6 +39,7 @@ from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIO
 from .classes import ClassTable
 from .episode_files import export_output, load_episode_into
 from .feedback import FeedbackActions, is_plugin_output
+from .finetune import FinetuneActions
 from .guidance import FirstRunHint, apply_tooltips
 from .layers import (
     SupportLayers,
@@ -60,7 +61,7 @@ KEY_RUN = "Alt-R"
 SCOPES = ("current plane", "plane range", "all planes")
 
 
-class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidget):
+class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, FinetuneActions, QWidget):
     """Few-shot multi-class segmentation from prompts on support images."""
 
     def __init__(self, napari_viewer) -> None:
@@ -137,6 +138,7 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
         form.addRow(self.status)
         layout.addWidget(query_box)
         layout.addWidget(self._build_feedback_box())  # feedback.py: uncertainty, suggest, correct
+        layout.addWidget(self._build_finetune_box())  # finetune.py: learn from painted planes
 
         file_row = QHBoxLayout()
         self.save_button = QPushButton("save episode…")
@@ -434,6 +436,7 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, QWidge
 
         self.closed = True
         self.runs.close()
+        self._stop_finetuning()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self._refresh_layer_choices)
         for key, action in self._actions.items():
