@@ -6,6 +6,11 @@ Everything here is NumPy/PIL plus ``torch.nn.functional.interpolate`` for the ma
 
 Microscopy images (any dtype, one channel) are first brought to 8-bit RGB by
 ``to_uint8_rgb``: a robust per-image (or per-stack) percentile stretch, documented in README.
+
+Channels: ``select_channels`` is the one rule for which colour channels the model sees (all of
+them, the default, or chosen ones: one channel becomes a grey image, several become their mean,
+also grey), and ``signal_in_one_channel`` tells when a colour image holds (nearly) all its
+signal in one channel, e.g. a DAPI image exported as RGB with only blue non-zero.
 """
 
 from __future__ import annotations
@@ -19,6 +24,107 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 PROMPT_MASK_SIDE = 256  # hard-coded in the official data pipeline
 DEFAULT_PERCENTILES = (0.5, 99.5)
 RANGE_SAMPLE = 4_000_000  # values read to find a stack's intensity range
+
+
+CHANNEL_NAMES = ("red", "green", "blue", "alpha")
+ONE_CHANNEL_RATIO = 0.25  # every other channel's spread at most this fraction of the top one's
+
+
+def channel_label(channel: int, n_channels: int) -> str:
+    """How a channel is named to the user: "2 (blue)" for RGB(A) images, "5" otherwise."""
+    return f"{channel} ({CHANNEL_NAMES[channel]})" if n_channels in (3, 4) and channel < 4 else str(channel)
+
+
+def check_channels(channels, n_channels: int) -> tuple[int, ...] | None:
+    """``channels`` (None: all; an int; or a sequence of ints) as a sorted tuple of distinct
+    channels in 0..n_channels-1, or None for all; ValueError naming a bad one."""
+    if channels is None:
+        return None
+    values = (channels,) if np.isscalar(channels) else tuple(channels)
+    if not values:
+        raise ValueError("channels is empty: give at least one channel, or None for all")
+    checked = []
+    for c in values:
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
+            raise TypeError(f"a channel must be an integer, got {c!r}")
+        if not 0 <= c < n_channels:
+            raise ValueError(f"channel {c} does not exist: the image has {n_channels} channel(s), 0..{n_channels - 1}")
+        checked.append(int(c))
+    return tuple(sorted(set(checked)))
+
+
+def select_channels(image, channels) -> np.ndarray:
+    """The image the model sees when only ``channels`` of a (..., Y, X, C) colour image count.
+
+    ``channels`` None keeps the image as it is (all channels: the model's own colour rule).
+    One channel gives that channel as a grey (..., Y, X) image; several give their mean, also
+    grey (the model then sees where any of them has signal, none diluted by the channels left
+    out). The dtype is kept (an integer mean is rounded), so uint8 keeps its fixed 0..255 scale
+    and other dtypes their percentile stretch. A lazy array (zarr, dask, ...) stays lazy: see
+    ``ChannelSelection``.
+    """
+    if channels is None:
+        return image
+    if not isinstance(image, np.ndarray):
+        return ChannelSelection(image, channels)
+    chosen = check_channels(channels, image.shape[-1])
+    if len(chosen) == 1:
+        return image[..., chosen[0]]
+    mean = image[..., list(chosen)].mean(axis=-1)
+    if image.dtype.kind in "biu":
+        mean = np.rint(mean)
+    return mean.astype(image.dtype)
+
+
+class ChannelSelection:
+    """A lazy (..., Y, X) view of ``select_channels(stack, channels)``: a plane is read (all its
+    channels) and reduced only when it is indexed, so a zarr or dask stack is never read whole."""
+
+    def __init__(self, stack, channels) -> None:
+        self.stack = stack
+        self.channels = check_channels(channels, int(stack.shape[-1]))
+        self.shape = tuple(int(s) for s in stack.shape[:-1])
+        self.dtype = np.dtype(stack.dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        return select_channels(np.asarray(self.stack[(*key, slice(None))]), self.channels)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+
+def signal_in_one_channel(image, ratio: float = ONE_CHANNEL_RATIO) -> int | None:
+    """The channel of a (..., Y, X, C) colour image that holds (nearly) all its signal, or None.
+
+    A channel's signal is its robust spread (99.5th minus 0.5th percentile, of a subsample for
+    large images). When one channel's spread is positive and every other channel's is at most
+    ``ratio`` times it (by default a quarter: camera noise in empty channels is tolerated), that
+    channel is returned: mixing the channels (RGB to luminance, or an average) would dilute it.
+    Alpha (the 4th of four channels) is ignored. A grey image (channels equal) gives None.
+    """
+    shape = tuple(image.shape)
+    n = shape[-1] if len(shape) >= 3 else 0
+    if n < 2:
+        return None
+    n = 3 if n == 4 else n
+    step = max(1, int(np.prod(shape[:-1])) // RANGE_SAMPLE)
+    if isinstance(image, np.ndarray):
+        sample = image.reshape(-1, shape[-1])[::step, :n]
+    else:  # lazy: sample whole planes along the first axis, as intensity_range does
+        sample = np.stack([_intensity_sample(ChannelSelection(image, c)) for c in range(n)], axis=-1)
+    sample = sample.astype(np.float64)
+    spreads = np.array([np.subtract(*np.percentile(sample[:, c], (99.5, 0.5))) for c in range(n)])
+    top = int(np.argmax(spreads))
+    if not spreads[top] > 0:
+        return None
+    others = np.delete(spreads, top)
+    return top if (others <= ratio * spreads[top]).all() else None
 
 
 def get_preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:

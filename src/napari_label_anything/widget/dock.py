@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..stacks import stack_layout
+from .channels import ChannelControls
 from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
 from .classes import ClassTable
 from .episode_files import export_output, load_episode_into
@@ -61,7 +62,7 @@ KEY_RUN = "Alt-R"
 SCOPES = ("current plane", "plane range", "all planes")
 
 
-class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, FinetuneActions, QWidget):
+class LabelAnythingWidget(ClassControls, ChannelControls, SupportActions, FeedbackActions, FinetuneActions, QWidget):
     """Few-shot multi-class segmentation from prompts on support images."""
 
     def __init__(self, napari_viewer) -> None:
@@ -122,7 +123,9 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, Finetu
         form.addRow("image", self.query_combo)
         form.addRow("planes", self.scope_combo)
         form.addRow("range (axis 0)", range_row)
+        form.addRow("channels", self._build_channel_combo())  # channels.py
         self.query_combo.currentTextChanged.connect(self._bound_plane_range)
+        self.query_combo.currentTextChanged.connect(self._update_channel_choices)
         run_row = QHBoxLayout()
         self.run_button = QPushButton(f"Run ({KEY_RUN})")
         self.run_button.clicked.connect(lambda: self.run())
@@ -178,6 +181,7 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, Finetu
         self.supports = [s for s in self.supports if s.image in self.viewer.layers]
         self._refresh_support_list()
         self._bound_plane_range()
+        self._update_channel_choices()
 
     def _bound_plane_range(self, *_) -> None:
         """The range spin boxes go from 0 to the query's last plane (disabled for a 2D query)."""
@@ -223,16 +227,18 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, Finetu
     def episode(self):
         """The ``Episode`` the current layers describe (raises ValueError if incomplete).
 
-        Background prompts, if any, are its last class, named "background" (``supports_to_episode``).
+        Background prompts, if any, are its last class, named "background" (``supports_to_episode``);
+        colour supports are as the model sees them (the chosen ``channels``).
         """
-        return self._build_episode(background=True)
+        return self._build_episode(background=True, channels=self.channels)
 
-    def _build_episode(self, background: bool):
+    def _build_episode(self, background: bool, channels=None):
         if not len(self.classes):
             raise ValueError("define at least one class")
         episode = supports_to_episode(
-            self.supports, self.classes, model=self.model_picker.model_name, background=background
-        )
+            self.supports, self.classes, model=self.model_picker.model_name, background=background,
+            channels=channels,
+        )  # fmt: skip
         episode.validate()
         return episode
 
@@ -241,7 +247,7 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, Finetu
         paintable = self.classes.background_paintable
         if not paintable and has_background_prompts(self.supports):
             _notify("warning", f"background scribbles are not used: {BACKGROUND_NOT_PAINTABLE}")
-        return self._build_episode(background=paintable)
+        return self._build_episode(background=paintable, channels=self.channels)
 
     def _plane_indices(self, query_layer, scope: str) -> list[tuple[int, ...]]:
         layout = stack_layout(query_layer.data.shape, 0, rgb=query_layer.rgb)
@@ -282,8 +288,9 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, Finetu
             import_torch_stack()
             download = self.model_picker.checkpoint_to_download()
             watched = [layer for support in self.supports for layer in (support.image, *support.layers())]
+            self.warn_one_channel([query_layer, *(s.image for s in self.supports)])  # channels.py
             return self.runs.start(self.model_picker.get_segmenter, episode, query_layer, indices, watched, download,
-                                   uncertainty=self.uncertainty_check.isChecked())  # fmt: skip
+                                   uncertainty=self.uncertainty_check.isChecked(), channels=self.channels)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the UI boundary
             self._report_error("cannot run", err)
             return None
@@ -340,8 +347,9 @@ class LabelAnythingWidget(ClassControls, SupportActions, FeedbackActions, Finetu
     # go through ``_guard``, which turns any error into one notification.
 
     def save_episode(self, path: str | Path) -> Path:
-        """Write classes, supports, prompts and the model id to an .episode file."""
-        path = self.episode.save(path)
+        """Write classes, supports, prompts and the model id to an .episode file (the images as
+        they are: the channel choice is the widget's, not the file's)."""
+        path = self._build_episode(background=True).save(path)
         self._saved_signature = self._signature()
         self.status.setText(f"saved episode to {path}")
         return path

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..episode import Episode, count_prompts
 from ..labels import BACKGROUND, class_names, labels_dtype
+from ..preprocessing import select_channels
 from .classes import BACKGROUND_PROMPT, ClassTable, rgba
 
 OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query layer's name
@@ -25,6 +26,25 @@ def spatial_shape(layer) -> tuple[int, ...]:
     """Shape of an image layer without its colour axis."""
     shape = tuple(layer.data.shape)
     return shape[:-1] if layer.rgb else shape
+
+
+def colour_channels(layer) -> int:
+    """Colour channels of an image layer the user can choose from: 3 for RGB and RGBA (alpha is
+    not a signal), 0 for a grey layer (a multichannel image opened with ``channel_axis`` is one
+    layer per channel: choosing the layer chooses the channel)."""
+    return 3 if layer.rgb else 0
+
+
+def model_data(layer, channels=None):
+    """``(data, rgb)``: what the model gets from an image layer, query or support alike.
+
+    The one channel rule of the widget: ``channels`` (None: all) applies to colour layers
+    through ``preprocessing.select_channels`` (one channel -> grey, several -> their mean);
+    a grey layer is used as it is. A lazy layer stays lazy.
+    """
+    if channels is None or not layer.rgb:
+        return layer.data, layer.rgb
+    return select_channels(layer.data, channels), False
 
 
 def label_colormap(classes: ClassTable):
@@ -174,7 +194,11 @@ def _plane_of(coords: np.ndarray, ndim: int) -> tuple[int, ...]:
 
 
 def supports_to_episode(
-    supports: list[SupportLayers], classes: ClassTable, model: str | None = None, background: bool = True
+    supports: list[SupportLayers],
+    classes: ClassTable,
+    model: str | None = None,
+    background: bool = True,
+    channels=None,
 ) -> Episode:
     """Build an Episode: one support per (image layer, plane) that carries prompts.
 
@@ -183,6 +207,7 @@ def supports_to_episode(
     label 0, and ``background_class_value`` tells the widget to do so for any model).
     ``background=False`` leaves background prompts out. Boxes are clipped to the image;
     points keep their coordinates (Episode rejects points outside the image, naming them).
+    ``channels``: the colour channels the model sees (``model_data``; None: all).
     """
     background = background and has_background_prompts(supports)
     n = len(classes)
@@ -192,7 +217,7 @@ def supports_to_episode(
         return np.where(values == BACKGROUND_PROMPT, n + 1 if background else 0, values)
 
     for support in supports:
-        image = np.asarray(support.image.data)
+        image = np.asarray(model_data(support.image, channels)[0])
         shape = spatial_shape(support.image)
         ndim = len(shape)
         labels = as_class(np.asarray(support.labels.data)).astype(labels_dtype(n + 1))

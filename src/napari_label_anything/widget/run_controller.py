@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .feedback import write_uncertainty
-from .layers import write_output
+from .layers import model_data, write_output
 from .reporting import flat, short
 from .workers import PredictionError, WorkerLauncher, predict_planes
 
@@ -111,8 +111,11 @@ class RunController:
         watched: Sequence,
         download: str | None,
         uncertainty: bool = False,
+        channels=None,
     ):
         """Start predicting ``indices`` of ``query_layer`` in a worker and return the worker.
+
+        ``channels``: the colour channels of the query the model sees (``layers.model_data``).
 
         ``uncertainty``: also write the uncertainty layer (``feedback.write_uncertainty``) when
         the run succeeds, if the segmenter gives uncertainty.
@@ -121,6 +124,7 @@ class RunController:
             raise RuntimeError("the Label Anything widget is closed")
         if self.busy:
             raise RuntimeError("a run is already in progress")
+        data, rgb = model_data(query_layer, channels)  # a bad channel fails before the run starts
         self.view.run_started(len(indices))
         run = Run(None, query_layer, [query_layer, *watched], tuple(self.classes.names), len(indices))
         self.current = run
@@ -129,9 +133,9 @@ class RunController:
                 predict_planes,
                 get_segmenter,
                 episode,
-                query_layer.data,
+                data,
                 indices,
-                query_layer.rgb,
+                rgb,
                 download,
                 uncertainty,
                 yielded=lambda message: self._on_yielded(run, message),
