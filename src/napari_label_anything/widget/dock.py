@@ -50,6 +50,7 @@ from .layers import (
     supports_to_episode,
 )
 from .model_picker import ModelPicker
+from .preview import PreviewActions
 from .reporting import make_status_label, set_status
 from .reporting import notify as _notify
 from .run_controller import RunController, one_line
@@ -62,7 +63,9 @@ KEY_RUN = "Alt-R"
 SCOPES = ("current plane", "plane range", "all planes")
 
 
-class LabelAnythingWidget(ClassControls, ChannelControls, SupportActions, FeedbackActions, FinetuneActions, QWidget):
+class LabelAnythingWidget(
+    ClassControls, ChannelControls, PreviewActions, SupportActions, FeedbackActions, FinetuneActions, QWidget
+):
     """Few-shot multi-class segmentation from prompts on support images."""
 
     def __init__(self, napari_viewer) -> None:
@@ -85,6 +88,8 @@ class LabelAnythingWidget(ClassControls, ChannelControls, SupportActions, Feedba
         self.classes.active_changed.connect(self._on_active_class)
         self.classes.removed.connect(self._on_class_removed)
         self.model_picker.model_combo.currentIndexChanged.connect(self._update_background_row)
+        self.model_picker.model_combo.currentIndexChanged.connect(self._default_preview)
+        self._default_preview()
         self._update_background_row()
         self._on_classes_changed()  # row 0, the background, before any class
         self._connect_viewer()
@@ -124,6 +129,7 @@ class LabelAnythingWidget(ClassControls, ChannelControls, SupportActions, Feedba
         form.addRow("planes", self.scope_combo)
         form.addRow("range (axis 0)", range_row)
         form.addRow("channels", self._build_channel_combo())  # channels.py
+        form.addRow(self._build_preview_check())  # preview.py
         self.query_combo.currentTextChanged.connect(self._bound_plane_range)
         self.query_combo.currentTextChanged.connect(self._update_channel_choices)
         run_row = QHBoxLayout()
@@ -289,6 +295,7 @@ class LabelAnythingWidget(ClassControls, ChannelControls, SupportActions, Feedba
             download = self.model_picker.checkpoint_to_download()
             watched = [layer for support in self.supports for layer in (support.image, *support.layers())]
             self.warn_one_channel([query_layer, *(s.image for s in self.supports)])  # channels.py
+            self.cancel_preview()  # the run wins: a preview in flight is dropped
             return self.runs.start(self.model_picker.get_segmenter, episode, query_layer, indices, watched, download,
                                    uncertainty=self.uncertainty_check.isChecked(), channels=self.channels)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the UI boundary
@@ -329,6 +336,7 @@ class LabelAnythingWidget(ClassControls, ChannelControls, SupportActions, Feedba
         self.run_status(message, details)
         if error is not None:
             self.last_error = error
+        self._preview_after_run(kind == "done")  # preview.py
         if kind == "done":
             self.hint.hide()
         elif kind == "failed":
@@ -444,6 +452,7 @@ class LabelAnythingWidget(ClassControls, ChannelControls, SupportActions, Feedba
 
         self.closed = True
         self.runs.close()
+        self.cancel_preview()
         self._stop_finetuning()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self._refresh_layer_choices)

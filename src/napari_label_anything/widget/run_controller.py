@@ -85,6 +85,8 @@ class Run:
     outcome: tuple[str, str, BaseException | None] | None = None  # reported when the worker finishes
     model: tuple[str, str] | None = None  # (name, device) of the segmenter that ran
     started: float = field(default_factory=time.perf_counter)
+    last_event: float | None = None  # when the model was ready, then when the last plane arrived
+    plane_seconds: list[float] = field(default_factory=list)  # time between planes, as they arrived
 
 
 class RunController:
@@ -94,6 +96,7 @@ class RunController:
         self.classes = classes
         self.launcher = WorkerLauncher()
         self.current: Run | None = None
+        self.last_plane_seconds: float | None = None  # median plane time of the last successful run
         self.closed = False
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
@@ -197,9 +200,14 @@ class RunController:
             return
         if kind == "model":
             run.model = payload
+            run.last_event = time.perf_counter()
             return
         index, labels, done, total, uncertainty = payload
         run.pending[index] = labels
+        now = time.perf_counter()
+        if run.last_event is not None:
+            run.plane_seconds.append(now - run.last_event)
+        run.last_event = now
         if uncertainty is not None:
             run.uncertainty[index] = uncertainty
         self.view.run_progress(done, total)
@@ -221,6 +229,8 @@ class RunController:
             message += f" and {extra.name!r}"
         message += f" ({run_summary(run)})"
         run.outcome = ("done", message, None)
+        if run.plane_seconds:
+            self.last_plane_seconds = float(np.median(run.plane_seconds))
         run.pending, run.uncertainty = {}, {}
 
     def _on_errored(self, run: Run, error: BaseException) -> None:

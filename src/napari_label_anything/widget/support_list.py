@@ -104,6 +104,7 @@ class SupportActions:
             self.classes.add()
         support = create_support_layers(self.viewer, image_layer, self.classes, labels_layer)
         self.supports.append(support)
+        self._watch_prompt_edits(support)  # preview.py: live preview after each edit
         for layer in support.layers():
             self._bind_layer_keys(layer)
             layer.events.data.connect(self._refresh_support_list)

@@ -1,0 +1,210 @@
+"""Live preview: the shown plane of the query re-predicts shortly after each prompt edit.
+
+Every edit of a support's prompts (a paint stroke, a point, a box, replaced prompt data)
+restarts a single-shot timer of ``PREVIEW_DELAY_MS``; when it fires, the plane of the query
+that the viewer shows is predicted in a worker and written into the output layer (created if
+needed; the other planes keep their values). Only the latest edit counts: an edit while a
+preview runs stops that one (its result is dropped) and previews again once it has ended, so
+two previews never run at once and an older result never overwrites a newer one.
+
+A full Run always wins: no preview starts while it is busy, starting it drops any preview in
+flight, and an edit made during the run is previewed after it. A preview never downloads a
+model. The "live preview" check box is on by default when a plane costs under ``FAST_PLANE_S``
+(measured on the last run or preview of the chosen model; before any, for the embedded
+'classic' model only), unless the user set it (the box or ``set_live_preview``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QCheckBox
+
+from ..labels import class_names
+from .layers import CLASSES_KEY, find_output_layer, model_data, spatial_shape, write_output
+from .reporting import set_status
+from .run_controller import one_line, same_layer
+from .workers import WorkerLauncher, predict_planes
+
+logger = logging.getLogger(__name__)
+
+PREVIEW_DELAY_MS = 500  # quiet time after the last edit before the preview starts
+FAST_PLANE_S = 2.0  # a plane faster than this turns the preview on by default
+PREVIEW_TOOLTIP = (
+    "Re-segment the plane shown, about half a second after each scribble, point or box.\n"
+    "On by default when a plane takes under two seconds (e.g. the 'classic' model);\n"
+    "it never runs while a full Run is busy and only writes the plane shown."
+)
+
+
+def preview_job(get_segmenter, episode, data, index, rgb) -> Iterator[tuple[str, Any]]:
+    """Worker generator: ``predict_planes`` for one plane, then ("seconds", plane time) measured
+    from the model being ready to the plane being done (loading excluded)."""
+    ready = time.perf_counter()
+    for kind, payload in predict_planes(get_segmenter, episode, data, [index], rgb, None, False):
+        if kind == "model":
+            ready = time.perf_counter()
+        elif kind == "plane":
+            yield "plane", payload[:2]
+            yield "seconds", time.perf_counter() - ready
+
+
+class PreviewActions:
+    """Mixin of the dock widget: the "live preview" box, its timer and its worker."""
+
+    def _build_preview_check(self) -> QCheckBox:
+        self.preview_check = QCheckBox("live preview")
+        self.preview_check.setToolTip(PREVIEW_TOOLTIP)
+        self.preview_check.clicked.connect(lambda checked: self.set_live_preview(checked))
+        self.preview_timer = QTimer(self)
+        self.preview_timer.setSingleShot(True)
+        self.preview_timer.setInterval(PREVIEW_DELAY_MS)
+        self.preview_timer.timeout.connect(self._preview_now)
+        self._previews = WorkerLauncher()
+        self._preview_generation = 0  # bumped by every start and cancel: older results are dropped
+        self._preview_again = False  # an edit came while a preview or a run was busy
+        self._preview_user_choice: bool | None = None
+        self.plane_seconds: dict[tuple, float] = {}  # (model, device) -> seconds of a plane, last measured
+        self.preview_stats = {"started": 0, "written": 0}
+        return self.preview_check
+
+    @property
+    def live_preview(self) -> bool:
+        return self.preview_check.isChecked()
+
+    def set_live_preview(self, on: bool) -> None:
+        """Turn the live preview on or off (the user's choice: timings no longer change it)."""
+        self._preview_user_choice = bool(on)
+        self.preview_check.setChecked(bool(on))
+        if not on:
+            self.cancel_preview()
+
+    def _model_key(self) -> tuple:
+        return (str(self.model_picker.model_name), str(self.model_picker.device))
+
+    def note_plane_seconds(self, seconds: float | None) -> None:
+        """Remember what a plane of the chosen model costs and set the default accordingly."""
+        if seconds is not None:
+            self.plane_seconds[self._model_key()] = float(seconds)
+        self._default_preview()
+
+    def _default_preview(self, *_) -> None:
+        if self._preview_user_choice is not None:
+            return
+        seconds = self.plane_seconds.get(self._model_key())
+        self.preview_check.setChecked(seconds < FAST_PLANE_S if seconds is not None else self._is_classic())
+
+    def _is_classic(self) -> bool:
+        from ..device import resolve_device
+        from ..registry import resolve_model_name
+
+        try:
+            return resolve_model_name(self.model_picker.model_name, resolve_device(self.model_picker.device).type) == (
+                "classic"
+            )
+        except Exception:  # noqa: BLE001 - an unknown model or device is not fast by default
+            return False
+
+    def _watch_prompt_edits(self, support) -> None:
+        for layer in support.layers():
+            layer.events.data.connect(self.prompt_edited)
+        support.labels.events.paint.connect(self.prompt_edited)
+
+    def prompt_edited(self, event=None) -> None:
+        """A prompt changed: preview once the edits pause (a later edit restarts the wait)."""
+        if self.closed or not self.live_preview:
+            return
+        self.preview_timer.start()
+
+    def cancel_preview(self) -> None:
+        """Stop the waiting and running previews; a result still on its way is dropped."""
+        self.preview_timer.stop()
+        self._preview_generation += 1
+        self._preview_again = False
+        self._previews.stop_all()
+
+    def _preview_now(self) -> None:
+        if self.closed or not self.live_preview:
+            return
+        if self.runs.busy or self._previews.busy:  # after the run (run_ended) or that preview
+            self._preview_again = True
+            if self._previews.busy:
+                self._preview_generation += 1
+                self._previews.stop_all()
+            return
+        try:
+            query = self._chosen_query()
+            episode = self._build_episode(background=self.classes.background_paintable, channels=self.channels)
+            if self.model_picker.checkpoint_to_download() is not None:
+                raise ValueError("the model must be downloaded first: press Run once")
+            index = self._plane_indices(query, "current plane")[0]
+            data, rgb = model_data(query, self.channels)
+        except Exception as err:  # noqa: BLE001 - an incomplete episode: say why, no notification
+            set_status(self.status, f"live preview waits: {one_line(err)}")
+            return
+        self._preview_generation += 1
+        generation, names, plane = self._preview_generation, tuple(self.classes.names), {}
+        self.preview_stats["started"] += 1
+
+        def yielded(message) -> None:
+            kind, payload = message
+            if kind == "plane":
+                plane["labels"] = payload[1]
+            elif kind == "seconds":
+                plane["seconds"] = payload
+
+        def returned(_value) -> None:
+            live = generation == self._preview_generation and not self.closed and not self.runs.busy
+            if not live or "labels" not in plane or tuple(self.classes.names) != names:
+                return
+            if not any(same_layer(layer, query) for layer in self.viewer.layers):
+                return
+            layer = write_preview(self.viewer, query, index, plane["labels"], self.classes)
+            self.preview_stats["written"] += 1
+            where = f" plane {index[0] if len(index) == 1 else index}" if index else ""
+            set_status(self.status, f"live preview{where} -> {layer.name!r} ({plane['seconds']:.2f} s)")
+            self.note_plane_seconds(plane["seconds"])
+
+        def errored(error) -> None:
+            if generation == self._preview_generation and not self.closed:
+                logger.info("live preview failed: %s", error)
+                set_status(self.status, f"live preview failed: {one_line(error)}")
+
+        def finished() -> None:
+            if self._preview_again and not self.closed:
+                self._preview_again = False
+                self.preview_timer.start(0)
+
+        self._previews.start(
+            preview_job, self.model_picker.get_segmenter, episode, data, index, rgb,
+            yielded=yielded, returned=returned, errored=errored, finished=finished,
+        )  # fmt: skip
+
+    def _preview_after_run(self, done: bool) -> None:
+        """A full run ended: take its plane time and, when it succeeded, preview the edits made
+        during it (a cancelled or failed run leaves every layer as it was)."""
+        self.note_plane_seconds(self.runs.last_plane_seconds)
+        if not done:
+            self._preview_again = False
+        elif self._preview_again:
+            self._preview_again = False
+            self.prompt_edited()
+
+
+def write_preview(viewer, query_layer, index: tuple[int, ...], labels, classes):
+    """Write one plane into the output layer of ``query_layer``: in place when the layer exists
+    (the other planes are not copied), else through ``write_output`` (which creates it)."""
+    import numpy as np
+
+    layer = find_output_layer(viewer, query_layer)
+    fits = layer is not None and tuple(layer.data.shape) == spatial_shape(query_layer)
+    fits = fits and layer.metadata.get(CLASSES_KEY) == class_names(classes.names)  # same colours and names
+    if not fits or np.asarray(labels).max(initial=0) > np.iinfo(layer.data.dtype).max:
+        return write_output(viewer, query_layer, {index: labels}, classes)
+    layer.data[index] = np.where(labels > len(classes), 0, labels)
+    layer.refresh()
+    return layer
