@@ -277,8 +277,8 @@ class LabelAnythingWidget(
         """Segment ``query_layer`` (default: the widget's choice) in a worker; returns the worker.
 
         ``scope``: "current plane", "plane range" or "all planes" (default: the widget's choice).
-        Nothing is written until every requested plane is done: cancel, an error, closing the
-        widget or removing a layer the run reads leaves all layers as they were. Returns None
+        Each plane appears in the output layer as soon as it is done; cancel, an error, closing
+        the widget or removing a layer the run reads takes them back: all layers are as they were. Returns None
         (after a notification) when the run cannot start, e.g. while another run is going.
         """
         if self.closed:
@@ -303,7 +303,7 @@ class LabelAnythingWidget(
             return None
 
     def cancel(self) -> None:
-        """Stop the running prediction after the current plane; nothing is written."""
+        """Stop the running prediction after the current plane; the planes it wrote are taken back."""
         if self.runs.busy:
             self.status.setText("cancelling after the current plane…")
         self.runs.cancel()

@@ -1,10 +1,13 @@
 """One prediction run at a time, from the Run button to the output layer, and nothing after close.
 
-The controller owns the worker launcher. A run reads layers that the user can remove while it
-works (the query, every support image and prompt layer): removing one stops the run, which then
-ends with a message naming the layer and writes nothing. Closing the widget (or the viewer)
-calls ``close``: the workers are asked to stop and every later worker callback is ignored, so
-no layer is written and no deleted Qt widget is touched.
+The controller owns the worker launcher. Each plane is written into the output layer as it
+finishes (``run_output.ProgressiveOutput``), so a stack fills up in the viewer; a run that is
+cancelled, stopped or fails takes those planes back: every layer is as it was before the run.
+A run reads layers that the user can remove while it works (the query, every support image
+and prompt layer): removing one stops the run, which then ends with a message naming the
+layer and leaves nothing written. Closing the widget (or the viewer) calls ``close``: the
+workers are asked to stop, the planes written are taken back and every later worker callback
+is ignored, so no layer is changed and no deleted Qt widget is touched.
 
 The widget is reached through a small ``RunView`` interface, so the rules here do not depend
 on the widget's layout.
@@ -23,6 +26,7 @@ import numpy as np
 from .feedback import write_uncertainty
 from .layers import model_data, write_output
 from .reporting import flat, short
+from .run_output import ProgressiveOutput
 from .workers import PredictionError, WorkerLauncher, predict_planes
 
 logger = logging.getLogger(__name__)
@@ -87,6 +91,8 @@ class Run:
     started: float = field(default_factory=time.perf_counter)
     last_event: float | None = None  # when the model was ready, then when the last plane arrived
     plane_seconds: list[float] = field(default_factory=list)  # time between planes, as they arrived
+    output: ProgressiveOutput | None = None  # the planes written so far, and how to undo them
+    stopping: bool = False  # cancelled or stopped: later planes are not written
 
 
 class RunController:
@@ -130,6 +136,7 @@ class RunController:
         data, rgb = model_data(query_layer, channels)  # a bad channel fails before the run starts
         self.view.run_started(len(indices))
         run = Run(None, query_layer, [query_layer, *watched], tuple(self.classes.names), len(indices))
+        run.output = ProgressiveOutput(self.viewer, query_layer, self.classes)
         self.current = run
         try:
             run.worker = self.launcher.start(
@@ -153,15 +160,21 @@ class RunController:
         return run.worker
 
     def cancel(self) -> None:
-        """Stop the run after the current plane; nothing is written."""
+        """Stop the run after the current plane; the planes it wrote are taken back."""
+        if self.current is not None:
+            self.current.stopping = True
         self.launcher.stop_all()
 
     def close(self) -> None:
-        """Stop every worker; from now on worker callbacks change nothing. Safe to call twice."""
+        """Stop every worker and take back what the run wrote; from now on worker callbacks
+        change nothing. Safe to call twice."""
         if self.closed:
             return
         self.closed = True
         self.launcher.stop_all()
+        if self.current is not None:
+            self.current.stopping = True
+            self._restore(self.current)
         try:
             self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         except (TypeError, ValueError, RuntimeError):  # pragma: no cover - already disconnected
@@ -186,13 +199,22 @@ class RunController:
         if any(same_layer(layer, removed) for layer in run.watched):
             what = "query" if same_layer(removed, run.query) else "support"
             run.stop_reason = f"{what} layer {removed.name!r} was removed during the run"
-            run.pending.clear()
-            run.uncertainty.clear()
+            self._restore(run)
             self.view.run_status(f"stopping: {run.stop_reason}")
             run.worker.quit()
 
+    def _restore(self, run: Run) -> None:
+        """Every layer back as it was before the run (planes written so far are taken back)."""
+        run.pending, run.uncertainty = {}, {}
+        if run.output is None:
+            return
+        try:
+            run.output.restore()
+        except Exception:  # noqa: BLE001 - e.g. the viewer's window is gone: never raise here
+            logger.warning("could not restore the output layer after the run", exc_info=True)
+
     def _on_yielded(self, run: Run, message) -> None:
-        if not self._live(run) or run.stop_reason is not None:
+        if not self._live(run) or run.stop_reason is not None or run.stopping:
             return
         kind, payload = message
         if kind == "status":
@@ -210,6 +232,12 @@ class RunController:
         run.last_event = now
         if uncertainty is not None:
             run.uncertainty[index] = uncertainty
+        if tuple(self.classes.names) != run.class_names:
+            run.stop_reason = "the classes changed during the run"
+            self._restore(run)
+            run.worker.quit()
+            return
+        run.output.write(index, labels, run.pending)  # the plane appears at once
         self.view.run_progress(done, total)
 
     def _on_returned(self, run: Run) -> None:
@@ -221,6 +249,10 @@ class RunController:
             run.stop_reason = "the classes changed during the run"
         if run.stop_reason is not None:
             self._end_stopped(run)
+            return
+        if run.stopping:  # cancelled after its last plane: cancelled all the same
+            self._restore(run)
+            run.outcome = ("cancelled", "run cancelled; no layer was changed", None)
             return
         layer = write_output(self.viewer, run.query, run.pending, self.classes)
         message = f"done: {len(run.pending)} plane(s) -> {layer.name!r}"
@@ -234,7 +266,8 @@ class RunController:
         run.pending, run.uncertainty = {}, {}
 
     def _on_errored(self, run: Run, error: BaseException) -> None:
-        run.pending, run.uncertainty = {}, {}
+        if self._live(run):
+            self._restore(run)
         logger.warning("Label Anything run failed", exc_info=error)
         original = error.__cause__ if isinstance(error, PredictionError) and error.__cause__ else error
         run.outcome = ("failed", f"Label Anything failed: {one_line(error, limit=None)}", original)
@@ -245,11 +278,11 @@ class RunController:
         if run.stop_reason is not None:
             self._end_stopped(run)
         else:
-            run.pending, run.uncertainty = {}, {}
+            self._restore(run)
             run.outcome = ("cancelled", "run cancelled; no layer was changed", None)
 
     def _end_stopped(self, run: Run) -> None:
-        run.pending, run.uncertainty = {}, {}
+        self._restore(run)
         run.outcome = ("stopped", f"run stopped: {run.stop_reason}; nothing was written", None)
 
     def _on_finished(self, run: Run) -> None:
