@@ -173,7 +173,8 @@ class TrainConfig:
     log: str | None = _option(None, "CSV log of step, loss, lr and validation metrics; null = out/log.csv.")
     resume: str | bool | None = _option(
         None,
-        "Continue a run exactly where it stopped: a checkpoint-STEP folder, or true = the newest one in `out`.",
+        "Continue a run exactly where it stopped: a checkpoint-STEP folder, or true (or `latest`) = the newest "
+        "one in `out` (none there yet: start afresh, handy for jobs that may be preempted).",
     )
     register_as: str | None = _option(
         None, "Register out/final under this model name, so it appears in the model picker and CLI."
