@@ -38,6 +38,7 @@ from ..stacks import stack_layout
 from .channels import ChannelControls
 from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
 from .classes import ClassTable
+from .encoding import SupportEncoding
 from .episode_files import export_output, load_episode_into
 from .feedback import FeedbackActions, is_plugin_output
 from .finetune import FinetuneActions
@@ -64,7 +65,14 @@ SCOPES = ("current plane", "plane range", "all planes")
 
 
 class LabelAnythingWidget(
-    ClassControls, ChannelControls, PreviewActions, SupportActions, FeedbackActions, FinetuneActions, QWidget
+    ClassControls,
+    ChannelControls,
+    PreviewActions,
+    SupportEncoding,
+    SupportActions,
+    FeedbackActions,
+    FinetuneActions,
+    QWidget,
 ):
     """Few-shot multi-class segmentation from prompts on support images."""
 
@@ -89,6 +97,10 @@ class LabelAnythingWidget(
         self.classes.removed.connect(self._on_class_removed)
         self.model_picker.model_combo.currentIndexChanged.connect(self._update_background_row)
         self.model_picker.model_combo.currentIndexChanged.connect(self._default_preview)
+        picker = self.model_picker
+        for signal in (picker.model_combo.currentIndexChanged, picker.device_combo.currentIndexChanged,
+                       self.classes.changed, self.channel_combo.currentIndexChanged):  # fmt: skip
+            signal.connect(self.schedule_encoding)  # encoding.py
         self._default_preview()
         self._update_background_row()
         self._on_classes_changed()  # row 0, the background, before any class
@@ -296,7 +308,7 @@ class LabelAnythingWidget(
             watched = [layer for support in self.supports for layer in (support.image, *support.layers())]
             self.warn_one_channel([query_layer, *(s.image for s in self.supports)])  # channels.py
             self.cancel_preview()  # the run wins: a preview in flight is dropped
-            return self.runs.start(self.model_picker.get_segmenter, episode, query_layer, indices, watched, download,
+            return self.runs.start(self.segmenter_after_encoding, episode, query_layer, indices, watched, download,
                                    uncertainty=self.uncertainty_check.isChecked(), channels=self.channels)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the UI boundary
             self._report_error("cannot run", err)
@@ -337,6 +349,7 @@ class LabelAnythingWidget(
         if error is not None:
             self.last_error = error
         self._preview_after_run(kind == "done")  # preview.py
+        self.schedule_encoding()  # encoding.py: what changed during the run
         if kind == "done":
             self.hint.hide()
         elif kind == "failed":
@@ -453,6 +466,7 @@ class LabelAnythingWidget(
         self.closed = True
         self.runs.close()
         self.cancel_preview()
+        self.stop_encoding()
         self._stop_finetuning()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self._refresh_layer_choices)

@@ -47,8 +47,10 @@ TOOLTIPS = {
     "range_start": "First plane of the range (first axis), used with 'plane range'",
     "range_stop": "Last plane of the range (included), used with 'plane range'",
     "run_button": "Segment the image from your examples (Alt-R). napari stays usable; the result is\n"
-    "'<image> labels'. Nothing is changed if the run is cancelled or fails.",
-    "cancel_button": "Stop the run after the current plane; no layer is changed",
+    "'<image> labels', where each plane appears as soon as it is done.\n"
+    "If the run is cancelled or fails, those planes are taken back: no layer is changed.",
+    "cancel_button": "Stop the run after the current plane; the planes already shown are taken back,\n"
+    "so no layer is changed",
     "save_button": "Save classes, examples, scribbles and the model choice to one .episode file,\n"
     "to reuse later or in scripts",
     "load_button": "Open an .episode file: recreates its images, scribble layers and classes",

@@ -115,7 +115,9 @@ class PreviewActions:
         support.labels.events.paint.connect(self.prompt_edited)
 
     def prompt_edited(self, event=None) -> None:
-        """A prompt changed: preview once the edits pause (a later edit restarts the wait)."""
+        """A prompt changed: encode the supports (encoding.py) and preview once the edits pause
+        (a later edit restarts the wait)."""
+        self.schedule_encoding()
         if self.closed or not self.live_preview:
             return
         self.preview_timer.start()
@@ -180,7 +182,7 @@ class PreviewActions:
                 self.preview_timer.start(0)
 
         self._previews.start(
-            preview_job, self.model_picker.get_segmenter, episode, data, index, rgb,
+            preview_job, self.segmenter_after_encoding, episode, data, index, rgb,
             yielded=yielded, returned=returned, errored=errored, finished=finished,
         )  # fmt: skip
 

@@ -80,6 +80,7 @@ class SupportActions:
         self.support_list.setWordWrap(True)
         self.support_list.itemDoubleClicked.connect(lambda *_: self._guard(self.go_to_support, "cannot go to plane"))
         support_layout.addWidget(self.support_list)
+        support_layout.addWidget(self._build_encoding_label())  # encoding.py: background encoding
         self.go_to_plane_button = QPushButton("go to plane")
         self.go_to_plane_button.clicked.connect(lambda: self._guard(self.go_to_support, "cannot go to plane"))
         buttons.addWidget(self.go_to_plane_button)
@@ -113,6 +114,7 @@ class SupportActions:
             lambda event: QTimer.singleShot(0, lambda: self._refresh_support_list(event))
         )
         self._refresh_layer_choices()
+        self.schedule_encoding()  # encoding.py: its image is encoded at once
         return support
 
     def _selected_support(self) -> tuple[SupportLayers, tuple[int, ...]] | None:
@@ -148,6 +150,7 @@ class SupportActions:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self._refresh_support_list()
+        self.schedule_encoding()
 
     def _erase_plane(self, support: SupportLayers, plane: tuple[int, ...]) -> None:
         if not support.owns_labels:
