@@ -156,11 +156,14 @@ def test_key_bindings_survive_reopening(make_napari_viewer):
     from napari.utils.key_bindings import coerce_keybinding
 
     viewer = make_napari_viewer()
-    for _ in range(2):
+    for round_ in range(2):
         _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
         widget.set_model("classic", "cpu")  # takes background prompts: row 0 is in the cycle
-        widget.classes.add("a")
-        widget.classes.add("b")
+        if round_ == 0:  # the reopened widget keeps the classes (persistence.py)
+            widget.classes.add("a")
+            widget.classes.add("b")
+        assert widget.classes.names == ["a", "b"]
+        widget.classes.set_active(2)
         viewer.keymap[coerce_keybinding("Alt-N")](viewer)
         assert widget.classes.active == 0  # wrapped around from 2 to the background row
         viewer.keymap[coerce_keybinding("Alt-N")](viewer)

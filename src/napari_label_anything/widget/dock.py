@@ -4,7 +4,9 @@ Thin by design: it collects prompts from layers into an ``Episode`` (``layers.py
 ``Segmenter`` in a worker, one run at a time (``run_controller.py``, ``workers.py``), and
 writes a Labels layer (``layers.write_output``); files go through ``episode_files.py``.
 Every button reports a failure as one napari notification and on the status line. Closing the
-widget (napari's × takes it out of its dock) or the viewer stops its runs: nothing is written.
+widget (napari's × takes it out of its dock) or the viewer stops its runs and takes back what
+they wrote; the state of a widget closed with × goes to the next one opened in that viewer
+(``persistence.py``).
 From napari's console::
 
     widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")[1]
@@ -51,6 +53,7 @@ from .layers import (
     supports_to_episode,
 )
 from .model_picker import ModelPicker
+from .persistence import adopt_state, forget_state, keep_state
 from .preview import PreviewActions
 from .reporting import make_status_label, set_status
 from .reporting import notify as _notify
@@ -92,21 +95,20 @@ class LabelAnythingWidget(
         }
         self._build_ui()
         self.runs = RunController(self.viewer, self, self.classes)
-        self.classes.changed.connect(self._on_classes_changed)
-        self.classes.active_changed.connect(self._on_active_class)
-        self.classes.removed.connect(self._on_class_removed)
+        self._connect_classes()
         self.model_picker.model_combo.currentIndexChanged.connect(self._update_background_row)
         self.model_picker.model_combo.currentIndexChanged.connect(self._default_preview)
         picker = self.model_picker
         for signal in (picker.model_combo.currentIndexChanged, picker.device_combo.currentIndexChanged,
-                       self.classes.changed, self.channel_combo.currentIndexChanged):  # fmt: skip
+                       self.channel_combo.currentIndexChanged):  # fmt: skip
             signal.connect(self.schedule_encoding)  # encoding.py
         self._default_preview()
         self._update_background_row()
         self._on_classes_changed()  # row 0, the background, before any class
         self._connect_viewer()
         self._refresh_layer_choices()
-        self.adopt_sample_layers()
+        if not adopt_state(self):  # persistence.py: the state of a panel closed with ×
+            self.adopt_sample_layers()
         # The main window deletes its children when it closes (WA_DeleteOnClose): stop the runs
         # then. Not a bound method of self, which Qt would no longer call once deleted.
         runs, ref = self.runs, weakref.ref(self)
@@ -173,6 +175,21 @@ class LabelAnythingWidget(
         layout.addLayout(file_row)
         layout.addStretch()
         apply_tooltips(self)
+
+    def _connect_classes(self, connect: bool = True) -> None:
+        classes = self.classes
+        pairs = ((classes.changed, self._on_classes_changed), (classes.active_changed, self._on_active_class),
+                 (classes.removed, self._on_class_removed), (classes.changed, self.schedule_encoding))  # fmt: skip
+        for signal, slot in pairs:
+            signal.connect(slot) if connect else signal.disconnect(slot)
+
+    def adopt_classes(self, classes) -> None:
+        """Use ``classes`` (a ClassTable kept from a closed panel) instead of this widget's own."""
+        self._connect_classes(False)
+        self.classes = self.runs.classes = classes
+        self._connect_classes()
+        self._update_background_row()
+        self._on_classes_changed()
 
     def _refresh_layer_choices(self, event=None) -> None:
         from napari.layers import Image, Labels
@@ -465,6 +482,7 @@ class LabelAnythingWidget(
 
         self.closed = True
         self.runs.close()
+        self._connect_classes(False)  # the class table may go on in a new widget (persistence.py)
         self.cancel_preview()
         self.stop_encoding()
         self._stop_finetuning()
@@ -487,6 +505,7 @@ class LabelAnythingWidget(
         if self.closed:
             return
         self._release()
+        keep_state(self)  # persistence.py: a new widget for this viewer takes it over
         self.run_button.setEnabled(True)
         self.run_button.setText(f"Run ({KEY_RUN})")
         self.cancel_button.setEnabled(False)
@@ -494,6 +513,8 @@ class LabelAnythingWidget(
 
     def _reopen(self) -> None:
         self.closed = False
+        forget_state(self)
+        self._connect_classes()
         self.runs.reopen()
         self._connect_viewer()
         self._refresh_layer_choices()

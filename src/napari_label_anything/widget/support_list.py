@@ -104,6 +104,13 @@ class SupportActions:
         if not len(self.classes):
             self.classes.add()
         support = create_support_layers(self.viewer, image_layer, self.classes, labels_layer)
+        self._attach_support(support)
+        self._refresh_layer_choices()
+        self.schedule_encoding()  # encoding.py: its image is encoded at once
+        return support
+
+    def _attach_support(self, support: SupportLayers) -> None:
+        """Use ``support`` (new, or kept from a closed panel: persistence.py) in this widget."""
         self.supports.append(support)
         self._watch_prompt_edits(support)  # preview.py: live preview after each edit
         for layer in support.layers():
@@ -111,11 +118,8 @@ class SupportActions:
             layer.events.data.connect(self._refresh_support_list)
         # napari emits "paint" before it writes the pixels: refresh once the stroke is in
         support.labels.events.paint.connect(
-            lambda event: QTimer.singleShot(0, lambda: self._refresh_support_list(event))
+            lambda event: QTimer.singleShot(0, lambda: None if self.closed else self._refresh_support_list(event))
         )
-        self._refresh_layer_choices()
-        self.schedule_encoding()  # encoding.py: its image is encoded at once
-        return support
 
     def _selected_support(self) -> tuple[SupportLayers, tuple[int, ...]] | None:
         item = self.support_list.currentItem()
