@@ -24,7 +24,7 @@ def test_round_trip_through_yaml_and_json(tmp_path):
     assert TrainConfig.from_file(tmp_path / "run.yaml") == config
     assert TrainConfig.from_file(tmp_path / "run.json") == config
     assert config.replace(steps=9).steps == 9
-    assert config.model_arguments()["encoder"] == "test_tiny_vit_mae"
+    assert config.model_arguments()["encoder"] == "test_tiny_sam_vit"
     assert config.model_arguments()["spatial_convs"] is None  # overrides win over the preset
 
 

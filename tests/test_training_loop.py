@@ -44,15 +44,15 @@ def test_training_learns_classes_it_never_saw(tmp_path):
     """A few hundred steps on synthetic shapes: loss falls, held-out-class mIoU rises well above the untrained."""
     config = TrainConfig.from_dict(
         {
-            # The encoder is trained too: a frozen *random* encoder gives features too poor to
-            # tell the synthetic classes apart (the frozen path is tested below on its own).
-            "model_config": {"preset": "tiny", "image_size": 128},
-            "freeze_encoder": False,
+            # The default recipe: the encoder frozen (random weights here) and everything after it
+            # trained on its cached features. The tiny preset's SAM-style encoder passes brightness
+            # and texture on even untrained; a frozen random ViT-MAE would not (see config.py).
+            "model_config": "tiny",
             "data": [{"kind": "synthetic", "n_samples": 300, "classes": TRAIN_CLASSES}],
             "validation": [{"kind": "synthetic", "n_samples": 80, "seed": 7, "classes": HELD_OUT_CLASSES}],
             "configurations": [[2, 1, 1], [2, 2, 1], [4, 1, 1], [2, 1, 2]],
             "steps": 300,
-            "lr": 1e-3,
+            "lr": 2e-3,
             "warmup_steps": 20,
             "validate_every": 0,
             "val_episodes": 40,
@@ -69,7 +69,8 @@ def test_training_learns_classes_it_never_saw(tmp_path):
     message = f"loss {first:.4f} -> {last:.4f}; held-out mIoU untrained {before:.4f} -> trained {after:.4f}"
     print(message)
     assert last < 0.75 * first, message
-    assert after > before + 0.05 and after > 2 * before, message
+    # Measured: loss 0.47 -> 0.21, held-out mIoU 0.05 -> 0.22 (more steps keep raising it: 0.24 at 600).
+    assert after > before + 0.08 and after > 2.5 * before, message
 
 
 def test_frozen_encoder_trains_the_rest_on_cached_features(tmp_path):
@@ -98,8 +99,9 @@ def test_feature_cache_memory_and_disk(tmp_path):
     images = [np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8) for i in range(3)]
     cache = EncoderFeatureCache(model, "cpu", size=8, folder=tmp_path / "features")
     first = cache.lookup(images + images[:1])
-    expected = model.encode_images(torch.from_numpy(preprocess(images[1], 64, False))[None])[0]
-    assert first[1].shape == (24, 4, 4) and torch.allclose(first[1], expected, atol=1e-6)
+    pixels = torch.from_numpy(preprocess(images[1], 64, model.config.custom_preprocess))[None]
+    expected = model.encode_images(pixels)[0]
+    assert first[1].shape == (16, 4, 4) and torch.allclose(first[1], expected, atol=1e-6)
     assert torch.equal(first[0], first[3]) and cache.stats["encoded"] == 3
     cache(images[2])
     assert cache.stats["memory_hits"] == 1

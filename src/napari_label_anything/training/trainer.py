@@ -243,11 +243,12 @@ def run(
     from . import distributed
     from .checkpointing import remove_partials
 
-    import_torch()  # the safe import order (see device.import_torch)
+    torch = import_torch()
     if data is None or len(data) == 0:
         raise ValueError("no training data: give at least one dataset with samples")
     context = distributed.setup(resolve_device(config.device))
     try:
+        torch.manual_seed(config.seed)  # the class-token pool draws rows from torch's generator
         resume = _resume_folder(config)
         network = build_model(config, resume, model)
         loop = _Loop(config, data, validation, network, context, resume)
