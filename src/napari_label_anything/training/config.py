@@ -101,7 +101,7 @@ class TrainConfig:
     data: list[dict[str, Any]] = _option(
         list,
         "Training datasets, each `{kind: KIND, ...}` (KIND: synthetic, folder, episodes or coco) with the "
-        "dataset's own arguments (e.g. `{kind: folder, root: DIR}`, `{kind: episodes, paths: [a.episode]}`, "
+        "dataset's own arguments (e.g. `{kind: folder, path: DIR}`, `{kind: episodes, paths: [a.episode]}`, "
         "`{kind: synthetic, n_samples: 200}`, `{kind: coco, ...}`); optional `classes: [ids]` keeps only "
         "those classes. Several datasets are merged, classes with equal names becoming one class.",
         factory=True,
@@ -275,7 +275,7 @@ class TrainConfig:
         if self.resume is not None and not isinstance(self.resume, bool | str):
             raise ValueError(f"resume must be a checkpoint folder or true, got {self.resume!r}")
         if require_data and not self.data:
-            raise ValueError("data is empty: give at least one dataset, e.g. {kind: folder, root: DIR}")
+            raise ValueError("data is empty: give at least one dataset, e.g. {kind: folder, path: DIR}")
         for option in ("data", "validation"):
             specs = getattr(self, option)
             if not isinstance(specs, list):
