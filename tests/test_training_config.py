@@ -32,7 +32,7 @@ def test_yaml_file_as_a_user_writes_it(tmp_path):
     path = tmp_path / "train.yml"
     path.write_text(
         "model: my-model\n"
-        "data:\n  - {kind: folder, root: data/train}\n"
+        "data:\n  - {kind: folder, path: data/train}\n"
         "validation:\n  - {kind: episodes, paths: [a.episode]}\n"
         "epochs: 2\nfreeze_encoder: false\nprecision: bf16\n"
     )

@@ -265,3 +265,23 @@ def test_train_refuses_what_it_cannot_use(tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint folder"):
         train(config, console=False)
     assert os.environ.get("WORLD_SIZE", "1") == "1"
+
+
+def test_finetune_on_episode_files_saved_from_the_plugin(tmp_path):
+    """The widget's path: painted planes saved as an .episode file are the training data."""
+    import napari_label_anything as nla
+    from napari_label_anything.checkpoint import save_model
+    from napari_label_anything.training.datasets import SyntheticDataset
+    from napari_label_anything.training.trainer import build_model
+
+    source = SyntheticDataset(12, size=64)
+    episode = nla.Episode(["class 1", "class 2", "class 3"])
+    for i in range(12):
+        sample = source[i]
+        labels = np.where(np.isin(sample.labels, [1, 2, 3]), sample.labels, 0)
+        if labels.any():
+            episode.add_support(sample.image, labels=labels)
+    path = episode.save(tmp_path / "painted.episode")
+    save_model(build_model(small_config(tmp_path)), tmp_path / "start")
+    result = finetune(str(tmp_path / "start"), [str(path)], tmp_path / "tuned", steps=2, device="cpu", console=False)
+    assert result.steps == 2 and (tmp_path / "tuned" / "final" / "config.json").is_file()
