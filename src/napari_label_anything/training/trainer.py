@@ -412,15 +412,20 @@ class _Loop:
         config, main = self.config, self.context.is_main
         log = _CsvLog(config.log_path(), self.step) if main else None
         if main:
-            (Path(config.out) / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
-        before = None
+            from ..files import atomic_write
+
+            with atomic_write(Path(config.out) / "train_config.json") as partial:
+                partial.write_text(json.dumps(config.to_dict(), indent=2))
         if self.step == 0:
             before = self.validate()
             if before is not None:
                 self._record({"step": 0, "val_miou": before["miou"], "val_fb_iou": before["fb_iou"]}, log)
+        else:  # resumed: the scores before the first step are in the history, when there was validation
+            start = next((row for row in self.history if row.get("step") == 0 and "val_miou" in row), None)
+            before = None if start is None else {"miou": start["val_miou"], "fb_iou": start["val_fb_iou"]}
         bar = _console_bar(self.total, self.step) if console and main else None
         started, first_step = time.perf_counter(), self.step
-        cancelled, saved = False, None
+        cancelled = False
         try:
             while self.step < self.total:
                 if any_rank(is_cancelled(cancel), self.context):
