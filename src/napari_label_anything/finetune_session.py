@@ -136,7 +136,8 @@ def finetune_episode(
     """Fine-tune ``segmenter``'s model on the episode's painted planes (see the module docstring).
 
     Args:
-        segmenter: a ``LabelAnythingSegmenter`` (its network is copied, never changed).
+        segmenter: a ``LabelAnythingSegmenter`` (its network is copied, never changed; one whose
+            PyTorch encoder was released for ONNX Runtime is reloaded from its name).
         episode: classes and supports; at least ``MIN_PAINTED`` supports with painted labels.
         out: output folder; ``out/final`` is the new checkpoint (``config.json`` +
             ``model.safetensors``), ``out/finetune-data.episode`` the planes it learned from.
@@ -165,8 +166,10 @@ def finetune_episode(
     before = held_out_miou(segmenter, episode, held)
     data = _subset(episode, learn).save(out / "finetune-data.episode")
     options.setdefault("configurations", episode_configurations(episode.n_classes, len(learn)))
+    # An ONNX-backed segmenter may have released its PyTorch encoder: train from its source then.
+    start = segmenter if segmenter.model.image_encoder is not None else segmenter.name
     result = finetune(
-        segmenter, [str(data)], out, steps=steps, device=device, register_as=register_as,
+        start, [str(data)], out, steps=steps, device=device, register_as=register_as,
         progress=progress, cancel=cancel, console=False, **options,
     )  # fmt: skip
     after = None
