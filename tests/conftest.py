@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,61 @@ def pytest_runtest_makereport(item, call):
             report.outcome = "failed"
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
             report.longrepr = f"skipped outside a gpu-marked test (not allowed): {reason}"
+
+
+def wait_for(qtbot, worker):
+    """Wait until a widget worker has finished and its callbacks have run."""
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.wait(20)
+
+
+def check_sample(sample, classes):
+    """Invariants every training dataset's samples share."""
+    assert sample.labels.dtype == np.int64
+    assert sample.labels.shape == sample.image.shape[:2]
+    assert set(np.unique(sample.labels)) - {0} <= set(classes)
+    for inst in sample.instances:
+        assert inst.mask.dtype == bool and inst.mask.shape == sample.labels.shape
+        assert inst.area > 0
+        assert np.all(sample.labels[inst.mask] == inst.class_id)
+
+
+class GatedSegmenter:
+    """A fake segmenter whose stack runs advance one plane per ``step`` (all after ``open_gate``).
+
+    Plane i is filled with ``fill(i)``; ``fail_at`` raises inside the run at that plane.
+    """
+
+    name, device = "gated", "cpu"
+
+    def __init__(self, n_planes: int, fail_at: int | None = None, fill=lambda i: 1) -> None:
+        self.n_planes, self.fail_at, self.fill = n_planes, fail_at, fill
+        self.reset()
+
+    def reset(self) -> None:
+        """Closed gate, no steps granted, no calls counted (for the next run)."""
+        self.entered = threading.Event()  # the worker is inside the segmenter
+        self._steps = threading.Semaphore(0)
+        self._open = threading.Event()
+        self.calls = 0
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._steps.release()
+
+    def open_gate(self) -> None:
+        self._open.set()
+        self.step(self.n_planes * 4)
+
+    def iter_predict_stack(self, episode, query, planes, rgb=False):
+        self.calls += 1
+        for index in planes:
+            self.entered.set()
+            if not self._open.is_set():
+                assert self._steps.acquire(timeout=30), "the test never let the plane go"
+            if index[0] == self.fail_at:
+                raise ValueError("the model broke on this plane")
+            shape = query.shape[len(index) : query.ndim - (1 if rgb else 0)]
+            yield index, np.full(shape, self.fill(index[0]), dtype=np.uint8)

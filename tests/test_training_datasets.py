@@ -7,22 +7,9 @@ import time
 import numpy as np
 import pytest
 
+from conftest import check_sample
 from napari_label_anything.training.datasets import ClassSubset, SegmentationDataset, SyntheticDataset
 from napari_label_anything.training.datasets.synthetic import MAX_CLASSES, class_cues
-
-
-def check_sample(sample, classes):
-    """Invariants every dataset's samples share."""
-    assert sample.labels.dtype == np.int64
-    assert sample.labels.shape == sample.image.shape[:2]
-    assert set(np.unique(sample.labels)) - {0} <= set(classes)
-    for inst in sample.instances:
-        assert inst.mask.dtype == bool and inst.mask.shape == sample.labels.shape
-        assert inst.area > 0
-        assert np.all(sample.labels[inst.mask] == inst.class_id)
-
-
-# --- synthetic -------------------------------------------------------------------------------
 
 
 def test_synthetic_deterministic_and_consistent_with_index():

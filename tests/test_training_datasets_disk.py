@@ -5,21 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import check_sample
 from napari_label_anything.training.datasets import SegmentationDataset, SyntheticDataset
-
-
-def check_sample(sample, classes):
-    """Invariants every dataset's samples share."""
-    assert sample.labels.dtype == np.int64
-    assert sample.labels.shape == sample.image.shape[:2]
-    assert set(np.unique(sample.labels)) - {0} <= set(classes)
-    for inst in sample.instances:
-        assert inst.mask.dtype == bool and inst.mask.shape == sample.labels.shape
-        assert inst.area > 0
-        assert np.all(sample.labels[inst.mask] == inst.class_id)
-
-
-# --- folders of images and label images ------------------------------------------------------
 
 
 def _write(path, array):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import blob_image
+from conftest import blob_image, wait_for
 
 pytestmark = pytest.mark.napari
 
@@ -35,11 +35,6 @@ def prompt_blobs(widget, viewer):
     support.points.add([[60, 90]])  # a click: the point gets the active class
     assert support.points.features["class"].tolist() == [2]
     return support, truth
-
-
-def wait_for(qtbot, worker):
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
 
 
 def test_user_flow_on_a_2d_query(qtbot, viewer_and_widget):

@@ -7,17 +7,10 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from conftest import blob_image
+from conftest import blob_image, wait_for
 from test_channels import dapi_rgb
 
 pytestmark = pytest.mark.napari
-
-
-def wait_for(qtbot, worker):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.wait(20)
 
 
 def warnings_since(before: int) -> list[str]:

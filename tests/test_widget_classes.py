@@ -7,18 +7,11 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from conftest import blob_image
+from conftest import blob_image, wait_for
 
 pytestmark = pytest.mark.napari
 
 BACKGROUND_PROMPT = 255
-
-
-def wait_for(qtbot, worker):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.wait(20)
 
 
 def paint_background(widget, support):

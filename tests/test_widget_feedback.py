@@ -8,17 +8,10 @@ import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt
 
-from conftest import blob_image
+from conftest import blob_image, wait_for
 from test_uncertainty import dimmed_stack, mean_iou
 
 pytestmark = pytest.mark.napari
-
-
-def wait_for(qtbot, worker):
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    qtbot.wait(20)
 
 
 def press(qtbot, button) -> None:

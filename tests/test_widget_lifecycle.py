@@ -6,46 +6,15 @@ go, so "mid-run" is a fact and not a race.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 from napari.utils.notifications import notification_manager
 
-from conftest import blob_image
+from conftest import GatedSegmenter, blob_image
 
 pytestmark = pytest.mark.napari
 
 N_PLANES = 6
-
-
-class GatedSegmenter:
-    """Yields one plane of 1s each time the test calls ``step`` (or all after ``open_gate``)."""
-
-    name, device = "gated", "cpu"
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()  # the worker is inside the segmenter
-        self._steps = threading.Semaphore(0)
-        self._open = threading.Event()
-        self.calls = 0
-
-    def step(self, n: int = 1) -> None:
-        for _ in range(n):
-            self._steps.release()
-
-    def open_gate(self) -> None:
-        self._open.set()
-        self.step(N_PLANES * 4)
-
-    def iter_predict_stack(self, episode, query, planes, rgb=False):
-        self.calls += 1
-        for index in planes:
-            self.entered.set()
-            if not self._open.is_set():
-                assert self._steps.acquire(timeout=30), "the test never let the plane go"
-            shape = query.shape[len(index) : query.ndim - (1 if rgb else 0)]
-            yield index, np.ones(shape, dtype=np.uint8)
 
 
 @pytest.fixture
@@ -61,7 +30,7 @@ def gated(make_napari_viewer, monkeypatch):
     widget.classes.add("red")
     support = widget.add_support(viewer.layers["support"])
     support.labels.paint((30, 35), 1)
-    segmenter = GatedSegmenter()
+    segmenter = GatedSegmenter(N_PLANES)
     monkeypatch.setattr(widget.model_picker, "get_segmenter", lambda: segmenter)
     yield viewer, widget, segmenter
     segmenter.open_gate()  # never leave a worker waiting
@@ -121,7 +90,7 @@ def test_dock_close_button_stops_the_run_hide_button_does_not(qtbot, gated):
     assert "stack labels" in viewer.layers
     viewer.layers.remove("stack labels")
     # "close this panel" (×): napari takes the widget out of its dock; the run stops.
-    segmenter.__init__()
+    segmenter.reset()
     worker = start_and_enter(qtbot, widget, viewer, segmenter)
     qtbot.mouseClick(dock.title.close_button, Qt.MouseButton.LeftButton)
     assert widget.closed and widget.parent() is None

@@ -4,45 +4,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
-from conftest import blob_image
+from conftest import GatedSegmenter, blob_image
 
 pytestmark = pytest.mark.napari
 
 N_PLANES = 5
-
-
-class GatedSegmenter:
-    """Plane i is filled with (i % 2) + 1; each plane waits for ``step`` (or ``open_gate``);
-    ``fail_at`` raises inside the run at that plane."""
-
-    name, device = "gated", "cpu"
-
-    def __init__(self, fail_at: int | None = None) -> None:
-        self._steps = threading.Semaphore(0)
-        self._open = threading.Event()
-        self.fail_at = fail_at
-
-    def step(self, n: int = 1) -> None:
-        for _ in range(n):
-            self._steps.release()
-
-    def open_gate(self) -> None:
-        self._open.set()
-        self.step(N_PLANES * 4)
-
-    def iter_predict_stack(self, episode, query, planes, rgb=False):
-        for index in planes:
-            if not self._open.is_set():
-                assert self._steps.acquire(timeout=30), "the test never let the plane go"
-            if index[0] == self.fail_at:
-                raise ValueError("the model broke on this plane")
-            shape = query.shape[len(index) : query.ndim - (1 if rgb else 0)]
-            yield index, np.full(shape, index[0] % 2 + 1, dtype=np.uint8)
 
 
 @pytest.fixture
@@ -59,7 +28,7 @@ def gated(make_napari_viewer, monkeypatch):
     support = widget.add_support(viewer.layers["support"])
     support.labels.paint((30, 35), 1)
     support.labels.paint((60, 90), 2)
-    segmenter = GatedSegmenter()
+    segmenter = GatedSegmenter(N_PLANES, fill=lambda i: i % 2 + 1)
     monkeypatch.setattr(widget.model_picker, "get_segmenter", lambda: segmenter)
     yield viewer, widget, segmenter
     segmenter.open_gate()
@@ -138,7 +107,7 @@ def test_cancel_restores_an_existing_output_layer_exactly(qtbot, gated):
     out = viewer.layers["stack labels"]
     out.data[3, :5, :5] = 7  # the user's own corrections on the previous result
     data_object = out.data
-    segmenter.__init__()
+    segmenter.reset()
     widget.classes.add("blue")  # a third class: other colours, features and names
     widget.supports[0].labels.paint((10, 10), 3)
     before = snapshot(viewer)
