@@ -18,7 +18,7 @@ def test_the_options_table_is_current():
     assert table == options_table().strip(), "regenerate the table in docs/training.md from options_table()"
 
 
-@pytest.mark.parametrize("name", ["train_tiny.yaml", "coco20i_fold0_mae.yaml"])
+@pytest.mark.parametrize("name", ["train_tiny.yaml", "coco20i_fold0_sam.yaml"])
 def test_example_configs_are_valid(name):
     config = TrainConfig.from_file(ROOT / "examples" / name)
     config.validate(require_data=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import pytest
 
@@ -116,3 +117,13 @@ def test_warmup_default_and_epochs():
     assert config.warmup(300) == 30 and config.warmup(50_000) == 1000
     assert config.replace(warmup_steps=5).warmup(300) == 5
     assert config.replace(epochs=1.0, configurations=[[4, 1, 1]]).total_steps(n_samples=10) == 3
+
+
+def test_a_frozen_random_full_size_encoder_is_warned_about():
+    config = TrainConfig.from_dict({"model_config": "mae-480", "data": [{"kind": "synthetic", "n_samples": 4}]})
+    with pytest.warns(UserWarning, match="meaningless features"):
+        config.validate()
+    tiny = TrainConfig.from_dict({"model_config": "tiny", "data": [{"kind": "synthetic", "n_samples": 4}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny.validate()

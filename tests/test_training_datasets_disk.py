@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import check_sample
-from napari_label_anything.training.datasets import SegmentationDataset, SyntheticDataset
+from napari_label_anything.episode import Episode
+from napari_label_anything.training.datasets import (
+    CocoDataset,
+    EpisodeFilesDataset,
+    SegmentationDataset,
+    SyntheticDataset,
+)
 
 
 def _write(path, array):
@@ -399,3 +405,31 @@ def test_coco_bad_arguments(tmp_path):
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "img2.png")
     with pytest.raises(ValueError, match=r"img2\.png.*\(30, 30\)"):
         CocoDataset(path, folder, min_area=50)[1]
+
+
+def test_episode_background_scribbles_are_background_not_a_class(tmp_path):
+    """The widget saves background scribbles as a last class "background": it trains as label 0."""
+    image = np.zeros((16, 16), np.uint8)
+    labels = np.zeros((16, 16), np.int64)
+    labels[2:6, 2:6] = 1
+    labels[10:14, 10:14] = 2  # the "background" class
+    episode = Episode(["cell", "background"])
+    episode.add_support(image, labels=labels)
+    episode.save(tmp_path / "a.episode")
+    data = EpisodeFilesDataset(tmp_path / "a.episode")
+    assert data.classes == {1: "cell"}
+    assert set(np.unique(data[0].labels)) == {0, 1}
+
+
+def test_coco_2014_names_find_2017_files(tmp_path):
+    """2014 annotation names (COCO_val2014_0000...) next to the merged 2017 image files (0000...)."""
+    import json
+
+    annotations, folder, _, _ = _tiny_coco(tmp_path)
+    content = json.loads(annotations.read_text())
+    for record in content["images"]:
+        renamed = f"COCO_val2014_{record['file_name']}"
+        record["file_name"] = renamed  # the files keep their 2017-style names
+    annotations.write_text(json.dumps(content))
+    data = CocoDataset(annotations, folder, min_area=50)
+    assert data[0].image.ndim == 3

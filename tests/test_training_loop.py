@@ -92,14 +92,15 @@ def test_feature_cache_memory_and_disk(tmp_path):
     from napari_label_anything.model.config import LabelAnythingConfig
     from napari_label_anything.model.label_anything import LabelAnything
     from napari_label_anything.training.config import MODEL_PRESETS
-    from napari_label_anything.training.features import EncoderFeatureCache, preprocess
+    from napari_label_anything.training.collate import model_input
+    from napari_label_anything.training.features import EncoderFeatureCache
 
     torch.manual_seed(0)
     model = LabelAnything(LabelAnythingConfig.from_dict({**MODEL_PRESETS["tiny"], "image_size": 64}))
     images = [np.random.default_rng(i).integers(0, 255, (50, 70), dtype=np.uint8) for i in range(3)]
     cache = EncoderFeatureCache(model, "cpu", size=8, folder=tmp_path / "features")
     first = cache.lookup(images + images[:1])
-    pixels = torch.from_numpy(preprocess(images[1], 64, model.config.custom_preprocess))[None]
+    pixels = torch.from_numpy(model_input(images[1], 64, model.config.custom_preprocess))[None]
     expected = model.encode_images(pixels)[0]
     assert first[1].shape == (16, 4, 4) and torch.allclose(first[1], expected, atol=1e-6)
     assert torch.equal(first[0], first[3]) and cache.stats["encoded"] == 3

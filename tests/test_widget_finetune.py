@@ -56,6 +56,9 @@ def test_finetune_is_refused_clearly(make_napari_viewer, qtbot, tmp_path, monkey
     widget2._guard(lambda: widget2.finetune(steps=1), "cannot fine-tune")
     assert "needs a Label Anything model" in str(widget2.last_error)
     assert not widget2.finetuning and widget2.finetune_button.isEnabled()
+    widget2.set_model(str(REFERENCE / "mae_like"), "cpu")
+    widget2._guard(lambda: widget2.finetune(steps=1, name="../outside"), "cannot fine-tune")
+    assert "use letters, digits" in str(widget2.last_error) and not widget2.finetuning
 
 
 @pytest.mark.slow
@@ -71,3 +74,4 @@ def test_stop_ends_finetuning_without_changing_the_model(make_napari_viewer, qtb
     assert widget.finetune_outcome.cancelled and widget.finetune_outcome.steps < 500
     assert widget.model_picker.model_name == chosen
     assert "stopped after" in widget.finetune_status.text()
+    assert not (tmp_path / "finetuned" / "stopped").exists(), "a stopped fine-tuning keeps no half-made model"

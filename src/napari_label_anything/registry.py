@@ -123,8 +123,7 @@ def register_local_model(name: str, folder: str | os.PathLike) -> Path:
     folder = resolve_checkpoint(Path(folder).expanduser().resolve())
     entries = {k: str(v) for k, v in local_models().items()}
     entries[name] = str(folder)
-    _local_file().parent.mkdir(parents=True, exist_ok=True)
-    _local_file().write_text(json.dumps(entries, indent=2))
+    _write_entries(entries)
     return folder
 
 
@@ -132,7 +131,16 @@ def unregister_local_model(name: str) -> None:
     entries = {k: str(v) for k, v in local_models().items()}
     if entries.pop(name, None) is None:
         raise ValueError(f"no local model named {name!r}")
-    _local_file().write_text(json.dumps(entries, indent=2))
+    _write_entries(entries)
+
+
+def _write_entries(entries: dict[str, str]) -> None:
+    """Replace the local models file at once (a crash never leaves it half-written)."""
+    from .files import atomic_write
+
+    _local_file().parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(_local_file()) as partial:
+        partial.write_text(json.dumps(entries, indent=2))
 
 
 def find_known(name: str) -> KnownModel | None:

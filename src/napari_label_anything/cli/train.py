@@ -49,7 +49,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..inference import load_segmenter
 
     dataset = _dataset(args, split="val")
-    segmenter = load_segmenter(args.model, device=args.device)
+    # Whole images resized to the model's input, as the official validation does (no tiling).
+    segmenter = load_segmenter(args.model, device=args.device, tiling="resize")
     seeds = [args.seed + r for r in range(args.reruns)]
     results = []
     for seed in seeds:
@@ -92,7 +93,8 @@ def _train(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
     config = TrainConfig.from_file(args.config)
-    changes = {k: v for k, v in (("out", args.out), ("device", args.device), ("resume", args.resume)) if v}
+    resume = True if str(args.resume).lower() in ("true", "latest") else args.resume
+    changes = {k: v for k, v in (("out", args.out), ("device", args.device), ("resume", resume)) if v}
     if changes:
         config = config.replace(**changes)
     result = train(config)
@@ -137,7 +139,7 @@ def add_parsers(sub) -> None:
     train.add_argument("--config", required=True, help="the run's options (see docs/training.md)")
     train.add_argument("--out", help="output folder (overrides the config's out)")
     train.add_argument("--device", help="auto, cuda, mps or cpu (overrides the config)")
-    train.add_argument("--resume", help="a checkpoint folder, or 'latest' in out (overrides the config)")
+    train.add_argument("--resume", help="a checkpoint folder, or latest (= true) for the newest in out")
     train.set_defaults(func=_train)
 
     finetune = sub.add_parser("finetune", help="fine-tune a model on your own labelled images or episodes")

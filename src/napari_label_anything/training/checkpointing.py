@@ -6,7 +6,7 @@
 - ``training_state.safetensors``: every optimizer tensor (AdamW moments and step counts, keys
   ``optimizer.PARAM.NAME``) and the torch random-number states (``rng.*``);
 - ``training_state.json``: the optimizer's parameter groups and scalar state, the learning-rate
-  scheduler's state, the step, the history so far and the run's config.
+  scheduler's state, the step and the history so far (the run's config is ``training_summary.json``).
 
 Nothing is pickled. A checkpoint is written into a hidden temporary folder beside its final
 place and renamed into place when complete, so an interrupted write (a crash, a cancel, a kill)

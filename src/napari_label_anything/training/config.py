@@ -13,13 +13,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .prompts import PROMPT_TYPES
+
+FULL_SIZE_ENCODERS = ("vit_b", "vit_l", "vit_h", "vit_b_mae")  # random + frozen = useless features
+
 # (batch size, N ways, M support examples), one drawn per batch (README reference, 9 "Episodes").
 OFFICIAL_CONFIGURATIONS = ((2, 1, 4), (2, 4, 2), (2, 1, 2), (4, 2, 2), (4, 4, 1), (16, 1, 1))
-PROMPT_TYPES = ("point", "bbox", "mask")
 DATASET_KINDS = ("synthetic", "folder", "episodes", "coco")
 SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -265,7 +269,18 @@ class TrainConfig:
         if self.model is not None and not isinstance(self.model, str):
             raise ValueError(f"model must be a name or folder path, got {self.model!r}")
         if self.model_config is not None:
-            self.model_arguments()  # validates the preset name / dict shape
+            arguments = self.model_arguments()  # validates the preset name / dict shape
+            if (
+                self.model is None
+                and self.freeze_encoder
+                and self.encoder_checkpoint is None
+                and (arguments.get("encoder") in FULL_SIZE_ENCODERS)
+            ):
+                warnings.warn(
+                    f"a frozen, randomly initialised {arguments['encoder']} encoder: the model trains on "
+                    "meaningless features; set encoder_checkpoint (SAM) or start from a checkpoint (model)",
+                    stacklevel=2,
+                )
         if self.encoder_checkpoint is not None and self.model is not None:
             raise ValueError("encoder_checkpoint initialises a model trained from scratch; it needs model_config")
         for name in ("freeze_encoder", "class_weighting", "official_weight_squared"):

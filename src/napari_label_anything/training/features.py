@@ -33,18 +33,9 @@ import numpy as np
 
 from ..inference.cache import LRUCache
 from ..inference.embedding_store import EmbeddingStore, image_digest, weights_digest
-from ..preprocessing import image_to_model_input, to_uint8_rgb
+from .collate import model_input
 
 FEATURE_STAGE = "image_encoder"  # what the disk entries hold: encoder output, before the trainable neck
-
-
-def preprocess(image: np.ndarray, image_size: int, custom_preprocess: bool) -> np.ndarray:
-    """Raw (Y, X[, 3]) image of any dtype -> (3, S, S) float32 normalised model input.
-
-    The inference rule (``to_uint8_rgb`` with the per-image intensity range, then the model's
-    resize and ImageNet normalisation), so trained models see images as they will at inference.
-    """
-    return image_to_model_input(to_uint8_rgb(image), image_size, custom_preprocess)
 
 
 class EncoderFeatureCache:
@@ -156,7 +147,7 @@ class EncoderFeatureCache:
         import torch
 
         c = self.model.config
-        pixels = torch.from_numpy(np.stack([preprocess(im, c.image_size, c.custom_preprocess) for im in images]))
+        pixels = torch.from_numpy(np.stack([model_input(im, c.image_size, c.custom_preprocess) for im in images]))
         encoder = self.model.image_encoder
         was_training = encoder.training
         encoder.eval()

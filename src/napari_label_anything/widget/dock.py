@@ -313,8 +313,8 @@ class LabelAnythingWidget(
         if self.closed:
             _notify("warning", "the Label Anything widget is closed; open it again to run")
             return None
-        if self.runs.busy:
-            _notify("warning", "a run is already in progress: wait for it or press Cancel")
+        if self.runs.busy or self.finetuning:
+            _notify("warning", "a run or fine-tuning is in progress: wait for it or press Cancel / Stop")
             return None
         try:
             query_layer = query_layer or self._chosen_query()

@@ -10,6 +10,7 @@ layers are untouched whether the run succeeds, fails or is cancelled.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,13 @@ def finetuned_models_dir() -> Path:
 def default_model_name(base: str) -> str:
     stem = Path(str(base)).name or str(base)
     return f"{stem}-finetuned-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _discard(folder: Path | None) -> None:
+    import shutil
+
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _finetune_job(segmenter_source, episode, out: Path, steps: int, name: str, device: str, stop):
@@ -79,6 +87,7 @@ class FinetuneActions:
         self._finetune_launcher = WorkerLauncher()
         self._finetune_stop = threading.Event()
         self.finetune_outcome = None
+        self._finetune_out: Path | None = None
         box = QGroupBox("Fine-tune the model on this episode")
         layout = QVBoxLayout(box)
         row = QHBoxLayout()
@@ -132,6 +141,8 @@ class FinetuneActions:
             raise ValueError("fine-tuning needs a Label Anything model: choose one in the model picker")
         steps = int(steps or self.finetune_steps.value())
         name = (name or self.finetune_name.text().strip() or default_model_name(picker.model_name)).strip()
+        if not re.fullmatch(r"[\w.-]+", name) or name in (".", ".."):
+            raise ValueError(f"model name {name!r}: use letters, digits, '.', '-' and '_' only")
         out = finetuned_models_dir() / name
         if out.exists() and any(out.iterdir()):
             raise ValueError(f"a fine-tuned model named {name!r} exists already ({out}); choose another name")
@@ -140,10 +151,11 @@ class FinetuneActions:
         self.finetune_button.setEnabled(False)
         self.finetune_cancel_button.setEnabled(True)
         self.finetune_status.setText(f"fine-tuning {steps} step(s)…")
+        self._finetune_out = out
         return self._finetune_launcher.start(
             _finetune_job, picker.get_segmenter, episode, out, steps, name, picker.device, self._finetune_stop,
             yielded=self._on_finetune_message, returned=self._on_finetune_done,
-            errored=lambda err: self._report_error("fine-tuning failed", err), finished=self._on_finetune_finished,
+            errored=self._on_finetune_error, finished=self._on_finetune_finished,
         )  # fmt: skip
 
     def cancel_finetune(self) -> None:
@@ -165,6 +177,7 @@ class FinetuneActions:
         if self.closed:
             return
         if outcome.cancelled:
+            _discard(self._finetune_out)  # nothing to resume from the widget: no half-made model is kept
             self.finetune_status.setText(f"stopped after {outcome.steps} step(s); the model in use is unchanged")
             return
         self.model_picker.set_model(outcome.registered_as or str(outcome.checkpoint), self.model_picker.device)
@@ -174,6 +187,10 @@ class FinetuneActions:
             f"({held}; learned from {outcome.trained_on} plane(s), {outcome.steps} steps). "
             "It is now chosen in the model picker; choose the previous model there to go back."
         )
+
+    def _on_finetune_error(self, err: BaseException) -> None:
+        _discard(self._finetune_out)
+        self._report_error("fine-tuning failed", err)
 
     def _on_finetune_finished(self) -> None:
         if self.closed:

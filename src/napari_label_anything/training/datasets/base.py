@@ -74,6 +74,13 @@ def instances_from_labels(labels: np.ndarray, min_area: int = 0) -> list[Instanc
     return found
 
 
+def classes_present(labels: np.ndarray, min_area: int = 0) -> set[int]:
+    """Class ids with at least one object of ``min_area`` pixels or more in a (Y, X) label image."""
+    if min_area <= 1:  # every labelled pixel belongs to an object of at least one pixel
+        return {int(k) for k in np.unique(labels) if k}
+    return {inst.class_id for inst in instances_from_labels(labels, min_area)}
+
+
 def build_index(instance_classes: list[set[int]]) -> dict[int, list[int]]:
     """class id -> sorted sample indices, from the set of (filtered) instance classes per sample."""
     index: dict[int, list[int]] = {}

@@ -133,6 +133,8 @@ class CocoDataset:
         image_id = self.image_ids[int(i)]
         record = self.coco.imgs[image_id]
         path = self.images / record["file_name"]
+        if not path.exists():  # 2014 names (COCO_val2014_0000...) next to 2017 files (0000...)
+            path = self.images / record["file_name"].rsplit("_", 1)[-1]
         image = read_image(path)
         if image.ndim == 3 and image.shape[-1] == 4:
             image = image[..., :3]

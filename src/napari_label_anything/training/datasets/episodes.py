@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Sample, build_index, instances_from_labels
+from ...labels import BACKGROUND
+from .base import Sample, build_index, classes_present, instances_from_labels
 
 
 class EpisodeFilesDataset:
@@ -67,7 +68,8 @@ class EpisodeFilesDataset:
             painted = set().union(*({int(v) for v in np.unique(s.labels) if v} for _, s in usable)) if usable else set()
             lookup = np.zeros(episode.n_classes + 1, dtype=np.int64)
             for k, name in enumerate(episode.classes, start=1):
-                if k in painted:
+                # The widget saves background scribbles as a last class named "background": label 0.
+                if k in painted and name.strip().lower() != BACKGROUND:
                     lookup[k] = ids_by_name.setdefault(name, len(ids_by_name) + 1)
             for number, support in usable:
                 image = np.asarray(support.image)
@@ -82,12 +84,7 @@ class EpisodeFilesDataset:
                 f"training needs supports with painted labels (mask prompts)"
             )
         self.classes: dict[int, str] = {k: name for name, k in ids_by_name.items()}
-        self.index = build_index([self._classes_present(labels) for _, labels, _ in self._samples])
-
-    def _classes_present(self, labels: np.ndarray) -> set[int]:
-        if self.min_area <= 1:
-            return {int(k) for k in np.unique(labels) if k}
-        return {inst.class_id for inst in instances_from_labels(labels, self.min_area)}
+        self.index = build_index([classes_present(labels, self.min_area) for _, labels, _ in self._samples])
 
     def __len__(self) -> int:
         return len(self._samples)

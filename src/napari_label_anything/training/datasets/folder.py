@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ...files import IMAGE_SUFFIXES, TIFF_SUFFIXES, image_base_name, read_image, read_label_classes
-from .base import Sample, build_index, instances_from_labels
+from .base import Sample, build_index, classes_present, instances_from_labels
 
 LABELS_SUFFIX = "_labels"
 IGNORED_SUFFIXES = ("_overlay", "_support")  # pictures the demo writes beside its labels
@@ -88,7 +88,7 @@ class FolderDataset:
                 if not plane_labels.any():
                     continue
                 self._planes.append((number, plane))
-                present.append(self._classes_present(plane_labels))
+                present.append(classes_present(plane_labels, self.min_area))
         if not self._planes:
             raise ValueError(f"{self.path}: no labelled pixels in any of the {len(pairs)} label image(s)")
         if given is None:
@@ -97,11 +97,6 @@ class FolderDataset:
         self.classes: dict[int, str] = dict(sorted(names.items()))
         self.index = build_index(present)
         self._cached: tuple[Path, np.ndarray] | None = None
-
-    def _classes_present(self, labels: np.ndarray) -> set[int]:
-        if self.min_area <= 1:  # every labelled pixel belongs to an object of at least one pixel
-            return {int(k) for k in np.unique(labels) if k}
-        return {inst.class_id for inst in instances_from_labels(labels, self.min_area)}
 
     def __len__(self) -> int:
         return len(self._planes)
