@@ -91,8 +91,8 @@ def test_frozen_encoder_trains_the_rest_on_cached_features(tmp_path):
 def test_feature_cache_memory_and_disk(tmp_path):
     from napari_label_anything.model.config import LabelAnythingConfig
     from napari_label_anything.model.label_anything import LabelAnything
-    from napari_label_anything.training.config import MODEL_PRESETS
     from napari_label_anything.training.collate import model_input
+    from napari_label_anything.training.config import MODEL_PRESETS
     from napari_label_anything.training.features import EncoderFeatureCache
 
     torch.manual_seed(0)
