@@ -20,7 +20,7 @@ def wait(viewer, widget, seconds: float = 300) -> None:
     from qtpy.QtWidgets import QApplication
 
     deadline = time.time() + seconds
-    while widget.launcher.busy and time.time() < deadline:
+    while (widget.runs.busy or widget._previews.busy or widget._encodings.busy) and time.time() < deadline:
         QApplication.processEvents()
         time.sleep(0.05)
     for _ in range(20):
@@ -73,6 +73,7 @@ def main() -> None:
     settle()
     Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(out / "widget_prompts.png")
 
+    wait(viewer, widget)  # a live preview or background encoding may still be running
     widget.run()
     wait(viewer, widget)
     for layer in viewer.layers:
@@ -82,6 +83,7 @@ def main() -> None:
     settle()
     Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(out / "widget_result.png")
     print(f"status: {widget.status.text()}; screenshots in {out}")
+    wait(viewer, widget)
     viewer.close()
 
 
