@@ -314,7 +314,7 @@ class LabelAnythingWidget(
             _notify("warning", "the Label Anything widget is closed; open it again to run")
             return None
         if self.runs.busy or self.finetuning:
-            _notify("warning", "a run or fine-tuning is in progress: wait for it or press Cancel / Stop")
+            _notify("warning", "a run or fine-tuning is already in progress: wait for it or press Cancel / Stop")
             return None
         try:
             query_layer = query_layer or self._chosen_query()
