@@ -75,20 +75,27 @@ def test_an_edit_while_a_preview_runs_supersedes_it(qtbot, ready):
     np.testing.assert_array_equal(viewer.layers["query labels"].data, expected)
 
 
-def test_the_preview_writes_only_the_shown_plane_of_a_stack(qtbot, make_napari_viewer):
+def prompted_stack(make_napari_viewer, planes: int, shape: tuple[int, int], shown_plane: int = 0):
+    """A stack query (classic model, two classes) and a 2-D support prompted for both while
+    ``shown_plane`` is on screen: (viewer, widget, support layers, stack)."""
     viewer = make_napari_viewer()
     viewer.add_image(blob_image()[0], name="support", rgb=True)
-    stack = np.stack([blob_image((40, 48), seed=s)[0] for s in range(4)])
+    stack = np.stack([blob_image(shape, seed=s)[0] for s in range(planes)])
     viewer.add_image(stack, name="stack", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
     widget.set_model("classic", "cpu")
     widget.classes.add("red")
     widget.classes.add("green")
     widget.query_combo.setCurrentText("stack")
-    viewer.dims.set_point(0, 2)
+    viewer.dims.set_point(0, shown_plane)
     support = widget.add_support(viewer.layers["support"])
     support.labels.paint((30, 35), 1)
     support.labels.paint((60, 90), 2)
+    return viewer, widget, support, stack
+
+
+def test_the_preview_writes_only_the_shown_plane_of_a_stack(qtbot, make_napari_viewer):
+    viewer, widget, _, _ = prompted_stack(make_napari_viewer, 4, (40, 48), shown_plane=2)
     settle(qtbot, widget)
     out = np.asarray(viewer.layers["stack labels"].data)
     assert widget.preview_stats["written"] >= 1
@@ -96,18 +103,7 @@ def test_the_preview_writes_only_the_shown_plane_of_a_stack(qtbot, make_napari_v
 
 
 def test_a_full_run_in_progress_is_not_disturbed(qtbot, make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.add_image(blob_image()[0], name="support", rgb=True)
-    stack = np.stack([blob_image((64, 80), seed=s)[0] for s in range(6)])
-    viewer.add_image(stack, name="stack", rgb=True)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
-    widget.set_model("classic", "cpu")
-    widget.classes.add("red")
-    widget.classes.add("green")
-    widget.query_combo.setCurrentText("stack")
-    support = widget.add_support(viewer.layers["support"])
-    support.labels.paint((30, 35), 1)
-    support.labels.paint((60, 90), 2)
+    viewer, widget, support, stack = prompted_stack(make_napari_viewer, 6, (64, 80))
     widget.cancel_preview()
     episode = widget.episode
     worker = widget.run(scope="all planes")

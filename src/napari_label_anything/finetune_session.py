@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .episode import Episode, Support
+from .episode import Episode
 
 MIN_PAINTED = 3  # two to learn from (a training episode needs a query and a support) + one held out
 
@@ -48,14 +46,6 @@ class FinetuneOutcome:
     steps: int = 0
     cancelled: bool = False
     registered_as: str | None = None
-
-
-@dataclass
-class _ScoringEpisode:
-    episode: Episode
-    query: np.ndarray
-    target: np.ndarray
-    class_ids: tuple[int, ...]
 
 
 def split_held_out(episode: Episode, held_out: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
@@ -94,20 +84,18 @@ def episode_configurations(n_classes: int, n_planes: int) -> tuple[tuple[int, in
 
 def _subset(episode: Episode, indices: Sequence[int]) -> Episode:
     part = Episode(episode.classes, model=episode.model)
-    part.supports = [_copy(episode.supports[i]) for i in indices]
+    part.supports = [episode.supports[i] for i in indices]  # shared, never changed: nothing here mutates a support
     return part
 
 
-def _copy(support: Support) -> Support:
-    return Support(support.image, support.labels, support.points, support.boxes, support.name)
+def _scoring_episodes(episode: Episode, held: Sequence[int]):
+    """Each held-out support as a query (a ``TrainingEpisode``); the supports are every other support."""
+    from .training.sampler import TrainingEpisode
 
-
-def _scoring_episodes(episode: Episode, held: Sequence[int]) -> list[_ScoringEpisode]:
-    """Each held-out support as a query; the supports are every other support of the episode."""
     others = [i for i in range(len(episode.supports)) if i not in held]
     class_ids = tuple(range(1, episode.n_classes + 1))
     return [
-        _ScoringEpisode(_subset(episode, others), episode.supports[i].image, episode.supports[i].labels, class_ids)
+        TrainingEpisode(_subset(episode, others), episode.supports[i].image, episode.supports[i].labels, class_ids)
         for i in held
     ]
 

@@ -34,7 +34,7 @@ import numpy as np
 from ..episode import Episode
 from ..labels import BACKGROUND, labels_dtype
 from ..preprocessing import stack_value_range
-from ..stacks import as_stack, stack_layout
+from ..stacks import as_stack, is_index, stack_layout
 from .base import CancelCheck, PredictionCancelled, ProgressCallback, Segmenter, is_cancelled
 
 CONFIDENCE_MEASURES = ("foreground", "plane")
@@ -91,7 +91,7 @@ def _start_planes(start_planes: Any, n_planes: int) -> list[int]:
         raise ValueError("start_planes is empty: give the planes the episode's supports come from")
     checked = []
     for plane in values:
-        if isinstance(plane, (bool, np.bool_)) or not isinstance(plane, (int, np.integer)):
+        if not is_index(plane):
             raise ValueError(f"start plane {plane!r} must be an integer plane index")
         if not 0 <= plane < n_planes:
             raise ValueError(f"start plane {plane!r} is out of range: the stack has planes 0..{n_planes - 1}")
