@@ -3,10 +3,11 @@
 Rows are a model configuration (``tiny-sam`` / ``tiny-mae``: the checkpoints in
 ``tests/data/reference/{sam_like,mae_like}`` loaded with ``checkpoint.load_model``; ``mae480`` /
 ``sam1024``: the full-size release configurations with random weights, nothing downloaded)
-times an encoder backend (``torch``, ``onnx`` on the CPU; ``torch``, ``torch-bf16``,
+times an encoder backend (``torch``, ``onnx``, ``onnx-int8`` on the CPU; ``torch``, ``torch-bf16``,
 ``torch-fp16`` on CUDA, each at every ``--batch-sizes``). Columns:
 
-- ``setup s``: building the segmenter (the ONNX export on first use, cached afterwards);
+- ``setup s``: building the segmenter (the ONNX export and int8 quantisation on first use, cached
+  afterwards);
 - ``enc s/img``: the encoder + neck alone on preprocessed pixels, per image (batch / batch size);
 - ``proto s/ep``: the class prototypes of one episode (2 supports, 3 classes) from cached features;
 - ``dec s/plane``: ``predict`` on a query whose features are cached (mask decoder + upscale + argmax);
@@ -23,6 +24,7 @@ times an encoder backend (``torch``, ``onnx`` on the CPU; ``torch``, ``torch-bf1
 
 Usage:
     python benchmarks/bench_table.py --configs tiny-sam,tiny-mae,mae480 --backends torch,onnx
+    python benchmarks/bench_table.py --configs mae480,sam1024 --backends torch,onnx,onnx-int8 --no-official
     python benchmarks/bench_table.py --configs sam1024 --planes 3 --official-planes 1
     python benchmarks/bench_table.py --configs sam1024 --official-reference guide
     python benchmarks/bench_table.py --device cuda --backends torch,torch-bf16,torch-fp16 --batch-sizes 1,8
@@ -47,7 +49,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "reference"
 CONFIGS = ("tiny-sam", "tiny-mae", "mae480", "sam1024")
-PRECISION_OF = {"torch": "float32", "onnx": "float32", "torch-bf16": "bfloat16", "torch-fp16": "float16"}
+PRECISION_OF = {
+    "torch": "float32",
+    "onnx": "float32",
+    "onnx-int8": "float32",  # the network around the int8 encoder runs float32
+    "torch-bf16": "bfloat16",
+    "torch-fp16": "float16",
+}
 # GUIDE.md §3: the official implementation with full-size configs and random weights on this CPU
 # (2 threads, float32), seconds per query plane: (plain, support-cached).
 GUIDE_OFFICIAL = {"sam1024": (78.0, 18.2), "mae480": (5.5, 1.44)}
@@ -153,7 +161,7 @@ def run_row(config: str, backend: str, batch: int, planes: int, device: str, rep
         model,
         device=device,
         name=config,
-        encoder="onnx" if backend == "onnx" else "torch",
+        encoder=backend if backend.startswith("onnx") else "torch",
         batch_size=batch,
         precision=PRECISION_OF[backend],
         cache_size=max(32, batch),
@@ -169,6 +177,7 @@ def run_row(config: str, backend: str, batch: int, planes: int, device: str, rep
         "threads": torch.get_num_threads(),
         "setup_s": setup,
         "onnx_exported_now": getattr(segmenter.encoder, "exported_now", None),
+        "onnx_quantized_now": getattr(segmenter.encoder, "quantized_now", None),
     }
     if clock.cuda:
         row["gpu"] = torch.cuda.get_device_name()
@@ -390,7 +399,9 @@ def print_breakdown(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="tiny-sam,tiny-mae,mae480", help=f"comma-separated: {', '.join(CONFIGS)}")
-    parser.add_argument("--backends", default=None, help="torch, onnx (CPU); torch, torch-bf16, torch-fp16 (CUDA)")
+    parser.add_argument(
+        "--backends", default=None, help="torch, onnx, onnx-int8 (CPU); torch, torch-bf16, torch-fp16 (CUDA)"
+    )
     parser.add_argument("--batch-sizes", default="1", help="comma-separated query batch sizes (CUDA: e.g. 1,8)")
     parser.add_argument("--planes", type=int, default=32, help="planes of the end-to-end stack")
     parser.add_argument("--sam-planes", type=int, default=3, help="planes for sam1024 on the CPU (32 x ~9 s is long)")
@@ -450,7 +461,7 @@ def main() -> None:
                 official[config] = {**row, "source": f"measured, {args.official_planes} planes"}
             print(f"# {config} official proxy done ({time.perf_counter() - started:.0f} s)", flush=True)
         for backend in backends:
-            if backend == "onnx" and cuda:
+            if backend.startswith("onnx") and cuda:
                 continue
             for batch in batches if cuda else batches[:1]:
                 spec = f"{config}:{backend}:{batch}:{planes}"

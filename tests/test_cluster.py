@@ -79,7 +79,7 @@ def test_two_workers_write_what_one_process_writes(client, inputs, tmp_path, fmt
     # Each worker process loaded the model at most once, however many tasks it ran.
     stats = list(client.run(cluster.worker_stats).values())
     assert len(stats) == 2
-    assert all(s["loads"].get(("classic", "auto", None), 0) <= 1 for s in stats)
+    assert all(s["loads"].get(("classic", "auto", None, "torch"), 0) <= 1 for s in stats)
     assert sum(s["tasks"] for s in stats) > sum(len(s["loads"]) for s in stats)  # models were reused
 
 

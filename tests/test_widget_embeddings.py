@@ -1,4 +1,4 @@
-"""The widget reuses stored image features (the embeddings folder) and can run the ONNX encoder."""
+"""The widget reuses stored image features (the embeddings folder) and can run the ONNX encoders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from napari_label_anything.cli import main
 pytestmark = pytest.mark.napari
 
 
-def open_widget(make_napari_viewer, reference, stack, folder, onnx=False):
+def open_widget(make_napari_viewer, reference, stack, folder):
     viewer = make_napari_viewer()
     support, labels = blob_image()
     viewer.add_image(support, name="support", rgb=True)
@@ -20,7 +20,6 @@ def open_widget(make_napari_viewer, reference, stack, folder, onnx=False):
     _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
     widget.set_model(str(reference / "mae_like"), "cpu")
     widget.model_picker.set_embeddings_folder(folder)
-    widget.model_picker.onnx_check.setChecked(onnx)
     widget.classes.add("red")
     widget.classes.add("green")
     layers = widget.add_support(viewer.layers["support"])
@@ -52,8 +51,32 @@ def test_features_embedded_by_the_cli_are_reused(qtbot, make_napari_viewer, refe
     first = viewer.layers["stack labels"].data.copy()
 
     # Same again with the ONNX encoder: a new segmenter, the same stored features and labels.
-    widget.model_picker.onnx_check.setChecked(True)
+    widget.model_picker.set_encoder("onnx")
     run_and_wait(qtbot, widget)
     segmenter = widget.model_picker.get_segmenter()
     assert segmenter.encoder.name == "onnx" and segmenter.stats["store_hits"] == 4
     np.testing.assert_array_equal(viewer.layers["stack labels"].data, first)
+
+    # The int8 encoder: approximate features, stored apart from the float ones; nearly the same labels.
+    widget.model_picker.set_encoder("onnx-int8")
+    run_and_wait(qtbot, widget)
+    segmenter = widget.model_picker.get_segmenter()
+    assert segmenter.encoder.name == "onnx-int8" and segmenter.stats["store_hits"] == 0
+    assert (viewer.layers["stack labels"].data == first).mean() >= 0.99
+
+
+def test_the_encoder_choice_offers_every_backend(qtbot):
+    from napari_label_anything.inference.encoder_backends import ENCODER_BACKENDS
+    from napari_label_anything.widget.model_picker import ModelPicker
+
+    picker = ModelPicker()
+    qtbot.addWidget(picker)
+    combo = picker.encoder_combo
+    assert tuple(combo.itemData(i) for i in range(combo.count())) == ENCODER_BACKENDS
+    assert picker.encoder == "torch"  # never int8 unless chosen
+    assert "int8" in combo.itemText(2) and "approximate" in combo.itemText(2) and "int8" in combo.toolTip()
+    picker.set_encoder("onnx-int8")
+    assert picker.encoder == "onnx-int8"
+    with pytest.raises(ValueError, match="unknown encoder backend 'int4'"):
+        picker.set_encoder("int4")
+    assert picker.encoder == "onnx-int8"

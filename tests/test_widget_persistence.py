@@ -35,6 +35,7 @@ def test_closing_with_x_and_reopening_keeps_classes_supports_and_model(qtbot, re
     segmenter = widget.model_picker.get_segmenter()
     names = [layer.name for layer in viewer.layers]
     episode, unsaved = widget.episode.signature(), widget.has_unsaved_changes()
+    widget.model_picker.set_encoder("onnx-int8")  # the encoder choice is kept too
     close_with_x(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == names  # closing removes nothing
 
@@ -46,6 +47,8 @@ def test_closing_with_x_and_reopening_keeps_classes_supports_and_model(qtbot, re
     assert [s.image.name for s in again.supports] == ["support"] and again.supports[0] is support
     assert again.support_list.count() == 1 and "1 pt" in again.support_list.item(0).text().split("green")[1]
     assert again.model_picker.model_name == str(reference / "sam_like")
+    assert again.model_picker.encoder == "onnx-int8"
+    again.model_picker.set_encoder("torch")
     assert again.model_picker.get_segmenter() is segmenter  # no reload
     assert again.episode.signature() == episode and again.has_unsaved_changes() == unsaved
     assert again.hint.isHidden() and not again.live_preview

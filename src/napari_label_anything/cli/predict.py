@@ -14,6 +14,8 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from ..inference.encoder_backends import ENCODER_BACKENDS
+
     predict = sub.add_parser(
         "predict",
         help="segment images, stacks, folders and zarr arrays from an episode",
@@ -33,6 +35,12 @@ def add_parser(sub) -> None:
     )  # fmt: skip
     predict.add_argument("--recursive", action="store_true", help="also take the inputs in sub-folders of folders")
     predict.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    predict.add_argument(
+        "--encoder", choices=ENCODER_BACKENDS, default="torch",
+        help="image encoder of Label Anything models: torch (default); onnx: exported once to ONNX, the same "
+        "results, faster on a CPU; onnx-int8: that export with int8 weights, faster still but approximate "
+        "(README, 'Speed options'). The ONNX ones run on the CPU only",
+    )  # fmt: skip
     predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
     predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -81,6 +89,8 @@ def plan(args: argparse.Namespace) -> list:
         raise ValueError(f"output(s) exist: {', '.join(existing)}; pass --overwrite or choose another --out")
     check_writable_folder(args.out)
     metadata = {"model": args.model}
+    if args.encoder != "torch":  # the outputs say how they were made (onnx-int8 is approximate)
+        metadata["encoder"] = args.encoder
     jobs = [
         BatchJob(str(source), str(target), args.format, args.axis, options, metadata)
         for source, target in zip(inputs, targets, strict=True)
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ..inference.batch import run_job
 
     start = time.perf_counter()
-    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache)
+    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache, encoder=args.encoder)
     print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s")
     if args.cache and getattr(segmenter, "store", None) is None:
         print(f"note: {segmenter.name} has no image features to cache; --cache is not used")
@@ -148,7 +158,8 @@ def _run_on_cluster(args: argparse.Namespace, episode, jobs) -> int:
     try:
         where = args.scheduler or f"a local cluster of {args.workers} worker process(es)"
         print(f"dask: {where}, started in {time.perf_counter() - start:.1f} s; each worker loads {args.model!r} once")
-        spec = ModelSpec(args.model, args.device, str(Path(args.cache).resolve()) if args.cache else None)
+        cache = str(Path(args.cache).resolve()) if args.cache else None
+        spec = ModelSpec(args.model, args.device, cache, args.encoder)
         with tqdm(total=total, desc=f"{len(jobs)} input(s)", unit="plane", disable=args.quiet) as bar:
 
             def done(result, planes: int) -> None:

@@ -44,22 +44,25 @@ def require_distributed() -> None:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a worker loads: ``load_segmenter(name, device=device, embeddings=embeddings)``."""
+    """What a worker loads: ``load_segmenter(name, device=device, embeddings=embeddings, encoder=encoder)``."""
 
     name: str
     device: str = "auto"
     embeddings: str | None = None
+    encoder: str = "torch"
 
 
 def worker_segmenter(spec: ModelSpec):
     """The segmenter of ``spec`` in this process, loaded on first use and kept (with its caches)."""
-    key = (spec.name, spec.device, spec.embeddings)
+    key = (spec.name, spec.device, spec.embeddings, spec.encoder)
     with _LOCK:
         _STATS["tasks"] += 1
         if key not in _SEGMENTERS:
             from .loading import load_segmenter
 
-            _SEGMENTERS[key] = load_segmenter(spec.name, device=spec.device, embeddings=spec.embeddings)
+            _SEGMENTERS[key] = load_segmenter(
+                spec.name, device=spec.device, embeddings=spec.embeddings, encoder=spec.encoder
+            )
             _STATS["loads"][key] = _STATS["loads"].get(key, 0) + 1
         return _SEGMENTERS[key]
 

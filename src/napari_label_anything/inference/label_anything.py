@@ -180,7 +180,9 @@ class LabelAnythingSegmenter(Segmenter):
 
     def _store_signature(self, key: tuple) -> dict:
         c = self.config
-        settings = {"image_size": c.image_size, "custom_preprocess": c.custom_preprocess, "precision": self.precision}
+        # An int8 encoder's approximate features get their own entries (float ONNX shares torch's).
+        precision = getattr(self.encoder, "precision", self.precision)
+        settings = {"image_size": c.image_size, "custom_preprocess": c.custom_preprocess, "precision": precision}
         return self.store.signature(key[0], key[1], self.weights_digest, settings)
 
     def _predict_planes(self, episode, stack, layout, indices, cancel, predict_plane, options):

@@ -31,8 +31,10 @@ def load_segmenter(
         local_files_only: never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
         embeddings: a folder where image features are kept on disk (``EmbeddingStore``) and
             reused across runs; Label Anything models only (``classic`` has no image features).
-        encoder: ``torch`` (default) or ``onnx``: the image encoder exported once to ONNX and
-            run by ONNX Runtime: 1.6x faster for SAM ViT-B on a 2-core CPU (needs the ``[onnx]`` extra).
+        encoder: ``torch`` (default), ``onnx``: the image encoder exported once to ONNX and
+            run by ONNX Runtime, 1.6x faster for SAM ViT-B on a 2-core CPU, same numbers; or
+            ``onnx-int8``: that export with int8 weights, faster again but approximate (README,
+            "Speed options"). Both on the CPU only, with the ``[onnx]`` extra.
         batch_size: query planes encoded together in stack predictions (default 4 on CUDA,
             1 on a CPU, where batching gains nothing).
         precision: ``float32`` (default), ``bfloat16`` or ``float16`` autocast for the network;

@@ -38,7 +38,7 @@ def keep_state(widget) -> None:
         "classes": widget.classes,
         "supports": list(widget.supports),
         "model": (picker.model_name, picker.device),
-        "encoder": picker.onnx_check.isChecked(),
+        "encoder": picker.encoder,
         "embeddings": picker.embeddings_folder,
         "segmenters": picker._segmenters,
         "channel": widget.channel_combo.currentText(),
@@ -74,7 +74,7 @@ def adopt_state(widget) -> bool:
         picker.set_model(name, device)
     except ValueError:  # the device went away meanwhile: keep the default device
         picker.set_model(name)
-    picker.onnx_check.setChecked(state["encoder"])
+    picker.set_encoder(state["encoder"])
     picker.set_embeddings_folder(state["embeddings"])
     picker._segmenters = state["segmenters"]  # the models loaded so far: no reload
     widget.adopt_classes(state["classes"])
