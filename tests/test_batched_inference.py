@@ -37,6 +37,19 @@ def test_a_batch_encodes_every_plane_in_one_call(reference, episode, stack):
     assert calls == [1, 3, 2]  # the support first, then planes 0-2 and 3-4
 
 
+def test_each_plane_is_hashed_once(reference, episode, stack, monkeypatch):
+    from napari_label_anything.inference import embedding_store
+
+    hashed = []
+    digest = embedding_store.image_digest
+    monkeypatch.setattr(embedding_store, "image_digest", lambda image: hashed.append(image.shape) or digest(image))
+    segmenter = LabelAnythingSegmenter(load_model(reference / "mae_like"), device="cpu", batch_size=3)
+    segmenter.predict_stack(episode, stack)
+    support = episode.supports[0].image.shape
+    # the support once when its prototypes are made, each plane once for its batch
+    assert sorted(hashed) == sorted([support] + [stack.shape[1:]] * len(stack))
+
+
 def test_cancel_between_planes_of_a_batch(reference, episode, stack):
     segmenter = LabelAnythingSegmenter(load_model(reference / "mae_like"), device="cpu", batch_size=4)
     cancel = threading.Event()

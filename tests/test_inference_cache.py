@@ -1,12 +1,14 @@
-"""LRUCache: the one bounded cache behind feature and prototype caching."""
+"""LRUCache, the memory-then-disk feature lookup and the per-batch image digests."""
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
-from napari_label_anything.inference.cache import LRUCache
+from napari_label_anything.inference.cache import LRUCache, tiered_lookup
+from napari_label_anything.inference.embedding_store import BatchDigests, EmbeddingStore, image_digest
 
 
 def test_least_recently_used_goes_first():
@@ -63,3 +65,43 @@ def test_label_anything_caches_are_bounded(sam_like_segmenter, episode):
     segmenter.predict(episode, query)
     assert segmenter.stats["encoded_images"] - before == 2  # the support and the query, once each
     assert len(segmenter._features) == 2 and len(segmenter._prototypes) == 1
+
+
+def _lookup(keys, memory, store, computed, stats):
+    def compute(missing):
+        computed.append(list(missing))
+        return [np.full(3, len(k), np.float32) for k in missing]
+
+    names = ("memory", "store", "computed")
+    return tiered_lookup(keys, memory, store, lambda k: EmbeddingStore.signature(k, None, "w", {}), compute,
+                         load=np.asarray, save=np.asarray, stats=stats, names=names)  # fmt: skip
+
+
+def test_tiered_lookup_memory_then_store_then_compute(tmp_path):
+    store = EmbeddingStore(tmp_path / "features")
+    stats = {"memory": 0, "store": 0, "computed": 0}
+    computed = []
+    first = _lookup(["a", "bb", "a"], LRUCache(4), store, computed, stats)
+    assert computed == [["a", "bb"]] and [v[0] for v in first] == [1, 2, 1]  # a repeat is computed once
+    memory = LRUCache(4)
+    again = _lookup(["bb", "a", "ccc"], memory, store, computed, stats)  # a fresh memory: the store answers
+    assert computed[-1] == ["ccc"] and stats == {"memory": 0, "store": 2, "computed": 3}
+    assert [v[0] for v in again] == [2, 1, 3] and "bb" in memory  # store hits are kept in memory
+    _lookup(["a"], memory, None, computed, stats)
+    assert stats["memory"] == 1 and computed[-1] == ["ccc"]
+
+
+def test_batch_digests_hash_once_and_forget_changed_arrays(monkeypatch):
+    from napari_label_anything.inference import embedding_store
+
+    hashed = []
+    monkeypatch.setattr(embedding_store, "image_digest", lambda image: hashed.append(1) or image_digest(image))
+    digests = BatchDigests()
+    plane, other = np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8)
+    with digests.batch([plane]) as (first,):
+        with digests.batch([other]):  # blocks nest: the outer plane is still remembered
+            assert digests.digest(plane) == first
+        assert digests.digest(plane) == first and len(hashed) == 2
+    plane[0, 0] = 9  # changed in place after the block: hashed afresh
+    assert digests.digest(plane) == image_digest(plane) != first
+    assert digests.digest(plane.copy()) == digests.digest(plane)  # an equal copy, same digest

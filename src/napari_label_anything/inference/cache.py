@@ -1,10 +1,16 @@
-"""The one bounded cache of the package: least-recently-used eviction, thread-safe."""
+"""The package's caches: one bounded LRU, and the memory-then-disk lookup built on it.
+
+``LRUCache`` is the only bounded cache (least-recently-used eviction, thread-safe).
+``tiered_lookup`` is the one rule for image features kept in memory and, optionally, in an
+``EmbeddingStore`` on disk: inference (neck outputs) and frozen-encoder training (encoder
+outputs) both go through it.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 
@@ -51,3 +57,51 @@ class LRUCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def tiered_lookup(
+    keys: Sequence[Hashable],
+    memory: LRUCache,
+    store: Any,
+    signature: Callable[[Hashable], dict],
+    compute: Callable[[list], Sequence[Any]],
+    *,
+    load: Callable[[Any], Any],
+    save: Callable[[Any], Any],
+    stats: dict[str, int],
+    names: tuple[str, str, str],
+) -> list:
+    """Values for ``keys``, in order; a key that repeats is looked up once.
+
+    Each distinct key is taken from ``memory``, else from ``store`` (an ``EmbeddingStore``, or
+    None) under ``signature(key)``, converted by ``load(array)`` and kept in memory. The keys
+    left are computed together, ``compute(missing_keys)`` giving their values in order, and
+    each is kept in memory and in the store as ``save(value)`` (a NumPy array).
+
+    ``stats[names[0]]``, ``stats[names[1]]`` and ``stats[names[2]]`` count memory hits, store
+    hits and computed values.
+    """
+    memory_hits, store_hits, computed = names
+    found: dict[Hashable, Any] = {}
+    signatures: dict[Hashable, dict] = {}
+    for key in dict.fromkeys(keys):
+        value = memory.get(key)
+        if value is not None:
+            stats[memory_hits] += 1
+            found[key] = value
+        elif store is not None:
+            signatures[key] = signature(key)
+            stored = store.get(signatures[key])
+            if stored is not None:
+                stats[store_hits] += 1
+                found[key] = load(stored)
+                memory.put(key, found[key])
+    missing = [key for key in dict.fromkeys(keys) if key not in found]
+    if missing:
+        for key, value in zip(missing, compute(missing), strict=True):
+            found[key] = value
+            memory.put(key, value)
+            if store is not None:
+                store.put(signatures[key], save(value))
+        stats[computed] += len(missing)
+    return [found[key] for key in keys]

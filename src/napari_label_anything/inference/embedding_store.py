@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,47 @@ def image_digest(image: np.ndarray) -> str:
     digest.update(f"{array.shape}{array.dtype.str}".encode())
     digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
+
+
+class BatchDigests:
+    """Digests of the images of the batch at hand, remembered by object identity.
+
+    A batch of planes is looked up once to encode its misses together, then plane by plane as
+    each is predicted; without this every plane would be hashed twice (milliseconds at 1024 px).
+    The arrays are held while remembered, so their ids cannot be reused by other objects;
+    ``forget`` (or the end of a ``batch`` block) drops them, so an array changed in place later
+    is hashed afresh.
+    """
+
+    def __init__(self) -> None:
+        self._recent: dict[int, tuple[np.ndarray, str]] = {}
+
+    def remember(self, images) -> list[str]:
+        """Hash ``images`` (replacing what was remembered) and return their digests."""
+        digests = [image_digest(image) for image in images]
+        self._recent = {id(image): (image, d) for image, d in zip(images, digests, strict=True)}
+        return digests
+
+    def forget(self) -> None:
+        self._recent = {}
+
+    @contextmanager
+    def batch(self, images):
+        """Remember ``images`` too for the ``with`` block (blocks nest); yields their digests."""
+        previous = self._recent
+        digests = [self.digest(image) for image in images]
+        self._recent = {**previous, **{id(im): (im, d) for im, d in zip(images, digests, strict=True)}}
+        try:
+            yield digests
+        finally:
+            self._recent = previous
+
+    def digest(self, image: np.ndarray) -> str:
+        """``image_digest(image)``, from memory when it is one of the remembered arrays."""
+        recent = self._recent.get(id(image))
+        if recent is not None and recent[0] is image:
+            return recent[1]
+        return image_digest(image)
 
 
 def weights_digest(model) -> str:

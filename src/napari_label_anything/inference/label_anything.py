@@ -24,8 +24,8 @@ from ..preprocessing import (
 )
 from ..stacks import as_stack, stack_layout
 from .base import PredictionCancelled, Segmenter, is_cancelled
-from .cache import LRUCache
-from .embedding_store import EmbeddingStore, image_digest, weights_digest
+from .cache import LRUCache, tiered_lookup
+from .embedding_store import BatchDigests, EmbeddingStore, weights_digest
 from .encoder_backends import make_encoder
 from .tiling import MODES as TILING_MODES
 from .tiling import Stitcher, TilingChoice, choose_tiling, plan_tiles
@@ -62,6 +62,7 @@ class LabelAnythingSegmenter(Segmenter):
         self.name = name
         self.cache_size = cache_size
         self._features = LRUCache(cache_size)  # (raw-image digest, value range) -> neck output
+        self._digests = BatchDigests()
         self._prototypes = LRUCache(4)  # (episode signature, class rows) -> ClassEmbeddings
         self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
         self._weights_digest: str | None = None
@@ -146,37 +147,29 @@ class LabelAnythingSegmenter(Segmenter):
 
         images = [check_image(image, "image") for image in images]
         value_range = None if value_range is None else check_value_range(value_range)
-        keys = [(image_digest(image), value_range) for image in images]
-        found: dict[tuple, Any] = {}
-        signatures: dict[tuple, dict] = {}
-        for key in dict.fromkeys(keys):
-            cached = self._features.get(key)
-            if cached is not None:
-                self.stats["feature_cache_hits"] += 1
-                found[key] = cached
-            elif self.store is not None:
-                signatures[key] = self._store_signature(key)
-                stored = self.store.get(signatures[key])
-                if stored is not None:
-                    self.stats["store_hits"] += 1
-                    found[key] = torch.from_numpy(stored).to(self.device_obj)
-                    self._features.put(key, found[key])
-        missing = [key for key in dict.fromkeys(keys) if key not in found]
-        if missing:
-            first = {key: image for key, image in zip(keys, images, strict=True)}
+        keys = [(self._digests.digest(image), value_range) for image in images]
+        first = dict(zip(keys, images, strict=True))
+
+        def encode(missing: list) -> list:
             if self.device_obj.type == "cuda":  # preprocessing on the device (inference/transforms.py)
                 batch = torch.stack([self._model_input_on_device(first[key], value_range) for key in missing])
             else:
                 batch = torch.from_numpy(np.stack([self._model_input(first[key], value_range) for key in missing]))
             with self._autocast():
                 encoded = self.encoder(batch.to(self.device_obj))
-            self.stats["encoded_images"] += len(missing)
-            for i, key in enumerate(missing):
-                found[key] = encoded[i : i + 1]
-                self._features.put(key, found[key])
-                if self.store is not None:
-                    self.store.put(signatures[key], found[key].float().cpu().numpy())
-        return [found[key] for key in keys]
+            return [encoded[i : i + 1] for i in range(len(missing))]
+
+        return tiered_lookup(
+            keys,
+            self._features,
+            self.store,
+            self._store_signature,
+            encode,
+            load=lambda stored: torch.from_numpy(stored).to(self.device_obj),
+            save=lambda value: value.float().cpu().numpy(),
+            stats=self.stats,
+            names=("feature_cache_hits", "store_hits", "encoded_images"),
+        )
 
     def _store_signature(self, key: tuple) -> dict:
         c = self.config
@@ -203,11 +196,12 @@ class LabelAnythingSegmenter(Segmenter):
                 upcoming = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
                 if is_cancelled(cancel):
                     raise PredictionCancelled("prediction cancelled")
-                self.encode_batch(planes, options.get("value_range"))
-                for index, plane in zip(chunk, planes, strict=True):
-                    if is_cancelled(cancel):
-                        raise PredictionCancelled("prediction cancelled")
-                    yield index, predict_plane(plane)
+                with self._digests.batch(planes):  # each plane hashed once, not per lookup
+                    self.encode_batch(planes, options.get("value_range"))
+                    for index, plane in zip(chunk, planes, strict=True):
+                        if is_cancelled(cancel):
+                            raise PredictionCancelled("prediction cancelled")
+                        yield index, predict_plane(plane)
 
     def embed_stack(
         self,
@@ -304,9 +298,11 @@ class LabelAnythingSegmenter(Segmenter):
         tiles = plan_tiles(query.shape[:2], choice.tile, choice.overlap)
         for start in range(0, len(tiles), self.batch_size):
             chunk = tiles[start : start + self.batch_size]
-            self.encode_batch([query[t.slices] for t in chunk], value_range)
-            for t in chunk:
-                stitcher.add(t, self._plane_logits(episode, query[t.slices], class_rows, value_range).cpu().numpy())
+            views = [query[t.slices] for t in chunk]
+            with self._digests.batch(views):  # each tile hashed once
+                self.encode_batch(views, value_range)
+                for t, view in zip(chunk, views, strict=True):
+                    stitcher.add(t, self._plane_logits(episode, view, class_rows, value_range).cpu().numpy())
         return torch.from_numpy(stitcher.result()).to(self.device_obj)
 
     def tiling_for(self, episode: Episode, shape_yx: tuple[int, int]) -> TilingChoice:

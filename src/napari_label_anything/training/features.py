@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..inference.cache import LRUCache
-from ..inference.embedding_store import EmbeddingStore, image_digest, weights_digest
+from ..inference.cache import LRUCache, tiered_lookup
+from ..inference.embedding_store import BatchDigests, EmbeddingStore, image_digest, weights_digest
 from .collate import model_input
 
 FEATURE_STAGE = "image_encoder"  # what the disk entries hold: encoder output, before the trainable neck
@@ -74,10 +74,8 @@ class EncoderFeatureCache:
         self.autocast_dtype = autocast_dtype
         self.batch_size = max(1, int(batch_size))
         self._encoder_digest: str | None = None
-        # Digests of the images of the last ``warm`` call, by object identity (the array is kept
-        # alongside, so its id cannot be reused): ``collate`` then asks for the very same arrays,
-        # which would otherwise be hashed twice per step (milliseconds for a 1024 px image).
-        self._recent: dict[int, tuple[np.ndarray, str]] = {}
+        # ``collate`` asks for the very arrays of the last ``warm`` call: hash them once per step.
+        self._digests = BatchDigests()
         self.stats = {"encoded": 0, "memory_hits": 0, "disk_hits": 0}
 
     @property
@@ -103,44 +101,34 @@ class EncoderFeatureCache:
 
     def warm(self, images: Sequence[np.ndarray]) -> None:
         """Make sure every image's features are cached (misses encoded together)."""
-        self._recent = {}
-        keys = [self._key(image) for image in images]
-        self._recent = {id(image): (image, key) for image, key in zip(images, keys, strict=True)}
+        self._digests.remember(images)
         self.lookup(images)
-
-    def _key(self, image: np.ndarray) -> str:
-        recent = self._recent.get(id(image))
-        if recent is not None and recent[0] is image:
-            return recent[1]
-        return image_digest(np.asarray(image))
 
     def lookup(self, images: Sequence[np.ndarray]) -> list:
         """Features of several raw images, each (D_img, h, w) float32 on ``device``."""
-        keys = [self._key(image) for image in images]
-        found: dict[str, Any] = {}
-        for key in dict.fromkeys(keys):
-            value = self.memory.get(key)
-            if value is not None:
-                self.stats["memory_hits"] += 1
-                found[key] = value
-            elif self.store is not None:
-                stored = self.store.get(self._signature(key))
-                if stored is not None:
-                    import torch
+        import torch
 
-                    self.stats["disk_hits"] += 1
-                    found[key] = torch.from_numpy(stored)
-                    self.memory.put(key, found[key])
+        keys = [self._digests.digest(np.asarray(image)) for image in images]
         first = dict(zip(keys, images, strict=True))
-        missing = [key for key in dict.fromkeys(keys) if key not in found]
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start : start + self.batch_size]
-            for key, value in zip(chunk, self._encode([first[k] for k in chunk]), strict=True):
-                found[key] = value
-                self.memory.put(key, value)
-                if self.store is not None:
-                    self.store.put(self._signature(key), value.numpy())
-        return [found[key].to(self.device, non_blocking=True) for key in keys]
+
+        def encode(missing: list) -> list:
+            out = []
+            for start in range(0, len(missing), self.batch_size):
+                out += self._encode([first[k] for k in missing[start : start + self.batch_size]])
+            return out
+
+        values = tiered_lookup(
+            keys,
+            self.memory,
+            self.store,
+            self._signature,
+            encode,
+            load=torch.from_numpy,
+            save=lambda value: value.numpy(),
+            stats=self.stats,
+            names=("memory_hits", "disk_hits", "encoded"),
+        )
+        return [value.to(self.device, non_blocking=True) for value in values]
 
     def _encode(self, images: Sequence[np.ndarray]) -> list:
         """Run the frozen encoder on raw images; returns CPU float32 (D_img, h, w) tensors."""
@@ -159,7 +147,6 @@ class EncoderFeatureCache:
                 out = self.model.encode_images(pixels.to(self.device))
         finally:
             encoder.train(was_training)
-        self.stats["encoded"] += len(images)
         return list(out.float().cpu())
 
 
