@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_table import fmt  # noqa: E402  (one number format for the benchmark tables)
 
 SAM_TFLOP_PER_IMAGE = 0.97  # SAM ViT-B at 1024, the usual figure (2 x MACs)
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -138,14 +139,6 @@ def end_to_end(model, device, precision, batch, episode, stack, warm_stack, cloc
         "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
     }
     return result, labels, segmenter
-
-
-def fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
 
 
 def print_table(title: str, header: list[str], lines: list[list[str]]) -> None:

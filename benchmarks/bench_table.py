@@ -323,6 +323,7 @@ def parse_reference(text: str | None) -> dict[str, tuple[float, float]]:
 
 
 def fmt(value, digits: int = 3) -> str:
+    """A table cell: ``digits`` decimals under 100, one decimal above; None or NaN as "-"."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
     if isinstance(value, float):
