@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_table import fmt  # noqa: E402  (one number format for the benchmark tables)
+from bench_table import fmt, print_grid  # noqa: E402  (one table format for the benchmarks)
 
 SAM_TFLOP_PER_IMAGE = 0.97  # SAM ViT-B at 1024, the usual figure (2 x MACs)
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -139,15 +139,6 @@ def end_to_end(model, device, precision, batch, episode, stack, warm_stack, cloc
         "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
     }
     return result, labels, segmenter
-
-
-def print_table(title: str, header: list[str], lines: list[list[str]]) -> None:
-    print(f"\n{title}")
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for line in lines:
-        print(" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
 
 
 def main() -> None:
@@ -286,7 +277,7 @@ def main() -> None:
         torch.cuda.empty_cache()
 
     # one table (three parts)
-    print_table(
+    print_grid(
         "encoder + neck throughput (random pixels)",
         ["config", "prec", "batch", "s/batch", "img/s", "TFLOP/s", "of peak", "peak GB"],
         [
@@ -301,7 +292,7 @@ def main() -> None:
             for r in result["encoder"]
         ],
     )
-    print_table(
+    print_grid(
         f"end to end: predict_stack, {args.planes} planes 512x512 uint16, 2 supports, 3 classes, fresh cache",
         ["config", "prec", "batch", "total s", "planes/s", "steady planes/s", "first batch s", "peak GB"],
         [
@@ -315,7 +306,7 @@ def main() -> None:
             for r in result["e2e"]
         ],
     )
-    print_table(
+    print_grid(
         "agreement with float32 (same stack; logits on 4 planes; random weights: a lower bound)",
         ["config", "compared", "batch", "label agreement", "max |logit diff|", "fp32 logit range"],
         [

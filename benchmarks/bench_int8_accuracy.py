@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_table import CONFIGS, build_model, load_line  # noqa: E402
+from bench_table import CONFIGS, build_model, load_line, print_grid  # noqa: E402
 
 BACKENDS = ("onnx", "onnx-int8")
 
@@ -120,11 +120,7 @@ def print_table(rows: list[dict]) -> None:
     header.append("agree>med")
     keys = ["feat_rel", "logit_max", "logit_mean", "logit_std", "median_margin", "agree", "agree_above_median"]
     lines = [[r["config"], r["backend"], r["episode"]] + [f"{r[k]:.4g}" for k in keys] for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for line in lines:
-        print(" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+    print_grid(None, header, lines)
 
 
 def main() -> None:

@@ -331,6 +331,17 @@ def fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def print_grid(title: str | None, header: list[str], lines: list[list[str]]) -> None:
+    """Print a table: an optional title line, then columns padded to their widest cell."""
+    if title:
+        print(f"\n{title}")
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for line in lines:
+        print(" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+
+
 def load_line() -> str:
     load = os.getloadavg()
     return f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
