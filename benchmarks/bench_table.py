@@ -332,9 +332,11 @@ def fmt(value, digits: int = 3) -> str:
 
 
 def print_grid(title: str | None, header: list[str], lines: list[list[str]]) -> None:
-    """Print a table: an optional title line, then columns padded to their widest cell."""
+    """Print a table: an optional title line, then columns padded to their widest cell (a short
+    line, such as an error row, leaves its last cells empty)."""
     if title:
         print(f"\n{title}")
+    lines = [line + [""] * (len(header) - len(line)) for line in lines]
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
@@ -385,11 +387,7 @@ def print_table(rows: list[dict], official: dict[str, dict]) -> None:
             + [str(row["planes"]), fmt(row["e2e_s_per_plane"]), fmt(row.get("cached_s_per_plane"))]
             + [fmt(row["peak_gb"], 2), fmt(plain_x, 2), fmt(cached_x, 2)]
         )
-    widths = [max(len(h), *(len(line[i]) for line in lines if i < len(line))) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for line in lines:
-        print(" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)))
+    print_grid(None, header, lines)
 
 
 def print_breakdown(rows: list[dict]) -> None:
