@@ -131,6 +131,16 @@ def test_ome_zarr_output_holds_ngff_metadata_and_the_same_labels(tmp_path, episo
     np.testing.assert_array_equal(zarr.open_array(str(out / "0"), mode="r")[...], labels[...])
 
 
+def test_an_encoder_choice_is_not_claimed_by_a_model_without_one(tmp_path, episode_file, capsys):
+    tifffile.imwrite(tmp_path / "one.tif", blob_image(seed=4)[0])
+    out = tmp_path / "zarr"
+    assert predict("--episode", episode_file, tmp_path / "one.tif", "--out", out, "--format", "ome-zarr",
+                   "--encoder", "onnx-int8") == 0  # fmt: skip
+    assert "the classic model has no image encoder; --encoder onnx-int8 is not used" in capsys.readouterr().out
+    attrs = json.loads((out / "one_labels.ome.zarr" / ".zattrs").read_text())["napari_label_anything"]
+    assert attrs["model"] == "classic" and "encoder" not in attrs
+
+
 def test_napari_opens_the_ome_zarr_output_as_labels(tmp_path, episode_file, make_napari_viewer):
     tifffile.imwrite(tmp_path / "multi.tif", stack(2))
     assert predict("--episode", episode_file, tmp_path / "multi.tif", "--out", tmp_path, "--format", "ome-zarr") == 0

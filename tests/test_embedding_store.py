@@ -114,7 +114,8 @@ def test_an_unusable_folder_is_a_clear_error(tmp_path):
         EmbeddingStore(tmp_path / "file" / "store")
 
 
-def test_cli_embed_then_predict_encodes_nothing_again(reference, tmp_path, capsys, episode):
+def test_cli_embed_then_predict_encodes_nothing_again(reference, tmp_path, capsys, episode, monkeypatch):
+    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "exports"))  # the int8 run's ONNX files
     stack = np.stack([blob_image(seed=s)[0][..., 1].astype(np.uint16) * 50 for s in range(3)])
     tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
     episode.save(tmp_path / "run.episode")
@@ -130,6 +131,12 @@ def test_cli_embed_then_predict_encodes_nothing_again(reference, tmp_path, capsy
     with_cache = tifffile.imread(tmp_path / "with" / "stack_labels.tif")
     np.testing.assert_array_equal(with_cache, tifffile.imread(tmp_path / "without" / "stack_labels.tif"))
     assert len(list((tmp_path / "cache").glob("*.zarr"))) == 4  # three planes and the episode's support
+    # int8 features are kept apart: embedded with the same --encoder, they serve its predictions
+    int8 = ["--encoder", "onnx-int8", "--device", "cpu"]
+    assert main(["embed", "--model", model, "--cache", cache, str(tmp_path / "stack.tif"), "--quiet", *int8]) == 0
+    assert "3 plane(s), 3 encoded, 0 already stored" in capsys.readouterr().out
+    assert main([*args, "--cache", cache, "--out", str(tmp_path / "int8"), "--quiet", *int8]) == 0
+    assert len(list((tmp_path / "cache").glob("*.zarr"))) == 8  # and the support, on its first use
 
 
 def test_cli_embed_refuses_the_embedded_default(tmp_path, capsys):

@@ -4,6 +4,7 @@ the opt-in int8 export stays close to them."""
 from __future__ import annotations
 
 import copy
+import json
 import sys
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_bad_backend_choices(reference, monkeypatch):
     with pytest.raises(ValueError, match="unknown encoder backend 'tensorrt'; choose one of torch, onnx, onnx-int8"):
         make_encoder("tensorrt", model)
     for backend in ("onnx", "onnx-int8"):
-        with pytest.raises(ValueError, match="runs on the CPU; on cuda use encoder='torch'"):
+        with pytest.raises(ValueError, match="run on the CPU only; on cuda choose the torch encoder"):
             make_encoder(backend, model, "digest", device_type="cuda")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     for backend in ("onnx", "onnx-int8"):
@@ -139,10 +140,10 @@ def test_int8_export_is_cached_beside_the_float_one(reference, cache_dir):
     model = load_model(reference / "mae_like")
     float_onnx = LabelAnythingSegmenter(model, device="cpu", encoder="onnx")
     first = LabelAnythingSegmenter(model, device="cpu", encoder="onnx-int8")
-    # The float export is reused, quantised once into its own versioned file.
+    # The float export is reused, quantised once into its own file (named by settings + quantiser).
     assert not first.encoder.exported_now and first.encoder.quantized_now
     assert first.encoder.float_path == float_onnx.encoder.path and first.encoder.path.parent == cache_dir
-    assert first.encoder.path != float_onnx.encoder.path and ".int8-q" in first.encoder.path.name
+    assert first.encoder.path != float_onnx.encoder.path and ".int8-" in first.encoder.path.name
     stamp = first.encoder.path.stat().st_mtime_ns
     again = load_segmenter(str(reference / "mae_like"), device="cpu", encoder="onnx-int8")
     assert not (again.encoder.exported_now or again.encoder.quantized_now)
@@ -158,6 +159,33 @@ def test_int8_on_a_fresh_cache_exports_then_quantises(reference, cache_dir):
     assert sorted(p.name for p in cache_dir.iterdir()) == sorted(
         [segmenter.encoder.float_path.name, segmenter.encoder.path.name]
     )  # no partial files left behind
+
+
+def test_two_quantisations_at_once_share_nothing_but_the_result(reference, cache_dir, caplog):
+    import logging
+    import threading
+
+    from napari_label_anything.inference.encoder_backends import quantize_encoder, quantized_name_suffix
+
+    float_path = LabelAnythingSegmenter(load_model(reference / "mae_like"), device="cpu", encoder="onnx").encoder.path
+    target = float_path.with_suffix(quantized_name_suffix())
+    handlers = list(logging.getLogger().handlers)
+    errors = []
+
+    def quantise():
+        try:
+            quantize_encoder(float_path, target)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    with caplog.at_level(logging.WARNING):
+        threads = [threading.Thread(target=quantise) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == [] and sorted(p.name for p in cache_dir.iterdir()) == sorted([float_path.name, target.name])
+    assert logging.getLogger().handlers == handlers and "pre-processing" not in caplog.text
 
 
 def test_int8_features_are_stored_apart_from_float32_ones(reference, tmp_path):
@@ -196,6 +224,8 @@ def test_predict_cli_and_cluster_workers_offer_every_backend(reference, episode,
     expected = load_segmenter(model, device="cpu", encoder="onnx-int8").predict_stack(episode, stack)
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "stack_labels.tif"), expected)
     assert "backend=onnx-int8" in capsys.readouterr().out
+    with tifffile.TiffFile(tmp_path / "out" / "stack_labels.tif") as tif:  # the output says it is approximate
+        assert json.loads(tif.shaped_metadata[0]["napari_label_anything"])["encoder"] == "onnx-int8"
     with pytest.raises(SystemExit):
         main([*args, "--encoder", "int4"])
     err = capsys.readouterr().err.replace("'", "")  # Python 3.12+ quotes the choices

@@ -103,5 +103,21 @@ def test_batch_digests_hash_once_and_forget_changed_arrays(monkeypatch):
             assert digests.digest(plane) == first
         assert digests.digest(plane) == first and len(hashed) == 2
     plane[0, 0] = 9  # changed in place after the block: hashed afresh
-    assert digests.digest(plane) == image_digest(plane) != first
-    assert digests.digest(plane.copy()) == digests.digest(plane)  # an equal copy, same digest
+    assert digests.digest(plane) == image_digest(plane) != first and len(hashed) == 3
+
+
+def test_batch_digests_blocks_may_end_in_any_order():
+    digests = BatchDigests()
+    a, b = np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8)
+    outer, inner = digests.batch([a, b]), digests.batch([b])
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # the first block ends first: b is still held by the second
+    a[0, 0] = b[0, 0] = 7
+    assert digests.digest(a) == image_digest(a) and digests.digest(b) != image_digest(b)
+    inner.__exit__(None, None, None)
+    assert digests.digest(b) == image_digest(b)
+    with pytest.raises(RuntimeError), digests.batch([a]):  # an error inside a block still ends it
+        raise RuntimeError
+    a[0, 0] = 8
+    assert digests.digest(a) == image_digest(a)

@@ -62,6 +62,21 @@ def test_tiled_probabilities_are_a_distribution_and_stacks_work(model, episode):
     assert segmenter.predict_stack(episode, stack).shape == (2, 700, 600)
 
 
+def test_a_stack_of_tiled_planes_encodes_tiles_only_and_hashes_each_once(model, episode, monkeypatch):
+    from napari_label_anything.inference import embedding_store
+
+    hashed = []
+    digest = embedding_store.image_digest
+    monkeypatch.setattr(embedding_store, "image_digest", lambda image: hashed.append(image.shape) or digest(image))
+    segmenter = LabelAnythingSegmenter(model, device="cpu", tiling="tile", batch_size=2)
+    stack = np.stack([big_plane((600, 520), seed=s) for s in (1, 2)])
+    segmenter.predict_stack(episode, stack)
+    n_tiles = len(plan_tiles((600, 520), 512, 128))
+    # the support, then every tile: never a whole plane through the model's resize
+    assert segmenter.stats["encoded_images"] == 1 + 2 * n_tiles
+    assert sorted(hashed) == sorted([episode.supports[0].image.shape] + [(512, 512)] * (2 * n_tiles))
+
+
 def test_a_bad_tiling_mode_is_refused(model):
     with pytest.raises(ValueError, match="tiling must be one of auto, resize, tile"):
         LabelAnythingSegmenter(model, device="cpu", tiling="sometimes")

@@ -29,7 +29,7 @@ def _embed(args: argparse.Namespace) -> int:
     missing = [q for q in args.images if not Path(q).is_file()]
     if missing:
         raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache)
+    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache, encoder=args.encoder)
     if getattr(segmenter, "store", None) is None:
         raise ValueError(f"{segmenter.name} has no image features to precompute; choose a Label Anything model")
     for path in args.images:
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", required=True, help="a Label Anything model name, repo id or folder")
     embed.add_argument("--cache", required=True, help="folder of the embedding store (zarr entries)")
     embed.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    predict.add_encoder_option(embed)  # entries are kept per encoder: embed with the one predict will use
     embed.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
     embed.set_defaults(func=_embed)

@@ -13,9 +13,19 @@ from dataclasses import replace
 from pathlib import Path
 
 
-def add_parser(sub) -> None:
+def add_encoder_option(parser: argparse.ArgumentParser) -> None:
+    """``--encoder``, as ``predict`` and ``embed`` take it."""
     from ..inference.encoder_backends import ENCODER_BACKENDS
 
+    parser.add_argument(
+        "--encoder", choices=ENCODER_BACKENDS, default="torch",
+        help="image encoder of Label Anything models: torch (default); onnx: exported once to ONNX, the same "
+        "results, faster on a CPU; onnx-int8: that export with int8 weights, faster still but approximate "
+        "(README, 'Speed options'). The ONNX ones run on the CPU only",
+    )  # fmt: skip
+
+
+def add_parser(sub) -> None:
     predict = sub.add_parser(
         "predict",
         help="segment images, stacks, folders and zarr arrays from an episode",
@@ -35,12 +45,7 @@ def add_parser(sub) -> None:
     )  # fmt: skip
     predict.add_argument("--recursive", action="store_true", help="also take the inputs in sub-folders of folders")
     predict.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    predict.add_argument(
-        "--encoder", choices=ENCODER_BACKENDS, default="torch",
-        help="image encoder of Label Anything models: torch (default); onnx: exported once to ONNX, the same "
-        "results, faster on a CPU; onnx-int8: that export with int8 weights, faster still but approximate "
-        "(README, 'Speed options'). The ONNX ones run on the CPU only",
-    )  # fmt: skip
+    add_encoder_option(predict)
     predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
     predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,7 +95,12 @@ def plan(args: argparse.Namespace) -> list:
     check_writable_folder(args.out)
     metadata = {"model": args.model}
     if args.encoder != "torch":  # the outputs say how they were made (onnx-int8 is approximate)
-        metadata["encoder"] = args.encoder
+        from ..registry import CLASSIC, resolve_model_name
+
+        if resolve_model_name(args.model) == CLASSIC:  # no image encoder to swap
+            print(f"note: the {CLASSIC} model has no image encoder; --encoder {args.encoder} is not used")
+        else:
+            metadata["encoder"] = args.encoder
     jobs = [
         BatchJob(str(source), str(target), args.format, args.axis, options, metadata)
         for source, target in zip(inputs, targets, strict=True)

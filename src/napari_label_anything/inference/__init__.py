@@ -2,7 +2,7 @@
 
 - ``base``: the ``Segmenter`` interface (predict, predict_proba, stacks, cancel, progress)
 - ``label_anything``: ``LabelAnythingSegmenter`` (the network, with feature and prototype caches)
-- ``cache``: ``LRUCache``, the one bounded cache
+- ``cache``: ``LRUCache``, the one bounded cache, and ``tiered_lookup`` (memory, then disk, then compute)
 - ``loading``: ``load_segmenter`` (name, repo id, folder, ``classic`` or ``auto``)
 
 The embedded default (``classic``) plugs into the same interface.

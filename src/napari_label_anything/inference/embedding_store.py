@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,39 +45,46 @@ class BatchDigests:
 
     A batch of planes is looked up once to encode its misses together, then plane by plane as
     each is predicted; without this every plane would be hashed twice (milliseconds at 1024 px).
-    The arrays are held while remembered, so their ids cannot be reused by other objects;
-    ``forget`` (or the end of a ``batch`` block) drops them, so an array changed in place later
-    is hashed afresh.
+    Arrays are held while remembered, so their ids cannot be reused by other objects. A
+    ``batch`` block remembers its images until it ends (blocks may nest, overlap or end in any
+    order: each image is held while any block holding it is open); ``remember`` keeps one set
+    until the next call. An array changed in place while remembered keeps its first digest, so
+    callers remember only arrays they do not change meanwhile.
     """
 
     def __init__(self) -> None:
-        self._recent: dict[int, tuple[np.ndarray, str]] = {}
+        self._lock = threading.Lock()
+        self._held: dict[int, tuple[np.ndarray, str, int]] = {}  # id -> (array, digest, open blocks)
+        self._remembered: dict[int, tuple[np.ndarray, str]] = {}
 
-    def remember(self, images) -> list[str]:
-        """Hash ``images`` (replacing what was remembered) and return their digests."""
-        digests = [image_digest(image) for image in images]
-        self._recent = {id(image): (image, d) for image, d in zip(images, digests, strict=True)}
-        return digests
-
-    def forget(self) -> None:
-        self._recent = {}
+    def remember(self, images) -> None:
+        """Hash ``images``, replacing the set kept by the previous call."""
+        self._remembered = {id(image): (image, image_digest(image)) for image in images}
 
     @contextmanager
     def batch(self, images):
-        """Remember ``images`` too for the ``with`` block (blocks nest); yields their digests."""
-        previous = self._recent
+        """Remember ``images`` for the ``with`` block; yields their digests."""
         digests = [self.digest(image) for image in images]
-        self._recent = {**previous, **{id(im): (im, d) for im, d in zip(images, digests, strict=True)}}
+        with self._lock:
+            for image, digest in zip(images, digests, strict=True):
+                held = self._held.get(id(image))
+                self._held[id(image)] = (image, digest, held[2] + 1 if held else 1)
         try:
             yield digests
         finally:
-            self._recent = previous
+            with self._lock:
+                for image in images:
+                    array, digest, count = self._held[id(image)]
+                    if count > 1:
+                        self._held[id(image)] = (array, digest, count - 1)
+                    else:
+                        del self._held[id(image)]
 
     def digest(self, image: np.ndarray) -> str:
         """``image_digest(image)``, from memory when it is one of the remembered arrays."""
-        recent = self._recent.get(id(image))
-        if recent is not None and recent[0] is image:
-            return recent[1]
+        for known in (self._held.get(id(image)), self._remembered.get(id(image))):
+            if known is not None and known[0] is image:
+                return known[1]
         return image_digest(image)
 
 

@@ -1,20 +1,17 @@
 """Image-encoder backends: the same encoder + neck run by PyTorch or by ONNX Runtime.
 
-The image encoder is nearly all of a prediction's cost on a CPU. ONNX Runtime's CPU kernels
-run the SAM ViT-B encoder at 1024 px in 7.1 s instead of PyTorch eager's 11.5 s (2 cores, float32;
-less gain for ViT-MAE at 480: 1.0 vs 1.15 s) with the same numbers
-(max abs difference ~1e-5, see README). The exported graph is cached on disk keyed by the
-weights digest and the input size, so only the first use of a model pays for the export; the
-cache folder is ``onnx_cache_dir()``.
+The image encoder is nearly all of a prediction's cost on a CPU. ONNX Runtime's CPU kernels run
+it faster than PyTorch eager with the same numbers (max abs difference ~1e-5); the measured
+figures are in the README ("Speed options", ``benchmarks/bench_table.py``). The exported graph is
+cached on disk keyed by the weights digest and the input size, so only the first use of a model
+pays for the export; the cache folder is ``onnx_cache_dir()``.
 
 ``onnx-int8`` (opt-in, approximate) is that export with int8 weights in every MatMul (per output
 channel) and activations quantised per call (``onnxruntime.quantization.quantize_dynamic``),
-cached beside the float file. On this project's 2-core AVX-512 VNNI CPU it runs the encoder
-about twice as fast as float ONNX (MAE-480 0.50 vs 1.06 s, SAM-1024 3.4 vs 6.5 s), with
-features 1.2-2.0 % off (relative L2) and 90-99 % of the labels of random-weight full-size
-models unchanged (README, "Speed options"; ``benchmarks/bench_int8_accuracy.py``). Features it
-computes are stored under their own signature (``precision``: ``int8``), never mixed with
-float32 ones.
+cached beside the float file under a name that records the quantiser's settings and version.
+About twice as fast again as float ONNX on an AVX-512 VNNI CPU, with features 1-2 % off; its
+accuracy cost is in the README (``benchmarks/bench_int8_accuracy.py``). Features it computes are
+stored under their own signature (``precision``: ``int8``), never mixed with float32 ones.
 
 A backend is a callable ``(pixels: torch.Tensor (B, 3, S, S) float32) -> torch.Tensor
 (B, D, S/16, S/16)`` on the model's device: the neck output that the prompt encoder and the
@@ -23,7 +20,6 @@ mask decoder consume.
 
 from __future__ import annotations
 
-import logging
 import os
 import types
 import warnings
@@ -33,7 +29,6 @@ from typing import Any
 
 ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
 EXPORT_VERSION = 2  # part of the cached file's name: bump when the exported graph changes
-QUANTIZE_VERSION = 1  # part of the int8 file's name: bump when QUANTIZE_SETTINGS change
 # Chosen on MAE-480 and SAM-1024 (2 threads, AVX-512 VNNI): quantising Conv too (the patch
 # embedding, the neck) or unsigned weights made the encoder slower than float; reduce_range
 # (7-bit weights, for AVX2 CPUs without VNNI, whose u8 x s8 products can saturate) cost a third
@@ -109,6 +104,7 @@ class OnnxEncoder:
         int8: bool = False,
     ):
         try:
+            import onnx  # noqa: F401  (the export and the int8 quantiser need it)
             import onnxruntime
         except ImportError:
             raise ValueError(
@@ -122,7 +118,7 @@ class OnnxEncoder:
         side = model.config.image_size
         folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
         self.float_path = folder / f"{digest}-{side}-v{EXPORT_VERSION}.onnx"
-        self.path = self.float_path.with_suffix(f".int8-q{QUANTIZE_VERSION}.onnx") if int8 else self.float_path
+        self.path = self.float_path.with_suffix(quantized_name_suffix()) if int8 else self.float_path
         self.exported_now = self.quantized_now = False
         if not self.path.is_file():
             if not self.float_path.is_file():
@@ -238,37 +234,42 @@ def export_encoder(model, path: Path) -> Path:
     return path
 
 
-@contextmanager
-def _without_preprocessing_advice():
-    """Drop ``quantize_dynamic``'s advice to pre-process (logged on the root logger, which
-    would also configure logging for the whole process when it has no handler yet)."""
-    root = logging.getLogger()
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Please consider to run pre-processing")
-
-    placeholder = None if root.handlers else logging.NullHandler()
-    if placeholder is not None:
-        root.addHandler(placeholder)
-    root.addFilter(keep)
-    try:
-        yield
-    finally:
-        root.removeFilter(keep)
-        if placeholder is not None:
-            root.removeHandler(placeholder)
-
-
 def quantize_encoder(float_path: Path, path: Path) -> Path:
     """Write ``float_path``'s graph with int8 MatMul weights to ``path`` (atomically), see
     ``QUANTIZE_SETTINGS``: weights quantised once, activations per call from their own range."""
+    import tempfile
+
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.quant_utils import add_pre_process_metadata
 
     from ..files import atomic_write
 
-    with atomic_write(path) as partial, _without_preprocessing_advice():
-        quantize_dynamic(float_path, partial, weight_type=QuantType.QInt8, **QUANTIZE_SETTINGS)
+    # quantize_dynamic writes (then deletes) a shape-inferred copy beside its input: working on
+    # a private copy keeps two processes quantising at once out of each other's files. The copy
+    # is tagged as pre-processed, which only silences quantize_dynamic's advice to pre-process,
+    # logged on the root logger (where it would configure logging for the whole process).
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as private:
+        source = Path(private) / "encoder.onnx"
+        graph = onnx.load(str(float_path))
+        add_pre_process_metadata(graph)
+        onnx.save(graph, str(source))
+        del graph
+        with atomic_write(path) as partial:
+            quantize_dynamic(source, partial, weight_type=QuantType.QInt8, **QUANTIZE_SETTINGS)
     return path
+
+
+def quantized_name_suffix() -> str:
+    """The int8 file's suffix: a digest of ``QUANTIZE_SETTINGS`` and the ONNX Runtime version,
+    so changed settings or another quantiser never reuse an old file."""
+    import hashlib
+    import json
+
+    import onnxruntime
+
+    text = json.dumps([QUANTIZE_SETTINGS, onnxruntime.__version__], sort_keys=True)
+    return f".int8-{hashlib.blake2b(text.encode(), digest_size=4).hexdigest()}.onnx"
 
 
 def make_encoder(backend: str, model, digest: Any = None, device_type: str = "cpu", release_torch_encoder=False):
@@ -285,6 +286,9 @@ def make_encoder(backend: str, model, digest: Any = None, device_type: str = "cp
     if backend == "torch":
         return TorchEncoder(model)
     if device_type != "cpu":
-        raise ValueError(f"the ONNX encoder runs on the CPU; on {device_type} use encoder='torch'")
+        raise ValueError(
+            f"the ONNX encoders run on the CPU only; on {device_type} choose the torch encoder "
+            "(encoder='torch', --encoder torch) or the CPU (device='cpu', --device cpu)"
+        )
     digest = digest() if callable(digest) else digest
     return OnnxEncoder(model, digest, release_torch_encoder=release_torch_encoder, int8=backend == "onnx-int8")

@@ -179,7 +179,11 @@ class LabelAnythingSegmenter(Segmenter):
         return self.store.signature(key[0], key[1], self.weights_digest, settings)
 
     def _predict_planes(self, episode, stack, layout, indices, cancel, predict_plane, options):
-        """Planes in batches of ``batch_size``: the query encoder runs once per batch."""
+        """Planes in batches of ``batch_size``: the query encoder runs once per batch.
+
+        Each plane is hashed once, when its batch is read: a plane changed in place while its
+        batch is being predicted keeps the features of that first look.
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         self.class_embeddings(episode, options.get("class_rows"))  # supports first, once
@@ -196,8 +200,10 @@ class LabelAnythingSegmenter(Segmenter):
                 upcoming = reader.submit(read, chunks[i + 1]) if i + 1 < len(chunks) else None
                 if is_cancelled(cancel):
                     raise PredictionCancelled("prediction cancelled")
-                with self._digests.batch(planes):  # each plane hashed once, not per lookup
-                    self.encode_batch(planes, options.get("value_range"))
+                # A plane to be tiled is encoded tile by tile (``logits``), never whole.
+                whole = [p for p in planes if not self.tiling_for(episode, p.shape[:2]).tiled]
+                with self._digests.batch(whole):  # each plane hashed once, not per lookup
+                    self.encode_batch(whole, options.get("value_range"))
                     for index, plane in zip(chunk, planes, strict=True):
                         if is_cancelled(cancel):
                             raise PredictionCancelled("prediction cancelled")

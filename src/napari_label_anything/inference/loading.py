@@ -32,7 +32,7 @@ def load_segmenter(
         embeddings: a folder where image features are kept on disk (``EmbeddingStore``) and
             reused across runs; Label Anything models only (``classic`` has no image features).
         encoder: ``torch`` (default), ``onnx``: the image encoder exported once to ONNX and
-            run by ONNX Runtime, 1.6x faster for SAM ViT-B on a 2-core CPU, same numbers; or
+            run by ONNX Runtime, faster on a CPU, same numbers; or
             ``onnx-int8``: that export with int8 weights, faster again but approximate (README,
             "Speed options"). Both on the CPU only, with the ``[onnx]`` extra.
         batch_size: query planes encoded together in stack predictions (default 4 on CUDA,
