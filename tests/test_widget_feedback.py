@@ -121,6 +121,42 @@ def test_uncertainty_only_when_asked_and_only_on_success(qtbot, loop):
     assert widget.suggest_planes(5) == [(4,)]
 
 
+def test_uncertainty_appears_plane_by_plane_and_a_cancel_takes_it_back(qtbot, loop):
+    from napari_label_anything.widget.feedback import SCORES_KEY
+
+    viewer, widget, stack, _ = loop
+    shown = []
+    worker = widget.run(scope="all planes")
+
+    def first_run(message):  # after the widget's own handler: what the viewer shows now
+        if message[0] == "plane":
+            data = viewer.layers["stack uncertainty"].data
+            shown.append([bool(data[z].any()) for z in range(len(stack))])
+
+    worker.yielded.connect(first_run)
+    wait_for(qtbot, worker)
+    assert shown[0] == [True] + [False] * (len(stack) - 1) and shown[-1] == [True] * len(stack)
+    layer = viewer.layers["stack uncertainty"]
+    original, scores = layer.data, dict(layer.metadata[SCORES_KEY])
+    assert sorted(scores) == [(z,) for z in range(len(stack))]
+
+    # A second run cancelled after two planes: they were written into a copy, which is dropped.
+    copies = []
+    worker = widget.run(scope="all planes")
+
+    def second_run(message):
+        if message[0] == "plane":
+            copies.append(viewer.layers["stack uncertainty"].data is not original)
+            if len(copies) == 2:
+                widget.cancel()
+
+    worker.yielded.connect(second_run)
+    wait_for(qtbot, worker)
+    assert copies[:2] == [True, True] and "cancelled" in widget.status.text()
+    assert viewer.layers["stack uncertainty"].data is original
+    assert viewer.layers["stack uncertainty"].metadata[SCORES_KEY] == scores
+
+
 def test_feeding_back_re_encodes_only_the_new_support(qtbot, make_napari_viewer, reference):
     """Label Anything: the corrected plane is the only image the next run encodes."""
     viewer = make_napari_viewer()

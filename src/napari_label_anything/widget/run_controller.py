@@ -23,10 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .feedback import write_uncertainty
 from .layers import model_data, write_output
 from .reporting import flat, short
-from .run_output import ProgressiveOutput
+from .run_output import ProgressiveOutput, ProgressiveUncertainty
 from .workers import PredictionError, WorkerLauncher, predict_planes
 
 logger = logging.getLogger(__name__)
@@ -84,7 +83,6 @@ class Run:
     class_names: tuple[str, ...]
     total: int
     pending: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
-    uncertainty: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)  # per plane, when asked
     stop_reason: str | None = None  # set when a watched layer disappears
     outcome: tuple[str, str, BaseException | None] | None = None  # reported when the worker finishes
     model: tuple[str, str] | None = None  # (name, device) of the segmenter that ran
@@ -92,6 +90,7 @@ class Run:
     last_event: float | None = None  # when the model was ready, then when the last plane arrived
     plane_seconds: list[float] = field(default_factory=list)  # time between planes, as they arrived
     output: ProgressiveOutput | None = None  # the planes written so far, and how to undo them
+    uncertainty: ProgressiveUncertainty | None = None  # the same for the uncertainty layer, when asked
     stopping: bool = False  # cancelled or stopped: later planes are not written
 
 
@@ -126,8 +125,8 @@ class RunController:
 
         ``channels``: the colour channels of the query the model sees (``layers.model_data``).
 
-        ``uncertainty``: also write the uncertainty layer (``feedback.write_uncertainty``) when
-        the run succeeds, if the segmenter gives uncertainty.
+        ``uncertainty``: also write the uncertainty layer (``feedback.write_uncertainty``), plane
+        by plane with the labels, if the segmenter gives uncertainty.
         """
         if self.closed:
             raise RuntimeError("the Label Anything widget is closed")
@@ -137,6 +136,8 @@ class RunController:
         self.view.run_started(len(indices))
         run = Run(None, query_layer, [query_layer, *watched], tuple(self.classes.names), len(indices))
         run.output = ProgressiveOutput(self.viewer, query_layer, self.classes)
+        if uncertainty:
+            run.uncertainty = ProgressiveUncertainty(self.viewer, query_layer, len(self.classes) + 1)
         self.current = run
         try:
             run.worker = self.launcher.start(
@@ -205,13 +206,14 @@ class RunController:
 
     def _restore(self, run: Run) -> None:
         """Every layer back as it was before the run (planes written so far are taken back)."""
-        run.pending, run.uncertainty = {}, {}
-        if run.output is None:
-            return
-        try:
-            run.output.restore()
-        except Exception:  # noqa: BLE001 - e.g. the viewer's window is gone: never raise here
-            logger.warning("could not restore the output layer after the run", exc_info=True)
+        run.pending = {}
+        for output in (run.output, run.uncertainty):
+            if output is None:
+                continue
+            try:
+                output.restore()
+            except Exception:  # noqa: BLE001 - e.g. the viewer's window is gone: never raise here
+                logger.warning("could not restore an output layer after the run", exc_info=True)
 
     def _on_yielded(self, run: Run, message) -> None:
         if not self._live(run) or run.stop_reason is not None or run.stopping:
@@ -230,14 +232,14 @@ class RunController:
         if run.last_event is not None:
             run.plane_seconds.append(now - run.last_event)
         run.last_event = now
-        if uncertainty is not None:
-            run.uncertainty[index] = uncertainty
         if tuple(self.classes.names) != run.class_names:
             run.stop_reason = "the classes changed during the run"
             self._restore(run)
             run.worker.quit()
             return
         run.output.write(index, labels, run.pending)  # the plane appears at once
+        if uncertainty is not None and run.uncertainty is not None:
+            run.uncertainty.write(index, uncertainty)
         self.view.run_progress(done, total)
 
     def _on_returned(self, run: Run) -> None:
@@ -256,14 +258,13 @@ class RunController:
             return
         layer = write_output(self.viewer, run.query, run.pending, self.classes)
         message = f"done: {len(run.pending)} plane(s) -> {layer.name!r}"
-        if run.uncertainty:
-            extra = write_uncertainty(self.viewer, run.query, run.uncertainty, len(self.classes) + 1)
-            message += f" and {extra.name!r}"
+        if run.uncertainty is not None and run.uncertainty.layer is not None:
+            message += f" and {run.uncertainty.layer.name!r}"
         message += f" ({run_summary(run)})"
         run.outcome = ("done", message, None)
         if run.plane_seconds:
             self.last_plane_seconds = float(np.median(run.plane_seconds))
-        run.pending, run.uncertainty = {}, {}
+        run.pending = {}
 
     def _on_errored(self, run: Run, error: BaseException) -> None:
         if self._live(run):

@@ -1,4 +1,4 @@
-"""The output layer of a run, written plane by plane as the planes finish, and undone on failure.
+"""The output layers of a run, written plane by plane as the planes finish, and undone on failure.
 
 A stack run shows its progress in the viewer: each finished plane goes into the query's output
 Labels layer at once. The first write goes through ``layers.write_output`` (which copies the
@@ -7,6 +7,9 @@ written to and is kept as it was; later planes are written in place into the new
 cancelled, stopped or failed run calls ``restore``: the layer gets back its previous array,
 metadata, features and colours, and a layer the run created is removed, so every layer is as
 it was before the run. Nothing here copies a stack a second time.
+
+``ProgressiveUncertainty`` does the same for the query's uncertainty layer (``feedback``): each
+plane's map and score appear with its labels, and a failed run takes them back.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from ..inference.uncertainty import plane_score
 from ..labels import class_names
+from .feedback import SCORES_KEY, find_uncertainty_layer, write_uncertainty
 from .layers import CLASSES_KEY, find_output_layer, spatial_shape, write_output
 
 logger = logging.getLogger(__name__)
@@ -101,3 +106,50 @@ class ProgressiveOutput:
             layer.features = saved.features
             layer.colormap = saved.colormap
         self.created, self.saved, self.written = [], [], 0
+
+
+@dataclass
+class ProgressiveUncertainty:
+    """Writes a run's uncertainty maps into the query's uncertainty layer as they arrive.
+
+    The first plane goes through ``feedback.write_uncertainty`` (which copies the layer's data,
+    or creates the layer); later planes are written in place into that copy, with their scores.
+    ``restore`` puts back the layer's previous data, scores and contrast limits, or removes the
+    layer the run created.
+    """
+
+    viewer: Any
+    query: Any
+    n_channels: int  # classes + background
+    layer: Any = None  # the layer written into, once a plane arrived
+    created: bool = False
+    saved: tuple | None = None  # (data, metadata, contrast limits) of a layer that existed before
+
+    def write(self, index: tuple[int, ...], uncertainty: np.ndarray):
+        """Write plane ``index``'s (Y, X) float32 uncertainty map and its score."""
+        layer = find_uncertainty_layer(self.viewer, self.query)
+        ours = layer is not None and self.layer is not None and _unwrapped(layer) is _unwrapped(self.layer)
+        if ours and tuple(layer.data.shape) == spatial_shape(self.query):
+            layer.data[index] = uncertainty
+            layer.metadata[SCORES_KEY][index] = plane_score(uncertainty)
+            layer.refresh()
+            return layer
+        if layer is not None and not self.created and self.saved is None:
+            self.saved = (layer.data, dict(layer.metadata), tuple(layer.contrast_limits))
+        self.created = self.created or layer is None
+        self.layer = write_uncertainty(self.viewer, self.query, {index: uncertainty}, self.n_channels)
+        return self.layer
+
+    def restore(self) -> None:
+        """Undo every write (a layer the user removed meanwhile stays removed). Safe to call twice."""
+        layer, self.layer = self.layer, None
+        if layer is None or not any(_unwrapped(layer) is _unwrapped(other) for other in self.viewer.layers):
+            return
+        if self.created:
+            self.viewer.layers.remove(layer)
+        elif self.saved is not None:
+            data, metadata, limits = self.saved
+            layer.data = data
+            layer.metadata.clear()
+            layer.metadata.update(metadata)
+            layer.contrast_limits = limits
