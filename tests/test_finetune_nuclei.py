@@ -65,12 +65,13 @@ def test_finetuning_on_a_few_labelled_tiles_improves_held_out_tiles(tmp_path):
         console=False,
     )
     result = finetune(
-        str(pretrained.checkpoint), NucleusTiles(rows=[0]), tmp_path / "nuclei", steps=80,
+        str(pretrained.checkpoint), NucleusTiles(rows=[0]), tmp_path / "nuclei", steps=200,
         validation=NucleusTiles(rows=[1, 2, 3]), lr=1e-3, device="cpu", seed=0,
         configurations=[[2, 1, 1], [2, 1, 2]], val_episodes=24, val_ways=1, val_shots=1, console=False,
     )  # fmt: skip
     before, after = result.before["miou"], result.after["miou"]
     message = f"held-out nucleus IoU before fine-tuning {before:.4f}, after {after:.4f}"
     print(message)
-    # Measured: 0.004 -> 0.292 (the synthetic model has never seen a nucleus).
+    # Measured for seeds 0-4 (this one is 0): before 0.00-0.18, after 0.45-0.60 (the synthetic
+    # model has never seen a nucleus). 80 steps were not enough: some seeds stayed below 0.1.
     assert after > before + 0.1, message

@@ -233,3 +233,27 @@ def test_an_index_that_disagrees_with_the_samples_is_reported():
 
     with pytest.raises(ValueError, match="index and the samples disagree"):
         EpisodeSampler(Liar(LAYOUTS), seed=0).sample_batch()
+
+
+def test_a_selected_part_of_a_batch_equals_it_and_reads_nothing_else():
+    from napari_label_anything.training.features import FixedViews
+
+    class Counting(TinyDataset):
+        def __getitem__(self, i):
+            self.read.append(i)
+            return super().__getitem__(i)
+
+    def keys(items):
+        return [(x.episode.signature(), x.target.tobytes(), x.class_ids) for x in items]
+
+    for augmented in (False, True):  # True: fixed augmented views, reseeded per episode
+        dataset = Counting(LAYOUTS, augment=augmented)
+        source = FixedViews(dataset, 3, seed=2) if augmented else dataset
+        sampler = EpisodeSampler(source, configurations=[(4, 2, 2)], seed=0)
+        dataset.read = []
+        whole = sampler.sample_batch(np.random.default_rng(7))
+        read_whole = len(dataset.read)
+        dataset.read = []
+        part = sampler.sample_batch(np.random.default_rng(7), select=lambda n: [1, 3])
+        assert keys(part) == keys([whole[1], whole[3]])
+        assert 0 < len(dataset.read) < read_whole  # the other two episodes were planned, not read

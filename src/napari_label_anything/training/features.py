@@ -186,8 +186,8 @@ class FixedViews:
 
     View 0 is the sample unchanged; view v >= 1 is ``augment(sample, default_rng([seed, i, v]))``,
     identical every time it is drawn (see the module docstring for why). Which view a read
-    returns is drawn from ``self.rng``; the trainer reseeds it per step (``reseed``) so runs are
-    reproducible, resumable and identical on every distributed rank.
+    returns is drawn from ``self.rng``; the sampler reseeds it per episode (``reseed``) so runs
+    are reproducible, resumable and identical on every distributed rank.
 
     The wrapper has ``augment = False``: the sampler must not augment again.
     """
@@ -208,7 +208,7 @@ class FixedViews:
         self.index = dataset.index
 
     def reseed(self, *entropy: int) -> None:
-        """Draw views from a fresh rng seeded by (seed, *entropy), e.g. the step number."""
+        """Draw views from a fresh rng seeded by (seed, *entropy), e.g. drawn by an episode."""
         self.rng = np.random.default_rng([self.seed, *map(int, entropy)])
 
     def __len__(self) -> int:

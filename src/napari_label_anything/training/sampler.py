@@ -10,12 +10,18 @@ succeeds), so drawing again when a plan does not work out costs little. A config
 the dataset cannot serve (too few classes, too few images, or M < N on data whose images hold
 too few classes together) falls back to the largest smaller (N, M) that works: N is kept as
 large as possible first, then M. Every episode of a batch still shares N and M.
+
+Once a batch is planned, each of its episodes draws from a generator of its own (seeded from
+the batch's), so ``sample_batch(select=...)`` can build some of them only (a distributed rank
+its share) and they come out exactly as in the whole batch; the others are never read. A
+dataset with a ``reseed(*entropy)`` method (``features.FixedViews``) is reseeded from the
+episode's generator before its samples are read, for the same reason.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,6 +168,9 @@ def _build(
     max_point_annotations: int,
 ) -> TrainingEpisode:
     """Read the planned samples, augment them, draw prompts and assemble the episode."""
+    reseed = getattr(catalogue.dataset, "reseed", None)
+    if reseed is not None:
+        reseed(int(rng.integers(2**63 - 1)))
     class_map = {c: k for k, c in enumerate(class_ids, start=1)}
     combination = draw_combination(rng, prompt_types)
     query = _load(catalogue.dataset, query_index, rng, augment, ())
@@ -267,11 +276,15 @@ class EpisodeSampler:
         while True:
             yield self.sample_batch()
 
-    def sample_batch(self, rng: np.random.Generator | None = None) -> list[TrainingEpisode]:
+    def sample_batch(
+        self, rng: np.random.Generator | None = None, select: Callable[[int], Sequence[int]] | None = None
+    ) -> list[TrainingEpisode]:
         """One batch: a configuration (batch, N, M) drawn uniformly, then ``batch`` episodes.
 
         Every episode of the batch has N classes and M supports (N and M possibly reduced, see
         the module docstring). ``rng`` defaults to the sampler's own seeded generator.
+        ``select(batch)`` gives the positions of the episodes to build (default: all); the
+        others are planned but not read, and the built ones equal their place in the whole batch.
         """
         rng = self.rng if rng is None else rng
         batch, ways, examples = self.configurations[int(rng.integers(len(self.configurations)))]
@@ -290,20 +303,20 @@ class EpisodeSampler:
                         stacklevel=2,
                     )
                     self.fallbacks[(ways, examples)] = (n, m)
+                seeds = rng.integers(2**63 - 1, size=batch)
+                chosen = range(batch) if select is None else select(batch)
                 return [
                     _build(
                         self.catalogue,
-                        classes,
-                        query,
-                        supports,
-                        rng,
+                        *plans[i],
+                        np.random.default_rng(int(seeds[i])),
                         self.augment,
                         self.prompt_types,
                         self.box_noise,
                         self.max_points,
                         self.max_point_annotations,
                     )
-                    for classes, query, supports in plans
+                    for i in chosen
                 ]
         raise ValueError("the dataset cannot serve even a 1-way 1-example episode")  # excluded by __init__
 

@@ -218,14 +218,14 @@ def _autocast_dtype(config: TrainConfig, device):
 
 
 def _training_dataset(config: TrainConfig, data, frozen: bool):
-    """(dataset the sampler reads, sampler's augment flag, FixedViews or None)."""
+    """(dataset the sampler reads, sampler's augment flag): fixed views of ``data`` when the
+    encoder is frozen and augmentation is on (the sampler reseeds them per episode)."""
     from .features import FixedViews
 
     augment = bool(getattr(data, "augment", False)) if config.augment is None else config.augment
     if augment and frozen:
-        views = FixedViews(data, config.augment_views, config.seed)
-        return views, False, views
-    return data, augment, None
+        return FixedViews(data, config.augment_views, config.seed), False
+    return data, augment
 
 
 def run(
@@ -285,7 +285,7 @@ class _Loop:
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, weight_decay=config.weight_decay)
         self.total = config.total_steps(len(data))
         self.scheduler = lr_schedule(self.optimizer, config.warmup(self.total), self.total, config.schedule)
-        source, augment, self.views = _training_dataset(config, data, self.frozen)
+        source, augment = _training_dataset(config, data, self.frozen)
         self.sampler = EpisodeSampler(
             source,
             configurations=[tuple(c) for c in config.configurations],
@@ -312,12 +312,16 @@ class _Loop:
         from .distributed import share
 
         rng = np.random.default_rng([self.config.seed, step])
-        if self.views is not None:
-            self.views.reseed(step)
-        episodes = self.sampler.sample_batch(rng)
-        mine = share(episodes, self.context)
-        # A rank left without episodes (world size > batch) still joins the gradient exchange.
-        return (mine, True) if mine else (episodes[:1], False)
+        active = []
+
+        def mine(batch: int) -> list[int]:  # only this rank's share of the batch is read
+            part = share(range(batch), self.context)
+            active.append(bool(part))
+            # A rank left without episodes (world size > batch) still joins the gradient exchange.
+            return part or [0]
+
+        episodes = self.sampler.sample_batch(rng, select=mine)
+        return episodes, active[0]
 
     def train_step(self, step: int) -> float:
         """One optimizer step; returns the loss of the whole (global) batch."""
