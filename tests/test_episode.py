@@ -114,6 +114,33 @@ def test_save_load_round_trip(tmp_path, episode):
     assert loaded.supports[0].name == "first" and loaded.supports[0].image.dtype == np.uint16
 
 
+def test_the_channel_choice_is_checked_saved_and_loaded(tmp_path, episode):
+    import json
+
+    assert episode.channels is None
+    episode.channels = [2]
+    assert episode.channels == (2,)
+    episode.add_support(IMAGE, points=[(1, 1, 1), (2, 2, 2)])
+    loaded = nla.Episode.load(episode.save(tmp_path / "blue.episode"))
+    assert loaded.channels == (2,)
+    assert nla.Episode.load(nla.Episode(["a"]).save(tmp_path / "all.episode")).channels is None
+    with pytest.raises(ValueError, match="channel 4 does not exist"):
+        nla.Episode(["a"], channels=[4])
+    with pytest.raises(ValueError, match="channels is empty"):
+        episode.channels = []
+    with pytest.raises(TypeError, match="a channel must be an integer"):
+        nla.Episode(["a"], channels=["blue"])
+    assert episode.channels == (2,)  # a refused value changes nothing
+    with np.load(tmp_path / "blue.episode") as archive:  # a header naming a channel that cannot be
+        arrays = {k: archive[k] for k in archive.files}
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "channels": [9]}).encode(), np.uint8)
+    with open(tmp_path / "bad.episode", "wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(ValueError, match="damaged: bad classes, model or channels"):
+        nla.Episode.load(tmp_path / "bad.episode")
+
+
 def test_load_rejects_other_files(tmp_path):
     (tmp_path / "junk.episode").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable episode file"):

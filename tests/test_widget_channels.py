@@ -98,3 +98,37 @@ def test_the_channel_applies_to_colour_supports_too_and_no_warning_when_chosen(q
     assert warnings_since(before) == []
     found = np.asarray(viewer.layers["query labels"].data) == 1
     assert (found & truth).sum() / (found | truth).sum() > 0.85
+
+
+def test_a_saved_episode_keeps_the_channel_for_the_command_line_and_the_widget(qtbot, make_napari_viewer, tmp_path):
+    import tifffile
+
+    from napari_label_anything.cli import main
+    from napari_label_anything.episode import Episode
+
+    viewer = make_napari_viewer()
+    support, support_mask = dapi_rgb(seed=1)
+    query, _ = dapi_rgb(seed=2)
+    viewer.add_image(support, name="support", rgb=True)
+    viewer.add_labels(np.where(support_mask, 1, 255).astype(np.uint8), name="support truth")
+    viewer.add_image(query, name="query", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
+    widget.set_model("classic", "cpu")
+    widget.classes.add("nucleus")
+    widget.add_support(viewer.layers["support"], labels_layer=viewer.layers["support truth"])
+    widget.query_combo.setCurrentText("query")
+    widget.set_channels(2)
+    wait_for(qtbot, widget.run(scope="current plane"))
+    in_napari = np.asarray(viewer.layers["query labels"].data)
+    widget.save_episode(tmp_path / "blue.episode")
+    assert Episode.load(tmp_path / "blue.episode").channels == (2,)
+
+    # The command line sees the colour query through the same channel, so it finds the same labels.
+    tifffile.imwrite(tmp_path / "query.tif", query)
+    args = ["predict", "--model", "classic", "--episode", str(tmp_path / "blue.episode"), str(tmp_path / "query.tif")]
+    assert main([*args, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "query_labels.tif"), in_napari)
+
+    widget.set_channels(None)
+    widget.load_episode(tmp_path / "blue.episode")  # the choice comes back with the episode
+    assert widget.channels == (2,)

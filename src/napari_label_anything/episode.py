@@ -192,7 +192,7 @@ class Episode:
     >>> episode.add_support(image2, points=[(10, 20, 1)], boxes=[(0, 0, 30, 40, "membrane")])  # doctest: +SKIP
     """
 
-    def __init__(self, classes: Sequence[str], model: str | None = None) -> None:
+    def __init__(self, classes: Sequence[str], model: str | None = None, channels: Sequence[int] | None = None) -> None:
         if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
             hint = f"; for one class write [{classes!r}]" if isinstance(classes, str) else ""
             raise TypeError(f"classes must be a list of class names, got {type(classes).__name__} {classes!r}{hint}")
@@ -208,6 +208,21 @@ class Episode:
         self.classes: list[str] = names
         self.supports: list[Support] = []
         self.model = model
+        self.channels = channels
+
+    @property
+    def channels(self) -> tuple[int, ...] | None:
+        """The colour channels the model sees of colour queries (None: all), as the napari
+        widget's channel choice records it. Its supports are stored as the model saw them
+        (already reduced); ``predict`` on the command line reduces colour queries the same way,
+        and in Python ``preprocessing.select_channels(query, episode.channels)`` does."""
+        return self._channels
+
+    @channels.setter
+    def channels(self, value: Sequence[int] | None) -> None:
+        from .preprocessing import MAX_COLOUR_CHANNELS, check_channels
+
+        self._channels = check_channels(value, MAX_COLOUR_CHANNELS)
 
     def __repr__(self) -> str:
         return f"Episode(classes={self.classes}, supports={len(self.supports)})"
@@ -331,7 +346,7 @@ class Episode:
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the episode (classes, supports with images, prompts, model id) to one file.
+        """Write the episode (classes, supports with images, prompts, model id, channels) to one file.
 
         The file is a NumPy ``.npz`` archive (arrays plus a JSON header); it is read back
         with ``allow_pickle=False``, so loading an episode never runs code. It is written
@@ -343,6 +358,7 @@ class Episode:
             "version": FORMAT_VERSION,
             "classes": self.classes,
             "model": self.model,
+            "channels": None if self.channels is None else list(self.channels),
             "supports": [{"name": s.name, "has_labels": s.labels is not None} for s in self.supports],
         }
         arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
@@ -389,9 +405,9 @@ class Episode:
         if not isinstance(supports, list) or not all(isinstance(info, dict) for info in supports):
             raise ValueError(f"{path} is damaged: its header's 'supports' is not a list of support records")
         try:
-            episode = cls(meta.get("classes"), model=meta.get("model"))
+            episode = cls(meta.get("classes"), model=meta.get("model"), channels=meta.get("channels"))
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{path} is damaged: bad classes or model in its header: {err}") from None
+            raise ValueError(f"{path} is damaged: bad classes, model or channels in its header: {err}") from None
         for i, info in enumerate(supports):
             try:
                 labels = data[f"support{i}.labels"] if info.get("has_labels") else None

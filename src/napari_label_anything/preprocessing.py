@@ -35,6 +35,9 @@ def channel_label(channel: int, n_channels: int) -> str:
     return f"{channel} ({CHANNEL_NAMES[channel]})" if n_channels in (3, 4) and channel < 4 else str(channel)
 
 
+MAX_COLOUR_CHANNELS = 4  # a trailing axis of 3 or 4 is a colour axis (RGB, RGBA)
+
+
 def check_channels(channels, n_channels: int) -> tuple[int, ...] | None:
     """``channels`` (None: all; an int; or a sequence of ints) as a sorted tuple of distinct
     channels in 0..n_channels-1, or None for all; ValueError naming a bad one."""

@@ -137,6 +137,18 @@ def open_query(path: str | os.PathLike):
     return ome_zarr.open_image(path) if ome_zarr.is_zarr_path(path) else read_image(path)
 
 
+def model_query(job: BatchJob, episode: Episode):
+    """The job's query as the model sees it: a colour query reduced to the episode's channels
+    (``Episode.channels``, the napari widget's choice; lazy inputs stay lazy). A grey query,
+    or an episode for all channels, is read as it is."""
+    from ..preprocessing import select_channels
+
+    query = open_query(job.source)
+    if episode.channels is not None and job.layout(query.shape).rgb:
+        query = select_channels(query, episode.channels)
+    return query
+
+
 @dataclass(frozen=True)
 class BatchJob:
     """One input and its output. ``options`` go to ``Segmenter.predict_stack`` (e.g. class_rows)."""
@@ -210,7 +222,7 @@ def predict_planes(
 
     ``cancel`` is checked before each plane (``PredictionCancelled`` once it turns true).
     """
-    query = open_query(job.source)
+    query = model_query(job, episode)
     out = _CountingOut(ome_zarr.open_labels(folder), episode.n_classes + 1)
     segmenter.predict_stack(
         episode, query, axis=job.axis, planes=planes, progress=progress, cancel=cancel, out=out, **job.options
@@ -223,7 +235,7 @@ def run_job(segmenter, episode: Episode, job: BatchJob, progress: Callable[[int,
     from ..files import write_labels
 
     start = time.perf_counter()
-    query = open_query(job.source)
+    query = model_query(job, episode)
     layout = job.layout(query.shape)
     if job.format == "ome-zarr":
         folder = create_output(job, episode, query.shape)

@@ -385,9 +385,10 @@ class LabelAnythingWidget(
     # go through ``_guard``, which turns any error into one notification.
 
     def save_episode(self, path: str | Path) -> Path:
-        """Write classes, supports, prompts and the model id to an .episode file (the images as
-        they are: the channel choice is the widget's, not the file's)."""
-        path = self._build_episode(background=True).save(path)
+        """Write classes, supports, prompts, the model id and the channel choice to an .episode
+        file, the support images as the model saw them (one chosen channel: that channel), so
+        ``predict`` on the command line sees colour queries as this widget does."""
+        path = self._build_episode(background=True, channels=self.channels).save(path)
         self._saved_signature = self._signature()
         self.status.setText(f"saved episode to {path}")
         return path

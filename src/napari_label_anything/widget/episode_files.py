@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import labels_dtype
+from ..preprocessing import select_channels
 from . import reporting
 from .classes import BACKGROUND_PROMPT, is_background_name
 from .layers import find_output_layer, spatial_shape
@@ -49,9 +50,10 @@ def background_mapping(classes: list[str]) -> tuple[list[str], np.ndarray]:
     return names, lookup
 
 
-def _stack_plane(viewer, support):
+def _stack_plane(viewer, support, channels=None):
     """(stack layer, plane) when the support is "<name> [i, ...]" and layer <name> has that plane
-    with the same pixels (the stack was opened again), else (None, None)."""
+    with the same pixels as the model saw them (the episode's ``channels`` of a colour stack;
+    the stack was opened again), else (None, None)."""
     match = re.fullmatch(r"(.+) \[(\d+(?:, \d+)*)\]", support.name or "")
     if match is None or match.group(1) not in viewer.layers:
         return None, None
@@ -59,13 +61,16 @@ def _stack_plane(viewer, support):
     shape = spatial_shape(layer) if layer.__class__.__name__ == "Image" else ()
     if len(shape) != len(plane) + 2 or any(not 0 <= i < n for i, n in zip(plane, shape, strict=False)):
         return None, None
-    if not np.array_equal(np.asarray(layer.data[plane]), support.image):
+    pixels = np.asarray(layer.data[plane])
+    if channels is not None and getattr(layer, "rgb", False):
+        pixels = select_channels(pixels, channels)
+    if not np.array_equal(pixels, support.image):
         return None, None
     return layer, plane
 
 
 def load_episode_into(widget, path: str | Path):
-    """Recreate an episode's classes, model, support images and prompt layers in ``widget``.
+    """Recreate an episode's classes, model, support images, prompt layers and channel choice.
 
     A class named "background" (what ``supports_to_episode`` writes for background prompts)
     becomes the built-in background row again.
@@ -81,7 +86,7 @@ def load_episode_into(widget, path: str | Path):
     if episode.model:
         widget.set_model(episode.model, widget.model_picker.device)
     for i, support in enumerate(episode.supports):
-        stack, plane = _stack_plane(widget.viewer, support)
+        stack, plane = _stack_plane(widget.viewer, support, episode.channels)
         if stack is not None:  # "<stack> [z]": the prompts go back onto plane z of that stack
             layers = next((s for s in widget.supports if same_layer(s.image, stack)), None) or widget.add_support(stack)
         else:
@@ -104,6 +109,15 @@ def load_episode_into(widget, path: str | Path):
             layers.shapes.add_rectangles(np.array([[*plane, y, x] for y, x in corners]))
             layers.shapes.features.loc[len(layers.shapes.data) - 1, "class"] = int(lookup[int(k)])
         layers.recolor(widget.classes)
+    if episode.channels is not None:
+        try:  # the channel the supports were seen through, for the queries too
+            widget.set_channels(episode.channels)
+        except ValueError:
+            reporting.notify(
+                "warning",
+                f"the episode was saved with channel {episode.channels[0]} chosen; choose a colour query "
+                "and that channel, so queries are seen as its supports were",
+            )
     return episode
 
 

@@ -207,11 +207,12 @@ def supports_to_episode(
     label 0, and ``background_class_value`` tells the widget to do so for any model).
     ``background=False`` leaves background prompts out. Boxes are clipped to the image;
     points keep their coordinates (Episode rejects points outside the image, naming them).
-    ``channels``: the colour channels the model sees (``model_data``; None: all).
+    ``channels``: the colour channels the model sees (``model_data``; None: all), also recorded
+    as ``Episode.channels`` so a saved episode reduces colour queries the same way.
     """
     background = background and has_background_prompts(supports)
     n = len(classes)
-    episode = Episode(classes.names + ([BACKGROUND] if background else []), model=model)
+    episode = Episode(classes.names + ([BACKGROUND] if background else []), model=model, channels=channels)
 
     def as_class(values: np.ndarray) -> np.ndarray:
         return np.where(values == BACKGROUND_PROMPT, n + 1 if background else 0, values)
