@@ -62,6 +62,14 @@ def test_check_channels_sorts_and_deduplicates():
     assert channel_label(2, 3) == "2 (blue)" and channel_label(3, 4) == "3 (alpha)" and channel_label(5, 7) == "5"
 
 
+def test_channels_apply_to_colour_images_only():
+    grey = np.zeros((40, 50), np.uint8)  # its last axis is X, not a colour channel
+    assert select_channels(grey, None) is grey
+    for image in (grey, np.zeros((6, 40, 50), np.uint8), np.zeros((40, 50, 5), np.uint8)):
+        with pytest.raises(ValueError, match=r"channels apply to colour images \(\.\.\., Y, X, 3 or 4\)"):
+            select_channels(image, [2])
+
+
 class LazyStack:
     """An array-like that counts how many values it hands out (like zarr: read on indexing)."""
 

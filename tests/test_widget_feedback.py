@@ -137,7 +137,8 @@ def test_uncertainty_appears_plane_by_plane_and_a_cancel_takes_it_back(qtbot, lo
     wait_for(qtbot, worker)
     assert shown[0] == [True] + [False] * (len(stack) - 1) and shown[-1] == [True] * len(stack)
     layer = viewer.layers["stack uncertainty"]
-    original, scores = layer.data, dict(layer.metadata[SCORES_KEY])
+    original, scores, limits = layer.data, dict(layer.metadata[SCORES_KEY]), tuple(layer.contrast_limits)
+    snapshot = np.array(original)
     assert sorted(scores) == [(z,) for z in range(len(stack))]
 
     # A second run cancelled after two planes: they were written into a copy, which is dropped.
@@ -153,8 +154,9 @@ def test_uncertainty_appears_plane_by_plane_and_a_cancel_takes_it_back(qtbot, lo
     worker.yielded.connect(second_run)
     wait_for(qtbot, worker)
     assert copies[:2] == [True, True] and "cancelled" in widget.status.text()
-    assert viewer.layers["stack uncertainty"].data is original
-    assert viewer.layers["stack uncertainty"].metadata[SCORES_KEY] == scores
+    layer = viewer.layers["stack uncertainty"]
+    assert layer.data is original and np.array_equal(original, snapshot)  # never written into
+    assert layer.metadata[SCORES_KEY] == scores and tuple(layer.contrast_limits) == limits
 
 
 def test_feeding_back_re_encodes_only_the_new_support(qtbot, make_napari_viewer, reference):

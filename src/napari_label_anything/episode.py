@@ -215,7 +215,8 @@ class Episode:
         """The colour channels the model sees of colour queries (None: all), as the napari
         widget's channel choice records it. Its supports are stored as the model saw them
         (already reduced); ``predict`` on the command line reduces colour queries the same way,
-        and in Python ``preprocessing.select_channels(query, episode.channels)`` does."""
+        and in Python ``preprocessing.select_channels(query, episode.channels)`` does (for a
+        colour query; a grey one is used as it is)."""
         return self._channels
 
     @channels.setter

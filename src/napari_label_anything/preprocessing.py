@@ -68,6 +68,9 @@ def select_channels(image, channels) -> np.ndarray:
     """
     if channels is None:
         return image
+    shape = tuple(image.shape)
+    if len(shape) < 3 or shape[-1] not in (3, MAX_COLOUR_CHANNELS):
+        raise ValueError(f"channels apply to colour images (..., Y, X, 3 or 4); this one has shape {shape}")
     if not isinstance(image, np.ndarray):
         return ChannelSelection(image, channels)
     chosen = check_channels(channels, image.shape[-1])

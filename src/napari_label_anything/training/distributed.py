@@ -6,9 +6,10 @@ environment ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTE
 and joins a process group: NCCL when it trains on CUDA (one GPU per process, ``cuda:LOCAL_RANK``),
 gloo on CPUs. Without those variables training runs in one process, as usual.
 
-**One global batch, split.** Every rank draws the same batch, with the same per-step seeded
-generator a single-process run uses, and keeps its contiguous share of the episodes
-(``share``); the encoder, forward and backward run only on the share. The update therefore
+**One global batch, split.** Every rank plans the same batch, with the same per-step seeded
+generator a single-process run uses, and builds (reads) only its contiguous share of the
+episodes (``share``, through ``EpisodeSampler.sample_batch(select=)``); the encoder, forward
+and backward run only on the share. The update therefore
 equals the single-process update on the whole batch, provided the loss of the share is its
 exact part of the whole batch's loss. The official loss is a mean over every pixel of the
 padded batch with class weights ``1/ln(1.1 + count/total)`` from the whole batch, so a rank

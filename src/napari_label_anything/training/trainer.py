@@ -3,9 +3,9 @@
 ``train(config)`` runs a ``TrainConfig``; ``finetune(model, data, out)`` is the short Python call
 for adapting a model to one's own annotations. One step:
 
-1. draw a batch of episodes with a generator seeded by (seed, step): the batch depends only on
-   the seed and the step, so a resumed run and every distributed rank draw what a plain
-   uninterrupted run draws (``distributed.share`` then keeps this rank's episodes);
+1. plan a batch of episodes with a generator seeded by (seed, step): the batch depends only on
+   the seed and the step, so a resumed run and every distributed rank plan what a plain
+   uninterrupted run plans; a rank builds (reads) only its share (``distributed.share``);
 2. collate it; with a frozen encoder the images' encoder features come from the cache
    (``features.EncoderFeatureCache``), else the images go through the encoder;
 3. forward (bf16 autocast on CUDA), focal loss (``distributed.global_focal_loss``: the plain

@@ -411,7 +411,7 @@ class LabelAnythingWidget(
         if not len(self.classes) and not self.supports:
             return None
         try:
-            return supports_to_episode(self.supports, self.classes).signature()
+            return f"{supports_to_episode(self.supports, self.classes).signature()} channels {self.channels}"
         except Exception:  # noqa: BLE001 - an incomplete episode still counts as changes
             return "incomplete"
 

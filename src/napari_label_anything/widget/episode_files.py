@@ -109,15 +109,14 @@ def load_episode_into(widget, path: str | Path):
             layers.shapes.add_rectangles(np.array([[*plane, y, x] for y, x in corners]))
             layers.shapes.features.loc[len(layers.shapes.data) - 1, "class"] = int(lookup[int(k)])
         layers.recolor(widget.classes)
-    if episode.channels is not None:
-        try:  # the channel the supports were seen through, for the queries too
-            widget.set_channels(episode.channels)
-        except ValueError:
-            reporting.notify(
-                "warning",
-                f"the episode was saved with channel {episode.channels[0]} chosen; choose a colour query "
-                "and that channel, so queries are seen as its supports were",
-            )
+    try:  # the channel the supports were seen through (None: all, as files before it did), for queries too
+        widget.set_channels(episode.channels)
+    except ValueError:  # the current query lacks that channel
+        reporting.notify(
+            "warning",
+            f"the episode was saved with channel(s) {list(episode.channels)} chosen; choose a colour query "
+            "and that channel, so queries are seen as its supports were",
+        )
     return episode
 
 

@@ -134,7 +134,7 @@ class FinetuneActions:
             raise ValueError("wait for the current run or fine-tuning to finish")
         from ..finetune_session import split_held_out
 
-        episode = self._build_episode(background=False)
+        episode = self._build_episode(background=False, channels=self.channels)  # as runs see them
         split_held_out(episode)  # refuse too few painted planes before any loading
         picker = self.model_picker
         if picker.model_name == "classic":

@@ -258,8 +258,9 @@ class RunController:
             return
         layer = write_output(self.viewer, run.query, run.pending, self.classes)
         message = f"done: {len(run.pending)} plane(s) -> {layer.name!r}"
-        if run.uncertainty is not None and run.uncertainty.layer is not None:
-            message += f" and {run.uncertainty.layer.name!r}"
+        written = run.uncertainty.layer if run.uncertainty is not None else None
+        if written is not None and any(same_layer(layer, written) for layer in self.viewer.layers):
+            message += f" and {written.name!r}"
         message += f" ({run_summary(run)})"
         run.outcome = ("done", message, None)
         if run.plane_seconds:

@@ -112,44 +112,51 @@ class ProgressiveOutput:
 class ProgressiveUncertainty:
     """Writes a run's uncertainty maps into the query's uncertainty layer as they arrive.
 
-    The first plane goes through ``feedback.write_uncertainty`` (which copies the layer's data,
-    or creates the layer); later planes are written in place into that copy, with their scores.
-    ``restore`` puts back the layer's previous data, scores and contrast limits, or removes the
-    layer the run created.
+    The first plane written into a layer goes through ``feedback.write_uncertainty`` (which
+    copies the layer's data, or creates the layer); later planes are written in place into that
+    copy, with their scores. A layer found anew mid-run (the query renamed, or the layer
+    removed) starts again the same way, with the planes from then on. ``restore`` puts back every
+    layer's previous data, scores and contrast limits, and removes the layers the run created.
     """
 
     viewer: Any
     query: Any
     n_channels: int  # classes + background
-    layer: Any = None  # the layer written into, once a plane arrived
-    created: bool = False
-    saved: tuple | None = None  # (data, metadata, contrast limits) of a layer that existed before
+    layer: Any = None  # the layer written into last
+    saved: list = field(default_factory=list)  # (layer, data, metadata, contrast limits) as before the run
+    created: list = field(default_factory=list)  # layers the run added
+
+    def _touched(self, layer) -> bool:
+        return any(_unwrapped(layer) is _unwrapped(other) for other in [s[0] for s in self.saved] + self.created)
 
     def write(self, index: tuple[int, ...], uncertainty: np.ndarray):
         """Write plane ``index``'s (Y, X) float32 uncertainty map and its score."""
         layer = find_uncertainty_layer(self.viewer, self.query)
-        ours = layer is not None and self.layer is not None and _unwrapped(layer) is _unwrapped(self.layer)
-        if ours and tuple(layer.data.shape) == spatial_shape(self.query):
+        if layer is not None and self._touched(layer) and tuple(layer.data.shape) == spatial_shape(self.query):
             layer.data[index] = uncertainty
             layer.metadata[SCORES_KEY][index] = plane_score(uncertainty)
             layer.refresh()
-            return layer
-        if layer is not None and not self.created and self.saved is None:
-            self.saved = (layer.data, dict(layer.metadata), tuple(layer.contrast_limits))
-        self.created = self.created or layer is None
-        self.layer = write_uncertainty(self.viewer, self.query, {index: uncertainty}, self.n_channels)
-        return self.layer
+        else:
+            if layer is not None and not self._touched(layer):
+                self.saved.append((layer, layer.data, dict(layer.metadata), tuple(layer.contrast_limits)))
+            new = layer is None
+            layer = write_uncertainty(self.viewer, self.query, {index: uncertainty}, self.n_channels)
+            if new:
+                self.created.append(layer)
+        self.layer = layer
+        return layer
 
     def restore(self) -> None:
         """Undo every write (a layer the user removed meanwhile stays removed). Safe to call twice."""
-        layer, self.layer = self.layer, None
-        if layer is None or not any(_unwrapped(layer) is _unwrapped(other) for other in self.viewer.layers):
-            return
-        if self.created:
-            self.viewer.layers.remove(layer)
-        elif self.saved is not None:
-            data, metadata, limits = self.saved
+        present = {id(_unwrapped(layer)) for layer in self.viewer.layers}
+        for layer in self.created:
+            if id(_unwrapped(layer)) in present:
+                self.viewer.layers.remove(layer)
+        for layer, data, metadata, limits in reversed(self.saved):
+            if id(_unwrapped(layer)) not in present:
+                continue
             layer.data = data
             layer.metadata.clear()
             layer.metadata.update(metadata)
             layer.contrast_limits = limits
+        self.layer, self.saved, self.created = None, [], []
