@@ -100,7 +100,9 @@ def test_the_channel_applies_to_colour_supports_too_and_no_warning_when_chosen(q
     assert (found & truth).sum() / (found | truth).sum() > 0.85
 
 
-def test_a_saved_episode_keeps_the_channel_for_the_command_line_and_the_widget(qtbot, make_napari_viewer, tmp_path):
+def test_a_saved_episode_keeps_the_channel_for_the_command_line_and_the_widget(
+    qtbot, make_napari_viewer, tmp_path, monkeypatch
+):
     import tifffile
 
     from napari_label_anything.cli import main
@@ -129,6 +131,11 @@ def test_a_saved_episode_keeps_the_channel_for_the_command_line_and_the_widget(q
     assert main([*args, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "query_labels.tif"), in_napari)
 
+    from napari_label_anything.widget import reporting
+
     widget.set_channels(None)
+    assert widget.has_unsaved_changes()  # the choice is part of what a save writes
+    asked = []
+    monkeypatch.setattr(reporting, "confirm", lambda parent, title, question: asked.append(question) or True)
     widget.load_episode(tmp_path / "blue.episode")  # the choice comes back with the episode
-    assert widget.channels == (2,)
+    assert len(asked) == 1 and widget.channels == (2,) and not widget.has_unsaved_changes()
