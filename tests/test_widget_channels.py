@@ -79,7 +79,9 @@ def test_a_blue_only_query_warns_once_and_its_blue_channel_finds_the_nuclei(qtbo
     assert viewer.layers["dapi export"].data.shape == query.shape  # the layer itself is untouched
 
 
-def test_the_channel_applies_to_colour_supports_too_and_no_warning_when_chosen(qtbot, make_napari_viewer):
+@pytest.fixture
+def blue_colour_pair(make_napari_viewer):
+    """A blue-only RGB support painted completely and an RGB query, channel 2 (blue) chosen."""
     viewer = make_napari_viewer()
     support, support_mask = dapi_rgb(seed=1)
     query, truth = dapi_rgb(seed=2)
@@ -92,6 +94,11 @@ def test_the_channel_applies_to_colour_supports_too_and_no_warning_when_chosen(q
     widget.add_support(viewer.layers["support"], labels_layer=viewer.layers["support truth"])
     widget.query_combo.setCurrentText("query")
     widget.set_channels(2)
+    return viewer, widget, support, query, truth
+
+
+def test_the_channel_applies_to_colour_supports_too_and_no_warning_when_chosen(qtbot, blue_colour_pair):
+    viewer, widget, support, _, truth = blue_colour_pair
     np.testing.assert_array_equal(widget.episode.supports[0].image, support[..., 2])
     before = len(notification_manager.records)
     wait_for(qtbot, widget.run(scope="current plane"))
@@ -101,25 +108,14 @@ def test_the_channel_applies_to_colour_supports_too_and_no_warning_when_chosen(q
 
 
 def test_a_saved_episode_keeps_the_channel_for_the_command_line_and_the_widget(
-    qtbot, make_napari_viewer, tmp_path, monkeypatch
+    qtbot, blue_colour_pair, tmp_path, monkeypatch
 ):
     import tifffile
 
     from napari_label_anything.cli import main
     from napari_label_anything.episode import Episode
 
-    viewer = make_napari_viewer()
-    support, support_mask = dapi_rgb(seed=1)
-    query, _ = dapi_rgb(seed=2)
-    viewer.add_image(support, name="support", rgb=True)
-    viewer.add_labels(np.where(support_mask, 1, 255).astype(np.uint8), name="support truth")
-    viewer.add_image(query, name="query", rgb=True)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
-    widget.set_model("classic", "cpu")
-    widget.classes.add("nucleus")
-    widget.add_support(viewer.layers["support"], labels_layer=viewer.layers["support truth"])
-    widget.query_combo.setCurrentText("query")
-    widget.set_channels(2)
+    viewer, widget, _, query, _ = blue_colour_pair
     wait_for(qtbot, widget.run(scope="current plane"))
     in_napari = np.asarray(viewer.layers["query labels"].data)
     widget.save_episode(tmp_path / "blue.episode")

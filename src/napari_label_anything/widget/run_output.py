@@ -33,14 +33,38 @@ def _unwrapped(layer):
 
 
 @dataclass
-class _Saved:
-    """A layer as it was before the run's first write into it."""
+class _LayerWrites:
+    """The layers a run wrote into, each as it was before the run's first write, and the layers
+    the run created: what ``undo`` needs to leave the viewer as it was."""
 
-    layer: Any
-    data: Any
-    metadata: dict
-    features: Any
-    colormap: Any
+    saved: list[tuple[Any, dict]] = field(default_factory=list)  # (layer, {attribute: value before})
+    created: list = field(default_factory=list)
+
+    def touched(self, layer) -> bool:
+        layers = [saved for saved, _ in self.saved] + self.created
+        return any(_unwrapped(layer) is _unwrapped(other) for other in layers)
+
+    def keep(self, layer, **before) -> None:
+        """Remember ``layer``'s attributes as they are (copies where the run would change them)."""
+        self.saved.append((layer, before))
+
+    def undo(self, viewer) -> None:
+        """Remove the created layers, put the saved attributes back; a layer the user removed
+        meanwhile stays removed. Safe to call twice."""
+        present = {id(_unwrapped(layer)) for layer in viewer.layers}
+        for layer in self.created:
+            if id(_unwrapped(layer)) in present:
+                viewer.layers.remove(layer)
+        for layer, before in reversed(self.saved):
+            if id(_unwrapped(layer)) not in present:
+                continue
+            for name, value in before.items():
+                if name == "metadata":  # napari's metadata dict is kept; its contents go back
+                    layer.metadata.clear()
+                    layer.metadata.update(value)
+                else:
+                    setattr(layer, name, value)
+        self.saved, self.created = [], []
 
 
 @dataclass
@@ -50,18 +74,13 @@ class ProgressiveOutput:
     viewer: Any
     query: Any
     classes: Any
-    saved: list[_Saved] = field(default_factory=list)  # layers the run changed, as they were
-    created: list = field(default_factory=list)  # layers the run added
+    writes: _LayerWrites = field(default_factory=_LayerWrites)
     written: int = 0  # planes written so far
-
-    def _touched(self, layer) -> bool:
-        layers = [s.layer for s in self.saved] + self.created
-        return any(_unwrapped(layer) is _unwrapped(other) for other in layers)
 
     def write(self, index: tuple[int, ...], labels: np.ndarray, so_far: dict[tuple[int, ...], np.ndarray]):
         """Write plane ``index`` (``so_far``: every plane of the run until now, this one included)."""
         layer = find_output_layer(self.viewer, self.query)
-        if layer is not None and self._touched(layer) and self._fits(layer, labels):
+        if layer is not None and self.writes.touched(layer) and self._fits(layer, labels):
             layer.data[index] = np.where(labels > len(self.classes), 0, labels)
             layer.refresh()
         else:
@@ -70,13 +89,12 @@ class ProgressiveOutput:
                 new = True
             else:
                 new = False
-                if not self._touched(layer):
-                    self.saved.append(
-                        _Saved(layer, layer.data, dict(layer.metadata), layer.features.copy(), layer.colormap)
-                    )
+                if not self.writes.touched(layer):
+                    self.writes.keep(layer, data=layer.data, metadata=dict(layer.metadata),
+                                     features=layer.features.copy(), colormap=layer.colormap)  # fmt: skip
             layer = write_output(self.viewer, self.query, so_far, self.classes)
             if new:
-                self.created.append(layer)
+                self.writes.created.append(layer)
         self.written += 1
         return layer
 
@@ -92,20 +110,8 @@ class ProgressiveOutput:
 
         A layer the user removed meanwhile stays removed. Safe to call twice.
         """
-        present = {id(_unwrapped(layer)) for layer in self.viewer.layers}
-        for layer in self.created:
-            if id(_unwrapped(layer)) in present:
-                self.viewer.layers.remove(layer)
-        for saved in reversed(self.saved):
-            layer = saved.layer
-            if id(_unwrapped(layer)) not in present:
-                continue
-            layer.data = saved.data
-            layer.metadata.clear()
-            layer.metadata.update(saved.metadata)
-            layer.features = saved.features
-            layer.colormap = saved.colormap
-        self.created, self.saved, self.written = [], [], 0
+        self.writes.undo(self.viewer)
+        self.written = 0
 
 
 @dataclass
@@ -123,40 +129,27 @@ class ProgressiveUncertainty:
     query: Any
     n_channels: int  # classes + background
     layer: Any = None  # the layer written into last
-    saved: list = field(default_factory=list)  # (layer, data, metadata, contrast limits) as before the run
-    created: list = field(default_factory=list)  # layers the run added
-
-    def _touched(self, layer) -> bool:
-        return any(_unwrapped(layer) is _unwrapped(other) for other in [s[0] for s in self.saved] + self.created)
+    writes: _LayerWrites = field(default_factory=_LayerWrites)
 
     def write(self, index: tuple[int, ...], uncertainty: np.ndarray):
         """Write plane ``index``'s (Y, X) float32 uncertainty map and its score."""
         layer = find_uncertainty_layer(self.viewer, self.query)
-        if layer is not None and self._touched(layer) and tuple(layer.data.shape) == spatial_shape(self.query):
+        if layer is not None and self.writes.touched(layer) and tuple(layer.data.shape) == spatial_shape(self.query):
             layer.data[index] = uncertainty
             layer.metadata[SCORES_KEY][index] = plane_score(uncertainty)
             layer.refresh()
         else:
-            if layer is not None and not self._touched(layer):
-                self.saved.append((layer, layer.data, dict(layer.metadata), tuple(layer.contrast_limits)))
+            if layer is not None and not self.writes.touched(layer):
+                self.writes.keep(layer, data=layer.data, metadata=dict(layer.metadata),
+                                 contrast_limits=tuple(layer.contrast_limits))  # fmt: skip
             new = layer is None
             layer = write_uncertainty(self.viewer, self.query, {index: uncertainty}, self.n_channels)
             if new:
-                self.created.append(layer)
+                self.writes.created.append(layer)
         self.layer = layer
         return layer
 
     def restore(self) -> None:
         """Undo every write (a layer the user removed meanwhile stays removed). Safe to call twice."""
-        present = {id(_unwrapped(layer)) for layer in self.viewer.layers}
-        for layer in self.created:
-            if id(_unwrapped(layer)) in present:
-                self.viewer.layers.remove(layer)
-        for layer, data, metadata, limits in reversed(self.saved):
-            if id(_unwrapped(layer)) not in present:
-                continue
-            layer.data = data
-            layer.metadata.clear()
-            layer.metadata.update(metadata)
-            layer.contrast_limits = limits
-        self.layer, self.saved, self.created = None, [], []
+        self.writes.undo(self.viewer)
+        self.layer = None
