@@ -260,7 +260,10 @@ def run_default(case: Case, kind: str) -> np.ndarray:
     """Predicted class map 0..K-1 of every query."""
     segmenter = ClassicSegmenter()
     episode = Episode(case.classes)
-    episode.add_support(case.support, labels=prompt_labels(case, kind))
+    if case.stack is not None:  # prompted on a plane of the stack, as in napari: it keeps its neighbours
+        episode.add_support(case.stack, labels=prompt_labels(case, kind), plane=case.support_plane)
+    else:
+        episode.add_support(case.support, labels=prompt_labels(case, kind))
     if case.stack is not None:
         planes = [i for i in range(len(case.stack)) if i != case.support_plane]
         labels = segmenter.predict_stack(episode, case.stack, planes=planes)[planes]

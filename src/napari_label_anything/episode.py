@@ -32,6 +32,9 @@ FORMAT_NAME = "napari-label-anything.episode"
 # bool, signed and unsigned integers, floats: no complex, datetime/timedelta, strings or objects
 IMAGE_DTYPE_KINDS = "biuf"
 FORMAT_VERSION = 1
+# Planes kept on each side of a support taken from a stack (``Support.context``): what a
+# depth-aware segmenter may look at. The embedded default's depth kernels reach exactly this far.
+CONTEXT_REACH = 8
 
 
 def check_image(image: Any, what: str = "image") -> np.ndarray:
@@ -91,6 +94,19 @@ def _plane_index(plane: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(i) for i in index)
 
 
+def _context_slab(stack: np.ndarray, index: tuple[int, ...]) -> tuple[np.ndarray | None, int | None]:
+    """The planes within ``CONTEXT_REACH`` of plane ``index`` along the last indexed axis of
+    ``stack``, as a (D, Y, X[, C]) copy, and the plane's position in it; (None, None) when that
+    axis holds a single plane."""
+    axis = len(index) - 1
+    size = stack.shape[axis]
+    if size < 2:
+        return None, None
+    centre = index[-1] % size
+    low, high = max(0, centre - CONTEXT_REACH), min(size, centre + CONTEXT_REACH + 1)
+    return np.array(stack[(*index[:-1], slice(low, high))]), centre - low
+
+
 def _as_rows(values: Any, width: int, what: str, names: list[str]) -> np.ndarray:
     """Parse [(..coords.., k), ...] into a float64 (n, width) array with k as a float id."""
     if values is None:
@@ -140,6 +156,11 @@ class Support:
         points: (n, 3) float64 rows (y, x, k).
         boxes: (n, 5) float64 rows (y0, x0, y1, x1, k) with y0 < y1 and x0 < x1.
         name: optional display name (e.g. the napari layer it came from).
+        context: for a support taken from a stack (``add_support(stack, plane=...)``), the
+            (D, Y, X[, C]) planes around it along the stack's last plane axis (at most
+            ``CONTEXT_REACH`` on each side, fewer at the stack's ends), else None.
+        context_index: the support's own plane in ``context`` (``context[context_index]`` is
+            ``image``), else None.
     """
 
     image: np.ndarray
@@ -147,6 +168,8 @@ class Support:
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
     name: str | None = None
+    context: np.ndarray | None = None
+    context_index: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -252,18 +275,24 @@ class Episode:
             boxes: iterable of (y0, x0, y1, x1, k).
             plane: index into the leading axes of ``image`` (and of ``labels`` when it has the
                 same shape as ``image``), for prompting one plane of a z-stack or time series.
+                The planes around it along the last indexed axis are kept as the support's
+                ``context`` (for segmenters that look across planes, e.g. the embedded default).
             name: display name.
 
         Raises:
             ValueError / TypeError: on any malformed input, naming what is wrong.
         """
+        context = context_index = None
         if plane is not None:
             full = np.asarray(image)
             index = _plane_index(plane, full.shape)
             if labels is not None and np.shape(labels) == full.shape[: np.ndim(labels)] and np.ndim(labels) > 2:
                 labels = np.asarray(labels)[index]
             image = full[index]
+            context, context_index = _context_slab(full, index)
         image = check_image(image, "support image")
+        if context is not None and context.dtype.kind == "f" and not np.isfinite(context).all():
+            raise ValueError(f"the planes around support plane {plane!r} contain NaN or infinite values")
         shape = image.shape[:2]
         label_array = None
         if labels is not None:
@@ -304,7 +333,7 @@ class Episode:
                 )
         if label_array is None and not len(point_rows) and not len(box_rows):
             raise ValueError("a support needs at least one prompt: non-zero labels, points or boxes")
-        support = Support(np.array(image), label_array, point_rows, box_rows, name)
+        support = Support(np.array(image), label_array, point_rows, box_rows, name, context, context_index)
         self.supports.append(support)
         return support
 
@@ -336,7 +365,8 @@ class Episode:
         digest = hashlib.sha1()
         digest.update(json.dumps(self.classes).encode())
         for s in self.supports:
-            for array in (s.image, s.labels, s.points, s.boxes):
+            digest.update(str(s.context_index).encode())
+            for array in (s.image, s.labels, s.points, s.boxes, s.context):
                 if array is None:
                     digest.update(b"none")
                     continue
@@ -360,7 +390,10 @@ class Episode:
             "classes": self.classes,
             "model": self.model,
             "channels": None if self.channels is None else list(self.channels),
-            "supports": [{"name": s.name, "has_labels": s.labels is not None} for s in self.supports],
+            "supports": [
+                {"name": s.name, "has_labels": s.labels is not None, "context_index": s.context_index}
+                for s in self.supports
+            ],
         }
         arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
         for i, s in enumerate(self.supports):
@@ -369,6 +402,8 @@ class Episode:
             arrays[f"support{i}.boxes"] = s.boxes
             if s.labels is not None:
                 arrays[f"support{i}.labels"] = as_labels(s.labels, self.n_classes)
+            if s.context is not None:
+                arrays[f"support{i}.context"] = s.context
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         with atomic_write(path) as partial:
@@ -413,13 +448,20 @@ class Episode:
             try:
                 labels = data[f"support{i}.labels"] if info.get("has_labels") else None
                 points, boxes = data[f"support{i}.points"], data[f"support{i}.boxes"]
-                episode.add_support(
-                    data[f"support{i}.image"],
+                context_index = info.get("context_index")
+                if context_index is not None and not is_index(context_index):
+                    raise ValueError(f"context_index must be an integer, got {context_index!r}")
+                with_context = context_index is not None
+                support = episode.add_support(
+                    data[f"support{i}.context" if with_context else f"support{i}.image"],
                     labels=labels,
+                    plane=context_index,
                     points=[(*row[:2], int(row[2])) for row in np.reshape(points, (-1, 3))],
                     boxes=[(*row[:4], int(row[4])) for row in np.reshape(boxes, (-1, 5))],
                     name=None if info.get("name") is None else str(info["name"]),
                 )
+                if with_context and not np.array_equal(support.image, data[f"support{i}.image"]):
+                    raise ValueError("its image is not the plane its context names")
             except KeyError as err:
                 raise ValueError(f"{path} is damaged: missing {err}") from None
             except (TypeError, ValueError, OverflowError) as err:

@@ -92,12 +92,12 @@ class Segmenter(ABC):
             options["value_range"] = stack_value_range(stack)
         if uncertainty:
 
-            def predict_plane(plane):
-                return self.predict_with_uncertainty(episode, plane, **options)
+            def predict_plane(plane, **extra):
+                return self.predict_with_uncertainty(episode, plane, **options, **extra)
         else:
 
-            def predict_plane(plane):
-                return self.predict(episode, plane, **options)
+            def predict_plane(plane, **extra):
+                return self.predict(episode, plane, **options, **extra)
 
         for index, result in self._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options):
             yield (index, *result) if uncertainty else (index, result)
@@ -113,7 +113,9 @@ class Segmenter(ABC):
         options: dict[str, Any],
     ) -> Iterator[tuple[tuple[int, ...], Any]]:
         """``(index, predict_plane(plane))`` one plane at a time; a segmenter that can batch
-        planes overrides this (``options`` are the prediction options, e.g. ``value_range``)."""
+        planes, or that looks at neighbouring planes (``predict_plane(plane, **extra)`` passes
+        extra options for that plane), overrides this (``options`` are the prediction options,
+        e.g. ``value_range``)."""
         for index in indices:
             if is_cancelled(cancel):
                 raise PredictionCancelled("prediction cancelled")

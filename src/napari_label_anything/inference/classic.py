@@ -17,15 +17,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..episode import Episode, Support, check_image
+from ..episode import CONTEXT_REACH, Episode, Support, check_image
 from ..labels import BACKGROUND, labels_dtype
 from ..preprocessing import intensity_range, normalise_image
-from .base import Segmenter
+from .base import PredictionCancelled, Segmenter, is_cancelled
 from .cache import LRUCache
 from .classic_features import (
     BAND_PIXELS,
+    Depth,
     BYTES_PER_FEATURE_PIXEL,
     check_memory,
+    depth_features,
     feature_bands,
     features_at,
     n_features,
@@ -36,7 +38,7 @@ __all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
 _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
                "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
-               "n_estimators", "min_samples_leaf", "background_ratio")  # fmt: skip
+               "n_estimators", "min_samples_leaf", "background_ratio", "depth_sigmas")  # fmt: skip
 _PREDICT_CHUNK = 1 << 18  # pixels per predict call
 _VOTE_GROUPS = 8
 # Background candidates each detection classifier of step b learns from: it only scores how
@@ -50,6 +52,7 @@ class Fitted(NamedTuple):
     classifier: BalancedExtraTrees
     colour: bool
     value_range: tuple[float, float] | None
+    depth: bool  # trained on depth features too (see ``ClassicSegmenter.uses_depth``)
 
 
 class BalancedExtraTrees:
@@ -190,7 +193,13 @@ class ClassicSegmenter(Segmenter):
     use fixed seeds; results are deterministic. Supports and queries are normalised with one
     intensity range, the percentiles of all non-uint8 supports together (``_episode_range``),
     so equal values look alike in support and query, also through a stack; pass
-    ``value_range`` to override it per query. If any support is colour, every image is
+    ``value_range`` to override it per query. When every support was taken from a stack
+    (``Episode.add_support(stack, plane=...)``, which keeps the planes around it) and the
+    query is a plane of a stack (``predict_stack``, or ``context=`` here), features also look
+    across planes (``classic_features.depth_features`` at ``depth_sigmas``): whether a pixel is
+    brighter than the planes around it tells an object centred in this plane from the
+    out-of-focus light of one above or below; ``depth_sigmas=()`` turns it off (e.g. for a
+    time series whose objects move between frames). If any support is colour, every image is
     featurised as colour (see ``features``). Features and prediction run in row bands
     (``classic_features``); a plane whose prediction would not fit in the available memory
     raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. ``stats`` counts fits
@@ -203,6 +212,7 @@ class ClassicSegmenter(Segmenter):
             min_background: the implicit background rule (see above).
         max_samples_per_class: training pixel cap per class.
         n_estimators, min_samples_leaf, background_ratio: the trees (``BalancedExtraTrees``).
+        depth_sigmas: depth scales in planes for stacks (see above); () for none.
         smooth: Gaussian sigma (pixels) applied to the probability maps; 0 disables it.
         n_jobs: threads for fitting and prediction (default: CPU count, at most 8).
         cache_size: fitted episodes kept.
@@ -229,6 +239,7 @@ class ClassicSegmenter(Segmenter):
         n_estimators: int = 24,
         min_samples_leaf: int = 3,
         background_ratio: float = 3.0,
+        depth_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0),
         smooth: float = 1.0,
         n_jobs: int | None = None,
         cache_size: int = 4,
@@ -237,6 +248,9 @@ class ClassicSegmenter(Segmenter):
             raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
         if not 0 < box_core <= 1:
             raise ValueError(f"box_core must lie in (0, 1], got {box_core}")
+        depth_sigmas = tuple(float(s) for s in depth_sigmas)
+        if not all(0 < s <= CONTEXT_REACH for s in depth_sigmas):
+            raise ValueError(f"depth_sigmas must lie in (0, {CONTEXT_REACH}] planes, got {depth_sigmas}")
         values = locals()
         for name in _FIT_PARAMS:  # every one of them is part of the fit cache key
             setattr(self, name, values[name])
@@ -262,11 +276,32 @@ class ClassicSegmenter(Segmenter):
             image01 = image01 @ np.array([0.2125, 0.7154, 0.0721], np.float32)
         return image01
 
-    def features(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False) -> np.ndarray:
-        """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey set."""
+    def features(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False,
+                 depth: Depth | None = None) -> np.ndarray:  # fmt: skip
+        """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey
+        set, followed by its ``depth_features`` when ``depth`` (from ``depth``) is given."""
         image01 = self.image01(image, value_range, colour)
-        self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour) * 4, "the features")
-        return pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs)
+        self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour, depth) * 4, "the features")
+        features = pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs)
+        if depth is None:
+            return features
+        return np.concatenate([features, depth_features(depth, slice(0, image01.shape[0]), self.sigma_min)], axis=-1)
+
+    def uses_depth(self, episode: Episode) -> bool:
+        """Whether stack planes of this episode are featurised across planes: depth scales are
+        set and every support was taken from a stack (so it keeps its neighbouring planes)."""
+        return bool(self.depth_sigmas and episode.supports) and all(s.context is not None for s in episode.supports)
+
+    def depth(self, context: Any, value_range: tuple[float, float] | None) -> Depth:
+        """The ``Depth`` of a plane from ``context`` = (planes, position): the (D, Y, X[, C])
+        planes around it (itself included), normalised like the plane, as grey."""
+        planes, position = context
+        planes = np.asarray(planes)
+        if planes.ndim not in (3, 4) or not 0 <= int(position) < len(planes):
+            raise ValueError(f"context must be ((D, Y, X[, C]) planes, position in 0..D-1), got shape "
+                             f"{planes.shape} and position {position!r}")  # fmt: skip
+        grey = np.stack([self.image01(check_image(p, "context plane"), value_range, False) for p in planes])
+        return Depth(grey, int(position), self.depth_sigmas, CONTEXT_REACH)
 
     def _check_memory(self, shape: tuple[int, ...], bytes_per_pixel: float, what: str) -> None:
         band = min(shape[0] * shape[1], BAND_PIXELS) * n_features(self.sigma_min, self.sigma_max, True)
@@ -389,18 +424,20 @@ class ClassicSegmenter(Segmenter):
         for target, drop in zip(targets, drops, strict=True):
             target[(target == 0) if tiled else drop] = -1  # tiled: the classes cover the image
 
-    def fit(self, episode: Episode) -> Fitted:
+    def fit(self, episode: Episode, depth: bool = False) -> Fitted:
         """The classifier of an episode, whether it uses colour features and the episode's
-        intensity range (fitted once, cached)."""
+        intensity range (fitted once, cached); with ``depth`` (only where ``uses_depth``), the
+        classifier of plane and depth features, for planes of a stack."""
         episode.validate()
+        depth = depth and self.uses_depth(episode)
         # Parameters belong in the key, so changing an attribute after construction refits.
-        key = (episode.signature(), *(getattr(self, name) for name in _FIT_PARAMS))
+        key = (episode.signature(), depth, *(getattr(self, name) for name in _FIT_PARAMS))
         with self._lock:  # one fit per episode even when two threads ask at once
             fitted = self._fitted.get(key)
             if fitted is not None:
                 self.stats["fit_cache_hits"] += 1
                 return fitted
-            fitted = self._fit(episode)
+            fitted = self._fit(episode, depth)
             self.stats["fits"] += 1
             self._fitted.put(key, fitted)
             return fitted
@@ -435,7 +472,7 @@ class ClassicSegmenter(Segmenter):
         trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, balance=implicit)
         return trees.fit(x, y, w)
 
-    def _fit(self, episode: Episode) -> Fitted:
+    def _fit(self, episode: Episode, depth: bool) -> Fitted:
         names = [c.strip().lower() for c in episode.classes]
         background_class = names.index(BACKGROUND) + 1 if BACKGROUND in names else None
         implicit = background_class is None
@@ -444,17 +481,19 @@ class ClassicSegmenter(Segmenter):
         colour = any(s.image.ndim == 3 for s in episode.supports)
         value_range = self._episode_range(episode)
         images = [self.image01(s.image, value_range, colour) for s in episode.supports]
+        depths = [self.depth((s.context, s.context_index), value_range) if depth else None for s in episode.supports]
         if implicit:
             for target, weight, footprints in prompts:
                 self._add_background(target, weight, footprints)
         if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
-            features = [self.features(s.image, value_range, colour) for s in episode.supports]
+            features = [self.features(s.image, value_range, colour, d)
+                        for s, d in zip(episode.supports, depths, strict=True)]  # fmt: skip
             self._drop_prompt_like(targets, features)
         else:  # only the training pixels are featurised (band by band)
             at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs)
-            features = [partial(at, im) for im in images]
+            features = [partial(at, im, depth=d) for im, d in zip(images, depths, strict=True)]
         classifier = self._train(targets, weights, features, implicit)
-        return Fitted(classifier, colour, value_range)
+        return Fitted(classifier, colour, value_range, depth)
 
     @staticmethod
     def _episode_range(episode: Episode) -> tuple[float, float] | None:
@@ -469,7 +508,7 @@ class ClassicSegmenter(Segmenter):
         return (low, high) if high > low else None
 
     def predict_proba(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
-                      **options: Any) -> np.ndarray:  # fmt: skip
+                      context: Any = None, **options: Any) -> np.ndarray:  # fmt: skip
         """Class probabilities of a 2D query: (N+1, Y, X) float32 summing to 1, class 0 = background.
 
         Args:
@@ -478,6 +517,9 @@ class ClassicSegmenter(Segmenter):
             value_range: (low, high) intensity mapped to 0..1 for this query (default: the one
                 range of the episode's supports, see ``_episode_range``, so support and query
                 pixels of equal value look alike; a uint8 query with uint8 supports is /255).
+            context: for a plane of a stack, (planes, position): the (D, Y, X[, C]) planes
+                within ``CONTEXT_REACH`` of it along the stack's plane axis, itself at
+                ``position`` (``predict_stack`` passes it). Used where ``uses_depth``.
             options: accepted so callers can pass one set of options to any segmenter;
                 ignored, with a warning when one is set.
         """
@@ -485,15 +527,19 @@ class ClassicSegmenter(Segmenter):
         if ignored:
             warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
         query = check_image(query, "query image")
-        classifier, colour, fitted_range = self.fit(episode)
+        classifier, colour, fitted_range, depth = self.fit(episode, depth=context is not None)
         if value_range is None and not (query.dtype == np.uint8 and fitted_range is None):
             value_range = fitted_range
         image01 = self.image01(query, value_range, colour)
+        plane_depth = self.depth(context, value_range) if depth else None
+        if plane_depth is not None and plane_depth.planes.shape[1:] != image01.shape[:2]:
+            raise ValueError(f"context planes are {plane_depth.planes.shape[1:]} but the query is {image01.shape[:2]}")
         size = episode.n_classes + 1
         self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = classifier.classes_.astype(np.intp)
-        for r0, r1, band in feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs):
+        bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth)
+        for r0, r1, band in bands:
             scores = _predict(classifier, band.reshape(-1, band.shape[-1]))
             proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)
             del band, scores
@@ -518,3 +564,17 @@ class ClassicSegmenter(Segmenter):
         intensity range (one range for supports and queries) unless ``value_range`` is passed."""
         options.setdefault("value_range", None)
         return super().iter_predict_stack(episode, stack, *args, **options)
+
+    def _predict_planes(self, episode, stack, layout, indices, cancel, predict_plane, options):
+        """One plane at a time, each with its neighbouring planes as ``context`` when the episode
+        ``uses_depth`` (each plane is read once while it stays in reach)."""
+        if not self.uses_depth(episode):
+            yield from super()._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options)
+            return
+        read: dict[tuple[int, ...], np.ndarray] = {}
+        for index in indices:
+            if is_cancelled(cancel):
+                raise PredictionCancelled("prediction cancelled")
+            window, position = layout.context_indices(index, CONTEXT_REACH)
+            read = {i: read[i] if i in read else layout.take(stack, i) for i in window}
+            yield index, predict_plane(read[index], context=(np.stack([read[i] for i in window]), position))

@@ -1,6 +1,7 @@
 """Pixel features of the embedded classic segmenter, computed in row bands so memory stays bounded.
 
-``pixel_features`` gives the (Y, X, F) float32 features of a whole normalised image;
+``pixel_features`` gives the (Y, X, F) float32 features of a whole normalised image, and
+``depth_features`` those a plane of a stack adds from its neighbouring planes (``Depth``);
 ``feature_bands`` yields them band by band (each band computed with a margin of
 ``feature_margin`` rows and cropped, so bands join without seams); ``features_at`` gathers the
 features of chosen pixels without holding the whole stack. ``check_memory`` refuses, before
@@ -9,8 +10,9 @@ allocating, an image whose features would not fit in the available memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,9 +31,54 @@ def sigmas(sigma_min: float, sigma_max: float) -> np.ndarray:
     return sigma_min * 2.0 ** np.arange(int(np.floor(np.log2(sigma_max / sigma_min) + 1e-9)) + 1)
 
 
-def n_features(sigma_min: float, sigma_max: float, colour: bool) -> int:
+def n_features(sigma_min: float, sigma_max: float, colour: bool, depth: Depth | None = None) -> int:
     n = len(sigmas(sigma_min, sigma_max))
-    return 7 * n - 2 + (3 * n if colour else 0)
+    return 7 * n - 2 + (3 * n if colour else 0) + (2 * len(depth.sigmas) if depth is not None else 0)
+
+
+class Depth(NamedTuple):
+    """The neighbourhood of a plane in its stack, for ``depth_features``.
+
+    planes: (D, Y, X) float32, the normalised grey planes around it (itself included);
+    position: its index in ``planes``; sigmas: the depth scales in planes; reach: how many
+    planes each side the kernels may use (the neighbourhood a support keeps, so a support
+    and a query plane see their stacks the same way).
+    """
+
+    planes: np.ndarray
+    position: int
+    sigmas: tuple[float, ...]
+    reach: int
+
+
+def depth_features(depth: Depth, rows: slice, sigma_xy: float) -> np.ndarray:
+    """(R, X, 2 * len(sigmas)) float32 features of the plane rows ``rows`` from its neighbours.
+
+    Each plane is blurred in (Y, X) by ``sigma_xy``; at each depth scale s, the plane minus
+    its Gaussian average over depth (bright against the planes around it: an object centred
+    here rather than the out-of-focus light of one above or below) and the second derivative
+    over depth (negative at an intensity peak in depth). Kernels are truncated to ``reach``
+    planes and reflect at the ends of ``planes``, so a support's saved neighbourhood and a
+    query's full stack give the same values.
+    """
+    from scipy.ndimage import gaussian_filter, gaussian_filter1d
+
+    margin = int(np.ceil(4 * sigma_xy))
+    start, stop = max(0, rows.start - margin), min(depth.planes.shape[1], rows.stop + margin)
+    band = depth.planes[:, start:stop]
+    blurred = np.stack([gaussian_filter(p, sigma_xy, mode="reflect") for p in band])[:, rows.start - start :]
+    blurred = blurred[:, : rows.stop - rows.start]
+    here = blurred[depth.position]
+    impulses = np.eye(len(band), dtype=np.float64)
+    out = np.empty((*here.shape, 2 * len(depth.sigmas)), np.float32)
+    for i, s in enumerate(depth.sigmas):
+        truncate = min(4.0, depth.reach / s)
+        for j, order in enumerate((0, 2)):
+            # row ``position`` of the filter applied to impulses = its weights over the planes
+            weights = gaussian_filter1d(impulses, s, axis=0, order=order, mode="reflect", truncate=truncate)
+            value = np.tensordot(weights[depth.position].astype(np.float32), blurred, axes=1)
+            out[..., 2 * i + j] = here - value if order == 0 else value
+    return out
 
 
 def feature_margin(sigma_max: float) -> int:
@@ -119,35 +166,46 @@ def band_rows(height: int, width: int, max_pixels: int) -> int:
 
 
 def feature_bands(
-    image01: np.ndarray, sigma_min: float, sigma_max: float, max_pixels: int | None = None, n_jobs: int = 1
+    image01: np.ndarray,
+    sigma_min: float,
+    sigma_max: float,
+    max_pixels: int | None = None,
+    n_jobs: int = 1,
+    depth: Depth | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (row0, row1, (row1 - row0, X, F) features) covering the image top to bottom.
 
     Each band is computed on rows widened by ``feature_margin`` on both sides (as far as the
     image goes) and cropped, so the result matches ``pixel_features`` of the whole image up to
-    the truncation of the Gaussian tails (well under 1e-3).
+    the truncation of the Gaussian tails (well under 1e-3). With ``depth``, the band's
+    ``depth_features`` follow its plane features.
     """
     height, width = image01.shape[:2]
     step = band_rows(height, width, BAND_PIXELS if max_pixels is None else max_pixels)
     margin = feature_margin(sigma_max)
-    if step >= height:
-        yield 0, height, pixel_features(image01, sigma_min, sigma_max, n_jobs)
-        return
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
-        a, b = max(0, r0 - margin), min(height, r1 + margin)
-        yield r0, r1, pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs)[r0 - a : r1 - a]
+        a, b = (0, height) if step >= height else (max(0, r0 - margin), min(height, r1 + margin))
+        band = pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs)[r0 - a : r1 - a]
+        if depth is not None:
+            band = np.concatenate([band, depth_features(depth, slice(r0, r1), sigma_min)], axis=-1)
+        yield r0, r1, band
 
 
 def features_at(
-    image01: np.ndarray, flat_index: np.ndarray, sigma_min: float, sigma_max: float, n_jobs: int = 1
+    image01: np.ndarray,
+    flat_index: np.ndarray,
+    sigma_min: float,
+    sigma_max: float,
+    n_jobs: int = 1,
+    depth: Depth | None = None,
 ) -> np.ndarray:
     """(n, F) features of the pixels at ``flat_index`` (row-major), computed band by band."""
     width = image01.shape[1]
     flat_index = np.asarray(flat_index, np.intp)
-    out = np.empty((len(flat_index), n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
+    out = np.empty((len(flat_index), n_features(sigma_min, sigma_max, image01.ndim == 3, depth)), np.float32)
     rows = flat_index // width
-    for r0, r1, band in feature_bands(image01, sigma_min, sigma_max, n_jobs=n_jobs):
+    for r0, r1, band in feature_bands(image01, sigma_min, sigma_max, n_jobs=n_jobs, depth=depth):
         pick = np.flatnonzero((rows >= r0) & (rows < r1))
         if len(pick):
             out[pick] = band.reshape(-1, band.shape[-1])[flat_index[pick] - r0 * width]
