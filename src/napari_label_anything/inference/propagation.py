@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..episode import Episode
+from ..episode import CONTEXT_REACH, Episode
 from ..labels import BACKGROUND, labels_dtype
 from ..preprocessing import stack_value_range
 from ..stacks import as_stack, is_index, stack_layout
@@ -213,8 +213,12 @@ def propagate_stack(
         )
         out[layout.labels_index((plane,))] = labels
         if plane not in starts:
+            def neighbourhood(plane=plane):  # read only for a plane confident enough to be added
+                window, position = layout.context_indices((plane,), CONTEXT_REACH)
+                return np.stack([layout.take(stack, i) for i in window]), position
+
             support = _confident_support(
-                working, layout.take(stack, (plane,)), labels, 1.0 - uncertainty, threshold, confidence,
+                working, neighbourhood, labels, 1.0 - uncertainty, threshold, confidence,
                 pixel_threshold if confident_pixels_only else None, background_class, plane,
             )  # fmt: skip
             if support is not None:
@@ -224,10 +228,11 @@ def propagate_stack(
     return out, list(added)
 
 
-def _confident_support(working: Episode, image: np.ndarray, labels: np.ndarray, max_probability: np.ndarray,
+def _confident_support(working: Episode, neighbourhood, labels: np.ndarray, max_probability: np.ndarray,
                        threshold: float, confidence: str, pixel_threshold: float | None, background_class: int,
                        plane: int):  # fmt: skip
-    """The support a confident plane adds (None when it is not confident or labels no class)."""
+    """The support a confident plane adds (None when it is not confident or labels no class);
+    ``neighbourhood()`` gives the planes around it and its position, kept as the support's context."""
     if not (labels > 0).any() or plane_confidence(labels, max_probability, confidence) < threshold:
         return None
     prompts = labels.astype(np.int64)
@@ -237,6 +242,7 @@ def _confident_support(working: Episode, image: np.ndarray, labels: np.ndarray, 
         prompts[max_probability < pixel_threshold] = 0
     if not ((prompts > 0) & (prompts != background_class)).any():
         return None
-    support = working.add_support(image, labels=prompts, name=f"propagated plane {plane}")
+    planes, position = neighbourhood()
+    support = working.add_support(planes, labels=prompts, plane=position, name=f"propagated plane {plane}")
     working.supports.pop()  # built (and validated) by the episode; the caller decides where it goes
     return support

@@ -248,7 +248,8 @@ def supports_to_episode(
             plane_labels = labels[plane] if plane else labels
             name = support.name + (f" [{', '.join(map(str, plane))}]" if plane else "")
             episode.add_support(
-                image[plane] if plane else image,
+                image,  # with plane, so the support keeps its neighbouring planes as context
+                plane=plane or None,
                 labels=plane_labels if plane_labels.any() else None,
                 points=prompts["points"] or None,
                 boxes=prompts["boxes"] or None,
