@@ -33,7 +33,17 @@ def sigmas(sigma_min: float, sigma_max: float) -> np.ndarray:
 
 def n_features(sigma_min: float, sigma_max: float, colour: bool, depth: Depth | None = None) -> int:
     n = len(sigmas(sigma_min, sigma_max))
-    return 7 * n - 2 + (3 * n if colour else 0) + (2 * len(depth.sigmas) if depth is not None else 0)
+    return 7 * n - 1 + (3 * n if colour else 0) + (2 * len(depth.sigmas) if depth is not None else 0)
+
+
+def brightness_threshold(image01: np.ndarray, sigma_min: float) -> float:
+    """Otsu's threshold of the (luminance) image blurred by ``sigma_min``: what ``pixel_features``
+    compares each pixel with, computed once per image so row bands share it."""
+    from skimage.filters import threshold_otsu
+
+    fine = _blur(np.ascontiguousarray(_grey(image01), dtype=np.float32), sigma_min)
+    low, high = float(fine.min()), float(fine.max())
+    return low if high <= low else float(threshold_otsu(fine))
 
 
 class Depth(NamedTuple):
@@ -110,7 +120,8 @@ def _grey(image01: np.ndarray) -> np.ndarray:
     return image01 if image01.ndim == 2 else image01 @ _LUMA
 
 
-def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0, n_jobs: int = 1) -> np.ndarray:
+def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0, n_jobs: int = 1,
+                   threshold: float | None = None) -> np.ndarray:  # fmt: skip
     """Multi-scale features of a normalised (Y, X) or (Y, X, 3) image: (Y, X, F) float32.
 
     At each sigma s in sigma_min, 2 * sigma_min, ..., sigma_max, from the Gaussian blur G_s of
@@ -118,7 +129,10 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     Hessian, the local standard deviation over s and, from the second sigma on, the local energy
     of the finest detail (image minus G_sigma_min, RMS over s) and the difference of Gaussians
     G_sigma_min - G_s (brightness against its surroundings, blind to slow shading). The local
-    standard deviation and the detail energy separate textures of equal mean. Colour images add
+    standard deviation and the detail energy separate textures of equal mean. Then whether
+    G_sigma_min lies above ``threshold`` (default: ``brightness_threshold`` of this image; pass
+    the whole image's for a band of it): a cut that follows each image's own contrast, which a
+    classifier trained on strokes far from every edge cannot place by itself. Colour images add
     each channel's G_s: full features per channel would triple the cost for little gain. The
     scales are computed on ``n_jobs`` threads; the result does not depend on it.
     """
@@ -126,6 +140,9 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     steps = sigmas(sigma_min, sigma_max)
     out = np.empty((*grey.shape, n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
     fine = _blur(grey, steps[0])
+    if threshold is None:
+        threshold = brightness_threshold(image01, sigma_min)
+    out[..., 7 * len(steps) - 2] = fine > threshold
     detail = grey - fine
     detail *= detail
     squared = grey * grey
@@ -142,7 +159,7 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
         if image01.ndim == 3:
             for c in range(3):
                 channel = np.ascontiguousarray(image01[..., c], dtype=np.float32)
-                out[..., 7 * len(steps) - 2 + 3 * i + c] = _blur(channel, s)
+                out[..., 7 * len(steps) - 1 + 3 * i + c] = _blur(channel, s)
 
     with ThreadPoolExecutor(max(1, min(n_jobs, len(steps)))) as pool:
         list(pool.map(scale, range(len(steps) - 1, -1, -1)))  # largest (slowest) sigma first
@@ -183,10 +200,11 @@ def feature_bands(
     height, width = image01.shape[:2]
     step = band_rows(height, width, BAND_PIXELS if max_pixels is None else max_pixels)
     margin = feature_margin(sigma_max)
+    threshold = brightness_threshold(image01, sigma_min)
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
         a, b = (0, height) if step >= height else (max(0, r0 - margin), min(height, r1 + margin))
-        band = pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs)[r0 - a : r1 - a]
+        band = pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs, threshold)[r0 - a : r1 - a]
         if depth is not None:
             band = np.concatenate([band, depth_features(depth, slice(r0, r1), sigma_min)], axis=-1)
         yield r0, r1, band
