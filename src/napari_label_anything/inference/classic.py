@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -24,8 +23,8 @@ from .base import PredictionCancelled, Segmenter, is_cancelled
 from .cache import LRUCache
 from .classic_features import (
     BAND_PIXELS,
-    Depth,
     BYTES_PER_FEATURE_PIXEL,
+    Depth,
     check_memory,
     depth_features,
     feature_bands,
@@ -33,14 +32,13 @@ from .classic_features import (
     n_features,
     pixel_features,
 )
+from .classic_trees import BalancedExtraTrees, predict_in_chunks, subsample
 
 __all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
 _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
                "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
                "n_estimators", "min_samples_leaf", "background_ratio", "depth_sigmas")  # fmt: skip
-_PREDICT_CHUNK = 1 << 18  # pixels per predict call
-_VOTE_GROUPS = 8
 # Background candidates each detection classifier of step b learns from: it only scores how
 # prompt-like a candidate is, so a few trees on a few thousand pixels suffice (and cost half the fit).
 _DETECTION_SAMPLES = 4000
@@ -53,87 +51,6 @@ class Fitted(NamedTuple):
     colour: bool
     value_range: tuple[float, float] | None
     depth: bool  # trained on depth features too (see ``ClassicSegmenter.uses_depth``)
-
-
-class BalancedExtraTrees:
-    """Extremely randomised trees, each grown on a class-balanced bootstrap sample.
-
-    Every tree draws, with replacement, up to m pixels of each class, where m is the size of
-    the largest prompted class, and at most ``background_ratio * m`` implicit background pixels.
-    When background comes from a rule rather than from the user, it holds some unprompted
-    objects; a tree that sees thousands of background pixels memorises those as background,
-    one that sees about as many as there are prompted pixels is outvoted on them (bagging for
-    positive-unlabelled learning). Leaves are weighted so every class has equal total weight.
-
-    With ``balance=False`` every tree instead draws a plain bootstrap of all training pixels and
-    keeps their proportions as class priors: right when every class was prompted by the user
-    (complete masks keep the true proportions; strokes keep what the user painted most).
-    """
-
-    def __init__(self, n_estimators: int = 40, min_samples_leaf: int = 3, background_ratio: float | None = 1.0,
-                 n_jobs: int = 1, seed: int = 0, balance: bool = True) -> None:  # fmt: skip
-        self.n_estimators, self.min_samples_leaf = n_estimators, min_samples_leaf
-        self.background_ratio, self.n_jobs, self.seed, self.balance = background_ratio, n_jobs, seed, balance
-
-    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> BalancedExtraTrees:
-        """x: (n, F) float32 features; y: (n,) int classes, 0 = background; sample_weight: (n,)."""
-        from sklearn.tree import ExtraTreeClassifier
-
-        self.classes_ = np.unique(y)
-        members = {c: np.flatnonzero(y == c) for c in self.classes_}
-        prompted = [len(members[c]) for c in self.classes_ if c > 0 or self.background_ratio is None]
-        m = max(prompted or [len(y)])
-        sizes = {c: min(len(members[c]), m) for c in self.classes_}
-        if self.background_ratio is not None and 0 in sizes:
-            sizes[0] = min(len(members[0]), max(1, int(self.background_ratio * m)))
-
-        def grow(seed: int):
-            rng = np.random.default_rng(seed)
-            if self.balance:
-                rows = np.concatenate([rng.choice(members[c], sizes[c]) for c in self.classes_])
-                totals = np.bincount(y[rows], weights=sample_weight[rows])
-                weights = sample_weight[rows] * (totals[totals > 0].mean() / totals[y[rows]])
-            else:  # one pixel of each class more, so every tree has a column for every class
-                rows = np.concatenate([rng.choice(len(y), len(y)), [rng.choice(members[c]) for c in self.classes_]])
-                weights = sample_weight[rows]
-            tree = ExtraTreeClassifier(max_features="sqrt", min_samples_leaf=self.min_samples_leaf, random_state=seed)
-            return tree.fit(x[rows], y[rows], sample_weight=weights)
-
-        seeds = np.random.default_rng(self.seed).integers(0, 2**31 - 1, self.n_estimators)
-        with ThreadPoolExecutor(self.n_jobs) as pool:  # sklearn trees release the GIL
-            self.trees_ = list(pool.map(grow, (int(s) for s in seeds)))
-        return self
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(n, len(classes_)) float32 mean of the trees' class frequencies."""
-
-        def vote(trees):  # every tree saw every class, so their columns line up (see ``fit``)
-            out = np.zeros((len(x), len(self.classes_)), np.float32)
-            for tree in trees:
-                out += tree.predict_proba(x)
-            return out
-
-        # A running sum per group of trees bounds memory; a fixed grouping and summing order
-        # makes the result bit-identical whatever n_jobs is.
-        groups = [self.trees_[i::_VOTE_GROUPS] for i in range(min(_VOTE_GROUPS, len(self.trees_)))]
-        with ThreadPoolExecutor(self.n_jobs) as pool:
-            return sum(pool.map(vote, groups)) / np.float32(len(self.trees_))
-
-
-def _predict(classifier: BalancedExtraTrees, x: np.ndarray) -> np.ndarray:
-    """``classifier.predict_proba`` in chunks, which bounds the trees' temporary memory."""
-    out = np.zeros((len(x), len(classifier.classes_)), np.float32)
-    for start in range(0, len(x), _PREDICT_CHUNK):
-        out[start : start + _PREDICT_CHUNK] = classifier.predict_proba(x[start : start + _PREDICT_CHUNK])
-    return out
-
-
-def _subsample(masks: list[np.ndarray], cap: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Flat indices, per mask, of at most ``cap`` True pixels drawn uniformly over all masks."""
-    where = [np.flatnonzero(m) for m in masks]
-    starts = np.cumsum([0] + [len(w) for w in where])
-    picks = np.sort(rng.choice(starts[-1], min(starts[-1], cap), replace=False))
-    return [w[picks[(picks >= a) & (picks < a + len(w))] - a] for w, a in zip(where, starts[:-1], strict=True)]
 
 
 def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -388,11 +305,11 @@ class ClassicSegmenter(Segmenter):
                  for (r, _), o in zip(components, offsets[:-1], strict=True)]  # fmt: skip
         candidates = [np.flatnonzero(t.ravel() == 0) for t in targets]
         cap = min(self.max_samples_per_class, _DETECTION_SAMPLES)
-        sample = _subsample([t.ravel() == 0 for t in targets], cap, rng)
+        sample = subsample([t.ravel() == 0 for t in targets], cap, rng)
         x_neg = np.concatenate([fl[rows] for fl, rows in zip(flat, sample, strict=True)])
 
         def prompted_score(trees, i: int, rows: np.ndarray) -> np.ndarray:
-            return _predict(trees, flat[i][rows])[:, -1]
+            return predict_in_chunks(trees, flat[i][rows])[:, -1]
 
         scores = [np.zeros(len(c), np.float32) for c in candidates]
         held = []
@@ -457,10 +374,10 @@ class ClassicSegmenter(Segmenter):
         classes = classes[classes >= 0]
         cap = self.max_samples_per_class
         if implicit:
-            per_class = [_subsample([t == k for t in flat_targets], cap, rng) for k in classes]
+            per_class = [subsample([t == k for t in flat_targets], cap, rng) for k in classes]
             rows = [np.concatenate(parts) for parts in zip(*per_class, strict=True)]
         else:
-            rows = _subsample([t >= 0 for t in flat_targets], cap * len(classes), rng)
+            rows = subsample([t >= 0 for t in flat_targets], cap * len(classes), rng)
 
         def take(source, r: np.ndarray) -> np.ndarray:
             return source(r) if callable(source) else source.reshape(-1, source.shape[-1])[r]
@@ -540,7 +457,7 @@ class ClassicSegmenter(Segmenter):
         columns = classifier.classes_.astype(np.intp)
         bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth)
         for r0, r1, band in bands:
-            scores = _predict(classifier, band.reshape(-1, band.shape[-1]))
+            scores = predict_in_chunks(classifier, band.reshape(-1, band.shape[-1]))
             proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)
             del band, scores
         if self.smooth > 0:
