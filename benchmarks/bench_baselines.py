@@ -26,8 +26,9 @@ Data (nothing of it is committed to the repository):
   once with ``pip download --no-deps stardist`` into ``build/bench_data`` (ignored by git;
   override with ``NLA_BENCH_CACHE``) and read with ``zipfile`` + ``tifffile``; stardist itself
   is never imported. 2D: the support is one half of the image and the query the other half
-  (both ways round, scores pooled). 3D: the support is the middle plane, every other plane is a
-  query; IoU is pooled over all query planes.
+  (both ways round, scores pooled). 3D: the support is the middle plane, prompted as a plane of
+  the stack as in napari (so it keeps its neighbouring planes, which the default compares it
+  with), every other plane is a query; IoU is pooled over all query planes.
 - textures: mosaics of scikit-image's bundled brick, grass and gravel images (3 classes) and
   of those plus moon (4 classes) in wavy Voronoi regions; supports are cut from the top half of
   each source image and queries from the bottom half, so no pixel is shared.

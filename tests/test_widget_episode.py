@@ -63,7 +63,11 @@ def test_one_row_per_prompted_plane_go_to_plane_and_erase_a_stray_plane(stacked)
     assert rows(widget) == ["stack [plane 1]", "stack [plane 3]"]
     assert widget.support_list.currentRow() == 1 and "plane 3" in widget.status.text()
     assert "b: " in widget.support_list.item(1).text() and "1 pt" in widget.support_list.item(1).text()
-    assert [s.name for s in widget.episode.supports] == ["stack [1]", "stack [3]"]
+    episode = widget.episode
+    assert [s.name for s in episode.supports] == ["stack [1]", "stack [3]"]
+    # each plane support keeps its neighbouring planes (the whole 5-plane stack here) as context
+    assert [(s.context.shape, s.context_index) for s in episode.supports] == [((5, 64, 72), 1), ((5, 64, 72), 3)]
+    np.testing.assert_array_equal(episode.supports[1].context, np.asarray(viewer.layers["stack"].data))
 
     viewer.dims.set_point(0, 0)
     widget.support_list.setCurrentRow(1)
