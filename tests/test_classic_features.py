@@ -11,6 +11,7 @@ from napari_label_anything.inference import classic_features
 from napari_label_anything.inference.classic import ClassicSegmenter
 from napari_label_anything.inference.classic_features import (
     FeatureMemoryError,
+    brightness_threshold,
     feature_bands,
     features_at,
     n_features,
@@ -34,6 +35,20 @@ def test_bands_match_the_whole_image(image01, colour):
     assert len(bands) == 5 and bands[0][:2] == (0, 64) and bands[-1][1] == image01.shape[0]
     tiled = np.concatenate([band for _, _, band in bands])
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_the_brightness_cut_follows_each_image_own_contrast(image01):
+    """The above-Otsu column is the same for a dimmer, offset copy of an image (where every raw
+    intensity feature moves), is shared by the bands of one image, and is all 0 on a flat one."""
+    column = 7 * 5 - 2  # after the 7 * 5 - 2 multi-scale columns of sigmas 1..16
+    bright = pixel_features(image01, 1.0, 16.0)[..., column]
+    assert set(np.unique(bright)) == {0.0, 1.0} and 0.2 < bright.mean() < 0.8
+    dim = pixel_features(image01 * 0.4 + 0.3, 1.0, 16.0)[..., column]
+    assert np.mean(dim != bright) < 1e-3
+    top_rows = next(feature_bands(image01, 1.0, 16.0, max_pixels=64 * image01.shape[1]))[2][..., column]
+    np.testing.assert_array_equal(top_rows, bright[:64])  # the band used the whole image's threshold
+    assert brightness_threshold(np.full((20, 30), 0.25, np.float32), 1.0) == pytest.approx(0.25)
+    assert not pixel_features(np.full((20, 30), 0.25, np.float32), 1.0, 4.0)[..., 7 * 3 - 2].any()
 
 
 def test_features_at_and_threads_agree(image01):
