@@ -240,12 +240,6 @@ def test_depth_tells_in_focus_nuclei_from_out_of_focus_light():
     assert scores[0] > 0.65 and scores[0] > scores[1] + 0.15, scores
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ClassicSegmenter._predict_planes gives a plane with no neighbouring planes (a 2D query, "
-    "a single-plane last axis) a 1-plane context, so it is predicted by the depth classifier with "
-    "all-zero depth features instead of like predict() (add_support gives such planes no context)",
-)
 def test_a_plane_without_neighbours_predicts_through_predict_stack_like_predict():
     stack, truth = nuclei_stack(seed=0)
     episode = Episode(CLASSES)
@@ -254,6 +248,8 @@ def test_a_plane_without_neighbours_predicts_through_predict_stack_like_predict(
     expected = segmenter.predict(episode, stack[5])
     np.testing.assert_array_equal(segmenter.predict_stack(episode, stack[5]), expected)
     np.testing.assert_array_equal(segmenter.predict_stack(episode, stack[3:6, None])[2, 0], expected)
+    lone = segmenter.predict_proba(episode, stack[5], context=(stack[5:6], 0))  # a one-plane context
+    np.testing.assert_array_equal(lone.argmax(axis=0), expected)
 
 
 class CountingStack:

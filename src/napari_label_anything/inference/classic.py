@@ -436,7 +436,8 @@ class ClassicSegmenter(Segmenter):
                 pixels of equal value look alike; a uint8 query with uint8 supports is /255).
             context: for a plane of a stack, (planes, position): the (D, Y, X[, C]) planes
                 within ``CONTEXT_REACH`` of it along the stack's plane axis, itself at
-                ``position`` (``predict_stack`` passes it). Used where ``uses_depth``.
+                ``position`` (``predict_stack`` passes it). Used where ``uses_depth`` and
+                there are at least two planes.
             options: accepted so callers can pass one set of options to any segmenter;
                 ignored, with a warning when one is set.
         """
@@ -444,6 +445,8 @@ class ClassicSegmenter(Segmenter):
         if ignored:
             warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
         query = check_image(query, "query image")
+        if context is not None and len(context[0]) < 2:  # one plane has no depth, as in add_support
+            context = None
         classifier, colour, fitted_range, depth = self.fit(episode, depth=context is not None)
         if value_range is None and not (query.dtype == np.uint8 and fitted_range is None):
             value_range = fitted_range
@@ -494,4 +497,7 @@ class ClassicSegmenter(Segmenter):
                 raise PredictionCancelled("prediction cancelled")
             window, position = layout.context_indices(index, CONTEXT_REACH)
             read = {i: read[i] if i in read else layout.take(stack, i) for i in window}
-            yield index, predict_plane(read[index], context=(np.stack([read[i] for i in window]), position))
+            if len(window) < 2:  # no neighbours: predicted as a lone plane, as a support without context is
+                yield index, predict_plane(read[index])
+            else:
+                yield index, predict_plane(read[index], context=(np.stack([read[i] for i in window]), position))

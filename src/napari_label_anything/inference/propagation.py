@@ -213,6 +213,7 @@ def propagate_stack(
         )
         out[layout.labels_index((plane,))] = labels
         if plane not in starts:
+
             def neighbourhood(plane=plane):  # read only for a plane confident enough to be added
                 window, position = layout.context_indices((plane,), CONTEXT_REACH)
                 return np.stack([layout.take(stack, i) for i in window]), position
