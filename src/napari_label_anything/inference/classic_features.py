@@ -11,10 +11,11 @@ allocating, an image whose features would not fit in the available memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
+
+from .thread_pools import run_threaded
 
 _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
 BAND_PIXELS = 1 << 21  # pixels per band (plus margins): about 0.3 GB of features and temporaries
@@ -161,8 +162,7 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
                 channel = np.ascontiguousarray(image01[..., c], dtype=np.float32)
                 out[..., 7 * len(steps) - 1 + 3 * i + c] = _blur(channel, s)
 
-    with ThreadPoolExecutor(max(1, min(n_jobs, len(steps)))) as pool:
-        list(pool.map(scale, range(len(steps) - 1, -1, -1)))  # largest (slowest) sigma first
+    run_threaded(scale, range(len(steps) - 1, -1, -1), min(n_jobs, len(steps)))  # largest (slowest) sigma first
     return out
 
 

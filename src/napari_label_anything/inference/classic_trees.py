@@ -7,9 +7,9 @@ bootstrap samples), ``predict_in_chunks`` (its probabilities with bounded tempor
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
+
+from .thread_pools import run_threaded
 
 _PREDICT_CHUNK = 1 << 18  # pixels per predict call
 _VOTE_GROUPS = 8
@@ -60,8 +60,7 @@ class BalancedExtraTrees:
             return tree.fit(x[rows], y[rows], sample_weight=weights)
 
         seeds = np.random.default_rng(self.seed).integers(0, 2**31 - 1, self.n_estimators)
-        with ThreadPoolExecutor(self.n_jobs) as pool:  # sklearn trees release the GIL
-            self.trees_ = list(pool.map(grow, (int(s) for s in seeds)))
+        self.trees_ = run_threaded(grow, [int(s) for s in seeds], self.n_jobs)  # sklearn trees release the GIL
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -76,8 +75,7 @@ class BalancedExtraTrees:
         # A running sum per group of trees bounds memory; a fixed grouping and summing order
         # makes the result bit-identical whatever n_jobs is.
         groups = [self.trees_[i::_VOTE_GROUPS] for i in range(min(_VOTE_GROUPS, len(self.trees_)))]
-        with ThreadPoolExecutor(self.n_jobs) as pool:
-            return sum(pool.map(vote, groups)) / np.float32(len(self.trees_))
+        return sum(run_threaded(vote, groups, self.n_jobs)) / np.float32(len(self.trees_))
 
 
 def predict_in_chunks(classifier: BalancedExtraTrees, x: np.ndarray) -> np.ndarray:
