@@ -292,3 +292,13 @@ def test_cancel_before_the_run_stops_a_depth_prediction():
     with pytest.raises(PredictionCancelled):
         segmenter.predict_stack(episode, lazy, cancel=cancel)
     assert lazy.reads == {}
+
+
+def test_a_context_that_does_not_fit_the_query_is_refused():
+    stack = smooth_stack((20, 40, 40), seed=5)
+    episode = depth_episode(stack, 10)
+    segmenter = ClassicSegmenter(n_jobs=1)
+    with pytest.raises(ValueError, match="context planes are"):
+        segmenter.predict_proba(episode, stack[15], context=(stack[7:20, :30], 8))
+    with pytest.raises(ValueError, match="position"):
+        segmenter.predict_proba(episode, stack[15], context=(stack[7:20], 13))
