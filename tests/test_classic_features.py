@@ -37,18 +37,30 @@ def test_bands_match_the_whole_image(image01, colour):
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
-def test_the_brightness_cut_follows_each_image_own_contrast(image01):
-    """The above-Otsu column is the same for a dimmer, offset copy of an image (where every raw
-    intensity feature moves), is shared by the bands of one image, and is all 0 on a flat one."""
+def test_the_brightness_cut(image01):
+    """The above-Otsu column: by default at the image's own threshold (so a dimmer, offset copy
+    gets the same column), else at the one passed, which every band of an image shares; all 0 on
+    a flat image; the classic segmenter cuts every image at its supports' pooled threshold."""
     column = 7 * 5 - 2  # after the 7 * 5 - 2 multi-scale columns of sigmas 1..16
     bright = pixel_features(image01, 1.0, 16.0)[..., column]
     assert set(np.unique(bright)) == {0.0, 1.0} and 0.2 < bright.mean() < 0.8
     dim = pixel_features(image01 * 0.4 + 0.3, 1.0, 16.0)[..., column]
     assert np.mean(dim != bright) < 1e-3
+    own = brightness_threshold([image01], 1.0)
+    at_half = pixel_features(image01, 1.0, 16.0, threshold=0.5)[..., column]
+    assert own != pytest.approx(0.5) and not np.array_equal(at_half, bright)
     top_rows = next(feature_bands(image01, 1.0, 16.0, max_pixels=64 * image01.shape[1]))[2][..., column]
     np.testing.assert_array_equal(top_rows, bright[:64])  # the band used the whole image's threshold
-    assert brightness_threshold(np.full((20, 30), 0.25, np.float32), 1.0) == pytest.approx(0.25)
+    assert brightness_threshold([np.full((20, 30), 0.25, np.float32)], 1.0) == pytest.approx(0.25)
     assert not pixel_features(np.full((20, 30), 0.25, np.float32), 1.0, 4.0)[..., 7 * 3 - 2].any()
+
+    episode = _episode(image01)
+    episode.add_support((image01[::-1, ::-1] * 2000).astype(np.uint16), labels=episode.supports[0].labels)
+    segmenter = ClassicSegmenter()
+    fitted = segmenter.fit(episode)
+    images = [segmenter.image01(s.image, fitted.value_range) for s in episode.supports]
+    assert fitted.threshold == pytest.approx(brightness_threshold(images, 1.0))
+    assert fitted.threshold != pytest.approx(brightness_threshold(images[:1], 1.0))
 
 
 def test_features_at_and_threads_agree(image01):

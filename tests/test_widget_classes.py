@@ -47,12 +47,15 @@ def test_background_is_row_0_and_its_prompts_give_label_0(qtbot, ready):
     assert 3 in np.unique(episode.supports[0].labels) and BACKGROUND_PROMPT not in episode.supports[0].labels
     assert episode.supports[0].points[:, 2].tolist() == [3] and episode.supports[0].boxes[:, 4].tolist() == [3]
 
-    wait_for(qtbot, widget.run(viewer.layers["query"], scope="all planes"))
+    # A query drawn at the support's scale: the classic model's features are multi-scale, and on
+    # the fixture's half-size query its accuracy depends on the draw of its trees.
+    image, truth = blob_image(seed=4)
+    viewer.add_image(image, name="same-scale query", rgb=True)
+    wait_for(qtbot, widget.run(viewer.layers["same-scale query"], scope="all planes"))
     assert widget.last_error is None, widget.last_error
-    out = np.asarray(viewer.layers["query labels"].data)
+    out = np.asarray(viewer.layers["same-scale query labels"].data)
     assert set(np.unique(out)) <= {0, 1, 2}  # the rows, and nothing else
-    assert list(viewer.layers["query labels"].features["class"]) == ["background", "red", "green"]
-    _, truth = blob_image((48, 56), seed=4)
+    assert list(viewer.layers["same-scale query labels"].features["class"]) == ["background", "red", "green"]
     for k in (0, 1, 2):  # each row's pixels come out as that row's label value
         assert np.mean(out[truth == k] == k) > 0.7, k
 

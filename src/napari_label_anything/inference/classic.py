@@ -25,6 +25,7 @@ from .classic_features import (
     BAND_PIXELS,
     BYTES_PER_FEATURE_PIXEL,
     Depth,
+    brightness_threshold,
     check_memory,
     depth_features,
     feature_bands,
@@ -51,6 +52,7 @@ class Fitted(NamedTuple):
     colour: bool
     value_range: tuple[float, float] | None
     depth: bool  # trained on depth features too (see ``ClassicSegmenter.uses_depth``)
+    threshold: float  # the supports' brightness_threshold, the cut of every image's features
 
 
 def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -194,12 +196,13 @@ class ClassicSegmenter(Segmenter):
         return image01
 
     def features(self, image: Any, value_range: tuple[float, float] | None = None, colour: bool = False,
-                 depth: Depth | None = None) -> np.ndarray:  # fmt: skip
-        """(Y, X, F) float32 features of a 2D image (``pixel_features``) in the ``colour`` or grey
-        set, followed by its ``depth_features`` when ``depth`` (from ``depth``) is given."""
+                 depth: Depth | None = None, threshold: float | None = None) -> np.ndarray:  # fmt: skip
+        """(Y, X, F) float32 features of a 2D image (``pixel_features``, cut at ``threshold``) in
+        the ``colour`` or grey set, followed by its ``depth_features`` when ``depth`` (from
+        ``depth``) is given."""
         image01 = self.image01(image, value_range, colour)
         self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour, depth) * 4, "the features")
-        features = pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs)
+        features = pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs, threshold)
         if depth is None:
             return features
         return np.concatenate([features, depth_features(depth, slice(0, image01.shape[0]), self.sigma_min)], axis=-1)
@@ -399,18 +402,20 @@ class ClassicSegmenter(Segmenter):
         value_range = self._episode_range(episode)
         images = [self.image01(s.image, value_range, colour) for s in episode.supports]
         depths = [self.depth((s.context, s.context_index), value_range) if depth else None for s in episode.supports]
+        threshold = brightness_threshold(images, self.sigma_min)
         if implicit:
             for target, weight, footprints in prompts:
                 self._add_background(target, weight, footprints)
         if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
-            features = [self.features(s.image, value_range, colour, d)
+            features = [self.features(s.image, value_range, colour, d, threshold)
                         for s, d in zip(episode.supports, depths, strict=True)]  # fmt: skip
             self._drop_prompt_like(targets, features)
         else:  # only the training pixels are featurised (band by band)
-            at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs)
+            at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs,
+                         threshold=threshold)  # fmt: skip
             features = [partial(at, im, depth=d) for im, d in zip(images, depths, strict=True)]
         classifier = self._train(targets, weights, features, implicit)
-        return Fitted(classifier, colour, value_range, depth)
+        return Fitted(classifier, colour, value_range, depth, threshold)
 
     @staticmethod
     def _episode_range(episode: Episode) -> tuple[float, float] | None:
@@ -447,7 +452,7 @@ class ClassicSegmenter(Segmenter):
         query = check_image(query, "query image")
         if context is not None and len(context[0]) < 2:  # one plane has no depth, as in add_support
             context = None
-        classifier, colour, fitted_range, depth = self.fit(episode, depth=context is not None)
+        classifier, colour, fitted_range, depth, threshold = self.fit(episode, depth=context is not None)
         if value_range is None and not (query.dtype == np.uint8 and fitted_range is None):
             value_range = fitted_range
         image01 = self.image01(query, value_range, colour)
@@ -458,7 +463,8 @@ class ClassicSegmenter(Segmenter):
         self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = classifier.classes_.astype(np.intp)
-        bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth)
+        bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth,
+                              threshold=threshold)  # fmt: skip
         for r0, r1, band in bands:
             scores = predict_in_chunks(classifier, band.reshape(-1, band.shape[-1]))
             proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)

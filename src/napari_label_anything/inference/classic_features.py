@@ -10,7 +10,7 @@ allocating, an image whose features would not fit in the available memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -37,12 +37,15 @@ def n_features(sigma_min: float, sigma_max: float, colour: bool, depth: Depth | 
     return 7 * n - 1 + (3 * n if colour else 0) + (2 * len(depth.sigmas) if depth is not None else 0)
 
 
-def brightness_threshold(image01: np.ndarray, sigma_min: float) -> float:
-    """Otsu's threshold of the (luminance) image blurred by ``sigma_min``: what ``pixel_features``
-    compares each pixel with, computed once per image so row bands share it."""
+def brightness_threshold(images01: Sequence[np.ndarray], sigma_min: float) -> float:
+    """Otsu's threshold of the (luminance) images blurred by ``sigma_min``, pooled: the cut
+    ``pixel_features`` compares each pixel with. The classic segmenter takes it from an
+    episode's supports, so every image is cut at one value (a per-image cut would jump between
+    the modes of an image with several kinds of object, as their proportions change)."""
     from skimage.filters import threshold_otsu
 
-    fine = _blur(np.ascontiguousarray(_grey(image01), dtype=np.float32), sigma_min)
+    fine = np.concatenate([_blur(np.ascontiguousarray(_grey(im), dtype=np.float32), sigma_min).ravel()
+                           for im in images01])  # fmt: skip
     low, high = float(fine.min()), float(fine.max())
     return low if high <= low else float(threshold_otsu(fine))
 
@@ -131,9 +134,9 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     of the finest detail (image minus G_sigma_min, RMS over s) and the difference of Gaussians
     G_sigma_min - G_s (brightness against its surroundings, blind to slow shading). The local
     standard deviation and the detail energy separate textures of equal mean. Then whether
-    G_sigma_min lies above ``threshold`` (default: ``brightness_threshold`` of this image; pass
-    the whole image's for a band of it): a cut that follows each image's own contrast, which a
-    classifier trained on strokes far from every edge cannot place by itself. Colour images add
+    G_sigma_min lies above ``threshold`` (default: ``brightness_threshold`` of this image): a cut
+    between the dark and the bright pixels, which a classifier trained on strokes far from every
+    edge cannot place by itself (it would split anywhere between the strokes). Colour images add
     each channel's G_s: full features per channel would triple the cost for little gain. The
     scales are computed on ``n_jobs`` threads; the result does not depend on it.
     """
@@ -142,7 +145,7 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     out = np.empty((*grey.shape, n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
     fine = _blur(grey, steps[0])
     if threshold is None:
-        threshold = brightness_threshold(image01, sigma_min)
+        threshold = brightness_threshold([image01], sigma_min)
     out[..., 7 * len(steps) - 2] = fine > threshold
     detail = grey - fine
     detail *= detail
@@ -189,18 +192,21 @@ def feature_bands(
     max_pixels: int | None = None,
     n_jobs: int = 1,
     depth: Depth | None = None,
+    threshold: float | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (row0, row1, (row1 - row0, X, F) features) covering the image top to bottom.
 
     Each band is computed on rows widened by ``feature_margin`` on both sides (as far as the
     image goes) and cropped, so the result matches ``pixel_features`` of the whole image up to
     the truncation of the Gaussian tails (well under 1e-3). With ``depth``, the band's
-    ``depth_features`` follow its plane features.
+    ``depth_features`` follow its plane features. Every band is cut at ``threshold`` (default:
+    the whole image's ``brightness_threshold``).
     """
     height, width = image01.shape[:2]
     step = band_rows(height, width, BAND_PIXELS if max_pixels is None else max_pixels)
     margin = feature_margin(sigma_max)
-    threshold = brightness_threshold(image01, sigma_min)
+    if threshold is None:
+        threshold = brightness_threshold([image01], sigma_min)
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
         a, b = (0, height) if step >= height else (max(0, r0 - margin), min(height, r1 + margin))
@@ -217,13 +223,14 @@ def features_at(
     sigma_max: float,
     n_jobs: int = 1,
     depth: Depth | None = None,
+    threshold: float | None = None,
 ) -> np.ndarray:
     """(n, F) features of the pixels at ``flat_index`` (row-major), computed band by band."""
     width = image01.shape[1]
     flat_index = np.asarray(flat_index, np.intp)
     out = np.empty((len(flat_index), n_features(sigma_min, sigma_max, image01.ndim == 3, depth)), np.float32)
     rows = flat_index // width
-    for r0, r1, band in feature_bands(image01, sigma_min, sigma_max, n_jobs=n_jobs, depth=depth):
+    for r0, r1, band in feature_bands(image01, sigma_min, sigma_max, n_jobs=n_jobs, depth=depth, threshold=threshold):
         pick = np.flatnonzero((rows >= r0) & (rows < r1))
         if len(pick):
             out[pick] = band.reshape(-1, band.shape[-1])[flat_index[pick] - r0 * width]
