@@ -43,6 +43,7 @@ _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight
 # Background candidates each detection classifier of step b learns from: it only scores how
 # prompt-like a candidate is, so a few trees on a few thousand pixels suffice (and cost half the fit).
 _DETECTION_SAMPLES = 4000
+_TILING_PROBE = 16_000  # candidates scored first, to tell classes that tile the image
 
 
 class Fitted(NamedTuple):
@@ -314,24 +315,35 @@ class ClassicSegmenter(Segmenter):
         def prompted_score(trees, i: int, rows: np.ndarray) -> np.ndarray:
             return predict_in_chunks(trees, flat[i][rows])[:, -1]
 
-        scores = [np.zeros(len(c), np.float32) for c in candidates]
-        held = []
+        fold_trees, held = [], []
         for k in range(n_folds):
             x_pos = np.concatenate([fl[fo == k] for fl, fo in zip(flat, folds, strict=True)])
             y = np.r_[np.ones(len(x_pos), np.intp), np.zeros(len(x_neg), np.intp)]
             trees = BalancedExtraTrees(max(6, self.n_estimators // 4), self.min_samples_leaf, 1.0, self.n_jobs)
-            trees.fit(np.concatenate([x_pos, x_neg]), y, np.ones(len(y), np.float32))
-            for i, rows in enumerate(candidates):
-                scores[i] += prompted_score(trees, i, rows) / n_folds
+            fold_trees.append(trees.fit(np.concatenate([x_pos, x_neg]), y, np.ones(len(y), np.float32)))
+            for i in range(len(flat)):
                 held.append(prompted_score(trees, i, np.flatnonzero(folds[i] == (k + 1) % n_folds)))
         # Elkan & Noto: with c the score of a prompted-class pixel, s(x) / c estimates the chance
         # that x belongs to a prompted class. c comes from prompts held out by whole stroke or
         # object: neighbouring prompted pixels are near-copies and would push it towards 1.
         c = max(float(np.concatenate(held).mean()), 1e-6)
+
+        def likely_prompted(i: int, rows: np.ndarray) -> np.ndarray:
+            score = sum(prompted_score(trees, i, rows) for trees in fold_trees) / n_folds
+            return score / c > self.detection_threshold
+
+        # Where the prompted classes clearly tile the image (textures), a sample of the candidates
+        # shows it (its standard error is under 0.005), and the rest need not be scored.
+        probe = subsample([t.ravel() == 0 for t in targets], _TILING_PROBE, rng)
+        kept = sum(np.count_nonzero(~likely_prompted(i, rows)) for i, rows in enumerate(probe))
+        if kept < self.min_background / 2 * sum(len(rows) for rows in probe):
+            for target in targets:
+                target[target == 0] = -1
+            return
         drops = []
-        for target, rows, score in zip(targets, candidates, scores, strict=True):
+        for i, (target, rows) in enumerate(zip(targets, candidates, strict=True)):
             drop = np.zeros(target.size, bool)
-            drop[rows[score / c > self.detection_threshold]] = True
+            drop[rows[likely_prompted(i, rows)]] = True
             drop = drop.reshape(target.shape)
             if self.detection_margin:
                 regions, _ = connected(drop | (target > 0))
