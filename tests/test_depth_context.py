@@ -144,10 +144,10 @@ def test_support_slab_and_full_stack_give_the_same_depth_features(z):
     layout = stack_layout(stack.shape)
     window, position = layout.context_indices((z,), CONTEXT_REACH)
     rows = slice(0, 40)
-    from_support = cf.depth_features(segmenter.depth((support.context, support.context_index), value_range), rows, 1.0)
+    from_support = cf.depth_features(segmenter.depth((support.context, support.context_index), value_range), rows)
     read = np.stack([layout.take(stack, i) for i in window])
-    from_window = cf.depth_features(segmenter.depth((read, position), value_range), rows, 1.0)
-    from_whole = cf.depth_features(segmenter.depth((stack, z), value_range), rows, 1.0)  # every plane
+    from_window = cf.depth_features(segmenter.depth((read, position), value_range), rows)
+    from_whole = cf.depth_features(segmenter.depth((stack, z), value_range), rows)  # every plane
     assert from_support.shape == (40, 40, 6)
     np.testing.assert_allclose(from_support, from_window, atol=1e-5)
     np.testing.assert_allclose(from_support, from_whole, atol=1e-5)
@@ -158,7 +158,7 @@ def test_depth_features_in_row_bands_match_the_whole_plane():
     stack = smooth_stack((20, 100, 24), seed=3)
     planes01 = (stack - stack.min()) / (stack.max() - stack.min())
     depth = cf.Depth(planes01, 10, (1.0, 2.0, 4.0), CONTEXT_REACH)
-    whole = cf.depth_features(depth, slice(0, 100), 1.0)
+    whole = cf.depth_features(depth, slice(0, 100))
     bands = list(cf.feature_bands(planes01[10], 1.0, 4.0, max_pixels=32 * 24, depth=depth))
     assert len(bands) >= 3
     joined = np.concatenate([band for _, _, band in bands])

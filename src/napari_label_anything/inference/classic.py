@@ -28,6 +28,7 @@ from .classic_features import (
     brightness_threshold,
     check_memory,
     depth_features,
+    depth_plane,
     feature_bands,
     features_at,
     n_features,
@@ -206,7 +207,7 @@ class ClassicSegmenter(Segmenter):
         features = pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs, threshold)
         if depth is None:
             return features
-        return np.concatenate([features, depth_features(depth, slice(0, image01.shape[0]), self.sigma_min)], axis=-1)
+        return np.concatenate([features, depth_features(depth, slice(0, image01.shape[0]))], axis=-1)
 
     def uses_depth(self, episode: Episode) -> bool:
         """Whether stack planes of this episode are featurised across planes: depth scales are
@@ -221,8 +222,20 @@ class ClassicSegmenter(Segmenter):
         if planes.ndim not in (3, 4) or not 0 <= int(position) < len(planes):
             raise ValueError(f"context must be ((D, Y, X[, C]) planes, position in 0..D-1), got shape "
                              f"{planes.shape} and position {position!r}")  # fmt: skip
-        grey = np.stack([self.image01(check_image(p, "context plane"), value_range, False) for p in planes])
-        return Depth(grey, int(position), self.depth_sigmas, CONTEXT_REACH)
+        prepared = [self._depth_plane(check_image(p, "context plane"), value_range) for p in planes]
+        return Depth(np.stack(prepared), int(position), self.depth_sigmas, CONTEXT_REACH)
+
+    def _depth_plane(self, plane: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+        """One plane as ``Depth.planes`` holds it (``classic_features.depth_plane``)."""
+        return depth_plane(self.image01(plane, value_range, False), self.sigma_min)
+
+    @staticmethod
+    def _query_range(query: np.ndarray, value_range, fitted_range):
+        """The intensity range a query is normalised with: ``value_range`` if given, else the
+        episode's; None (divide by 255) for a uint8 query of an all-uint8 episode."""
+        if value_range is None and not (query.dtype == np.uint8 and fitted_range is None):
+            return fitted_range
+        return value_range
 
     def _check_memory(self, shape: tuple[int, ...], bytes_per_pixel: float, what: str) -> None:
         band = min(shape[0] * shape[1], BAND_PIXELS) * n_features(self.sigma_min, self.sigma_max, True)
@@ -462,13 +475,16 @@ class ClassicSegmenter(Segmenter):
         if ignored:
             warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
         query = check_image(query, "query image")
-        if context is not None and len(context[0]) < 2:  # one plane has no depth, as in add_support
+        planes = context.planes if isinstance(context, Depth) else None if context is None else context[0]
+        if planes is not None and len(planes) < 2:  # one plane has no depth, as in add_support
             context = None
         classifier, colour, fitted_range, depth, threshold = self.fit(episode, depth=context is not None)
-        if value_range is None and not (query.dtype == np.uint8 and fitted_range is None):
-            value_range = fitted_range
+        value_range = self._query_range(query, value_range, fitted_range)
         image01 = self.image01(query, value_range, colour)
-        plane_depth = self.depth(context, value_range) if depth else None
+        if not depth:
+            plane_depth = None
+        else:  # ``_predict_planes`` passes a ready Depth, with each plane prepared once
+            plane_depth = context if isinstance(context, Depth) else self.depth(context, value_range)
         if plane_depth is not None and plane_depth.planes.shape[1:] != image01.shape[:2]:
             raise ValueError(f"context planes are {plane_depth.planes.shape[1:]} but the query is {image01.shape[:2]}")
         size = episode.n_classes + 1
@@ -509,7 +525,9 @@ class ClassicSegmenter(Segmenter):
         if not self.uses_depth(episode):
             yield from super()._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options)
             return
-        read: dict[tuple[int, ...], np.ndarray] = {}
+        fitted_range = self.fit(episode, depth=True).value_range
+        read: dict[tuple[int, ...], np.ndarray] = {}  # raw planes in reach, each read once
+        prepared: dict[tuple[int, ...], np.ndarray] = {}  # the same as Depth.planes holds them
         for index in indices:
             if is_cancelled(cancel):
                 raise PredictionCancelled("prediction cancelled")
@@ -517,5 +535,8 @@ class ClassicSegmenter(Segmenter):
             read = {i: read[i] if i in read else layout.take(stack, i) for i in window}
             if len(window) < 2:  # no neighbours: predicted as a lone plane, as a support without context is
                 yield index, predict_plane(read[index])
-            else:
-                yield index, predict_plane(read[index], context=(np.stack([read[i] for i in window]), position))
+                continue
+            value_range = self._query_range(read[index], options.get("value_range"), fitted_range)
+            prepared = {i: prepared[i] if i in prepared else self._depth_plane(read[i], value_range) for i in window}
+            depth = Depth(np.stack([prepared[i] for i in window]), position, self.depth_sigmas, CONTEXT_REACH)
+            yield index, predict_plane(read[index], context=depth)

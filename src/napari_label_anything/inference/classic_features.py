@@ -53,8 +53,9 @@ def brightness_threshold(images01: Sequence[np.ndarray], sigma_min: float) -> fl
 class Depth(NamedTuple):
     """The neighbourhood of a plane in its stack, for ``depth_features``.
 
-    planes: (D, Y, X) float32, the normalised grey planes around it (itself included);
-    position: its index in ``planes``; sigmas: the depth scales in planes; reach: how many
+    planes: (D, Y, X) float32, the planes around it (itself included), each normalised, grey
+    and blurred by ``depth_plane``; position: its index in ``planes``; sigmas: the depth scales
+    in planes; reach: how many
     planes each side the kernels may use (the neighbourhood a support keeps, so a support
     and a query plane see their stacks the same way).
     """
@@ -65,25 +66,26 @@ class Depth(NamedTuple):
     reach: int
 
 
-def depth_features(depth: Depth, rows: slice, sigma_xy: float) -> np.ndarray:
+def depth_plane(grey01: np.ndarray, sigma_xy: float) -> np.ndarray:
+    """A normalised grey (Y, X) plane as ``Depth.planes`` holds it: blurred in (Y, X) by
+    ``sigma_xy`` (float32), once per plane however many neighbourhoods it belongs to."""
+    return _blur(np.ascontiguousarray(grey01, dtype=np.float32), sigma_xy)
+
+
+def depth_features(depth: Depth, rows: slice) -> np.ndarray:
     """(R, X, 2 * len(sigmas)) float32 features of the plane rows ``rows`` from its neighbours.
 
-    Each plane is blurred in (Y, X) by ``sigma_xy``; at each depth scale s, the plane minus
-    its Gaussian average over depth (bright against the planes around it: an object centred
-    here rather than the out-of-focus light of one above or below) and the second derivative
-    over depth (negative at an intensity peak in depth). Kernels are truncated to ``reach``
-    planes and reflect at the ends of ``planes``, so a support's saved neighbourhood and a
-    query's full stack give the same values.
+    At each depth scale s, the (blurred) plane minus its Gaussian average over depth (bright
+    against the planes around it: an object centred here rather than the out-of-focus light of
+    one above or below) and the second derivative over depth (negative at an intensity peak in
+    depth). Kernels are truncated to ``reach`` planes and reflect at the ends of ``planes``, so
+    a support's saved neighbourhood and a query's full stack give the same values.
     """
-    from scipy.ndimage import gaussian_filter, gaussian_filter1d
+    from scipy.ndimage import gaussian_filter1d
 
-    margin = int(np.ceil(4 * sigma_xy))
-    start, stop = max(0, rows.start - margin), min(depth.planes.shape[1], rows.stop + margin)
-    band = depth.planes[:, start:stop]
-    blurred = np.stack([gaussian_filter(p, sigma_xy, mode="reflect") for p in band])[:, rows.start - start :]
-    blurred = blurred[:, : rows.stop - rows.start]
+    blurred = depth.planes[:, rows]
     here = blurred[depth.position]
-    impulses = np.eye(len(band), dtype=np.float64)
+    impulses = np.eye(len(blurred), dtype=np.float64)
     out = np.empty((*here.shape, 2 * len(depth.sigmas)), np.float32)
     for i, s in enumerate(depth.sigmas):
         truncate = min(4.0, depth.reach / s)
@@ -212,7 +214,7 @@ def feature_bands(
         a, b = (0, height) if step >= height else (max(0, r0 - margin), min(height, r1 + margin))
         band = pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs, threshold)[r0 - a : r1 - a]
         if depth is not None:
-            band = np.concatenate([band, depth_features(depth, slice(r0, r1), sigma_min)], axis=-1)
+            band = np.concatenate([band, depth_features(depth, slice(r0, r1))], axis=-1)
         yield r0, r1, band
 
 
