@@ -302,3 +302,45 @@ def test_a_context_that_does_not_fit_the_query_is_refused():
         segmenter.predict_proba(episode, stack[15], context=(stack[7:20, :30], 8))
     with pytest.raises(ValueError, match="position"):
         segmenter.predict_proba(episode, stack[15], context=(stack[7:20], 13))
+
+
+def test_context_is_read_only_hashed_once_and_runs_along_the_last_array_axis(monkeypatch):
+    stack = smooth_stack((12, 20, 24), seed=2)
+    episode = depth_episode(stack, 6)
+    support = episode.supports[0]
+    with pytest.raises(ValueError, match="read-only"):
+        support.context[0, 0, 0] = 1.0
+    first = episode.signature()
+    calls = []
+    monkeypatch.setattr(np, "ascontiguousarray", lambda a, *k, **kw: calls.append(a.shape) or np.asarray(a))
+    assert episode.signature() == first and (12, 20, 24) not in calls  # the context's digest is kept
+    # plane axes named out of order: the context still runs along the last array axis (Z of T, Z)
+    layout = stack_layout((4, 20, 32, 32), axis=(1, 0))
+    window, position = layout.context_indices((5, 2), CONTEXT_REACH)
+    assert window[0] == (0, 2) and window[-1] == (13, 2) and window[position] == (5, 2)
+
+
+def test_depth_planes_that_would_not_fit_are_refused_before_reading(monkeypatch):
+    stack = smooth_stack((12, 20, 24), seed=2)
+    episode = depth_episode(stack, 6)
+    segmenter = ClassicSegmenter(n_jobs=1)
+    segmenter.fit(episode, depth=True)
+    monkeypatch.setattr(cf, "available_memory", lambda: 20 * 24 * 4)  # a few planes' worth
+    with pytest.raises(cf.FeatureMemoryError, match="neighbouring planes"):
+        segmenter.predict_stack(episode, stack, planes=[3])
+
+
+def test_a_query_stack_without_a_range_is_normalised_once_for_all_its_planes(monkeypatch):
+    """A uint8 episode and a uint16 stack: no episode range applies, and the neighbouring planes
+    must not each get their own stretch (brighter-than-its-neighbours would mean nothing)."""
+    rng = np.random.default_rng(0)
+    stack8 = (smooth_stack((10, 24, 24), seed=4) * 60 + 128).clip(0, 255).astype(np.uint8)
+    episode = depth_episode(stack8, 5)
+    query = (stack8.astype(np.uint16) * 200 + rng.integers(0, 50, stack8.shape)).astype(np.uint16)
+    segmenter = ClassicSegmenter(n_jobs=1)
+    ranges = []
+    original = ClassicSegmenter._depth_plane
+    monkeypatch.setattr(ClassicSegmenter, "_depth_plane", lambda self, p, r: ranges.append(r) or original(self, p, r))
+    segmenter.predict_stack(episode, query, planes=[2, 7])
+    query_ranges = ranges[len(episode.supports[0].context) :]  # after the support's own planes
+    assert query_ranges and all(r is not None and r == query_ranges[0] for r in query_ranges)

@@ -157,3 +157,21 @@ def test_a_stack_support_comes_back_onto_its_plane(stacked, tmp_path, make_napar
     assert [widget2.support_list.item(i).text().split("\n")[0] for i in range(widget2.support_list.count())] == [
         "stack [plane 2]"
     ]
+
+
+def test_a_stack_support_whose_stack_is_not_open_comes_back_with_its_neighbours(stacked, tmp_path, make_napari_viewer):
+    viewer, widget, support = stacked
+    paint(support, 3, (20, 20), 1)
+    paint(support, 3, (40, 50), 2)
+    path = widget.save_episode(tmp_path / "stack.episode")
+    saved = widget.episode
+
+    other = make_napari_viewer()  # the stack is not open here
+    _, widget2 = other.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
+    widget2.load_episode(path)
+    layer = other.layers["stack [3] with neighbours"]
+    np.testing.assert_array_equal(layer.data, np.asarray(viewer.layers["stack"].data))  # planes 0..4 of 5
+    assert rows(widget2) == ["stack [3] with neighbours [plane 3]"]
+    loaded = widget2.episode.supports[0]
+    assert loaded.context_index == 3 and np.array_equal(loaded.context, saved.supports[0].context)
+    assert widget2.episode.signature() == saved.signature()  # saving again keeps the context

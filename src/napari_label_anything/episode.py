@@ -104,7 +104,9 @@ def _context_slab(stack: np.ndarray, index: tuple[int, ...]) -> tuple[np.ndarray
         return None, None
     centre = index[-1] % size
     low, high = max(0, centre - CONTEXT_REACH), min(size, centre + CONTEXT_REACH + 1)
-    return np.array(stack[(*index[:-1], slice(low, high))]), centre - low
+    context = np.array(stack[(*index[:-1], slice(low, high))])
+    context.flags.writeable = False  # its digest is kept (``Support.context_digest``)
+    return context, centre - low
 
 
 def _as_rows(values: Any, width: int, what: str, names: list[str]) -> np.ndarray:
@@ -160,7 +162,7 @@ class Support:
             (D, Y, X[, C]) planes around it along the stack's last plane axis (at most
             ``CONTEXT_REACH`` on each side, fewer at the stack's ends), else None.
         context_index: the support's own plane in ``context`` (``context[context_index]`` is
-            ``image``), else None.
+            ``image``), else None. ``context`` is a read-only copy.
     """
 
     image: np.ndarray
@@ -170,6 +172,17 @@ class Support:
     name: str | None = None
     context: np.ndarray | None = None
     context_index: int | None = None
+    _context_digest: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def context_digest(self) -> str:
+        """A hash of ``context`` (read-only, so it is computed once): "none" without one."""
+        if self.context is None:
+            return "none"
+        if self._context_digest is None:
+            digest = hashlib.sha1(str((self.context.shape, self.context.dtype.str, self.context_index)).encode())
+            digest.update(np.ascontiguousarray(self.context).tobytes())
+            self._context_digest = digest.hexdigest()
+        return self._context_digest
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -365,8 +378,8 @@ class Episode:
         digest = hashlib.sha1()
         digest.update(json.dumps(self.classes).encode())
         for s in self.supports:
-            digest.update(str(s.context_index).encode())
-            for array in (s.image, s.labels, s.points, s.boxes, s.context):
+            digest.update(s.context_digest().encode())  # hashed once: up to 17 planes
+            for array in (s.image, s.labels, s.points, s.boxes):
                 if array is None:
                     digest.update(b"none")
                     continue

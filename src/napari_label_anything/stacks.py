@@ -74,14 +74,16 @@ class StackLayout:
         return np.asarray(stack[tuple(selector)])
 
     def context_indices(self, index: tuple[int, ...], reach: int) -> tuple[list[tuple[int, ...]], int]:
-        """The indices of the planes within ``reach`` of ``index`` along the last plane axis
-        (the z of a (T, Z, Y, X) stack), clipped to the stack, and the position of ``index``
+        """The indices of the planes within ``reach`` of ``index`` along the last plane axis of the
+        array (the z of a (T, Z, Y, X) stack), clipped to the stack, and the position of ``index``
         among them: the neighbourhood ``Episode.add_support(stack, plane=...)`` keeps as context."""
         if not self.plane_axes:
             return [index], 0
-        size = self.shape[self.plane_axes[-1]]
-        low, high = max(0, index[-1] - reach), min(size, index[-1] + reach + 1)
-        return [(*index[:-1], i) for i in range(low, high)], index[-1] - low
+        # the plane axis nearest (Y, X) in the array, whatever order ``axis`` named them in
+        which = self.plane_axes.index(max(self.plane_axes))
+        size, centre = self.shape[self.plane_axes[which]], index[which]
+        low, high = max(0, centre - reach), min(size, centre + reach + 1)
+        return [(*index[:which], i, *index[which + 1 :]) for i in range(low, high)], centre - low
 
     def labels_index(self, index: tuple[int, ...]) -> tuple[object, ...]:
         """Selector of one plane in the (stack shape without channel) label array."""

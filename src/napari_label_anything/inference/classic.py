@@ -18,7 +18,7 @@ import numpy as np
 
 from ..episode import CONTEXT_REACH, Episode, Support, check_image
 from ..labels import BACKGROUND, labels_dtype
-from ..preprocessing import intensity_range, normalise_image
+from ..preprocessing import intensity_range, normalise_image, stack_value_range
 from .base import PredictionCancelled, Segmenter, is_cancelled
 from .cache import LRUCache
 from .classic_features import (
@@ -222,8 +222,14 @@ class ClassicSegmenter(Segmenter):
         if planes.ndim not in (3, 4) or not 0 <= int(position) < len(planes):
             raise ValueError(f"context must be ((D, Y, X[, C]) planes, position in 0..D-1), got shape "
                              f"{planes.shape} and position {position!r}")  # fmt: skip
+        self._check_depth_memory(planes.shape[1:3], len(planes), planes.dtype.itemsize)
         prepared = [self._depth_plane(check_image(p, "context plane"), value_range) for p in planes]
         return Depth(np.stack(prepared), int(position), self.depth_sigmas, CONTEXT_REACH)
+
+    def _check_depth_memory(self, shape: tuple[int, ...], n_planes: int, itemsize: int) -> None:
+        """Refuse, before reading them, neighbouring planes that would not fit: each is held raw
+        and prepared (float32), and stacked once more for its ``Depth``."""
+        self._check_memory(shape, n_planes * (itemsize + 8), "the neighbouring planes (depth context)")
 
     def _depth_plane(self, plane: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
         """One plane as ``Depth.planes`` holds it (``classic_features.depth_plane``)."""
@@ -525,7 +531,12 @@ class ClassicSegmenter(Segmenter):
         if not self.uses_depth(episode):
             yield from super()._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options)
             return
+        if is_cancelled(cancel):
+            raise PredictionCancelled("prediction cancelled")
         fitted_range = self.fit(episode, depth=True).value_range
+        itemsize = np.dtype(getattr(stack, "dtype", np.float32)).itemsize
+        self._check_depth_memory(layout.spatial_shape, 2 * CONTEXT_REACH + 1, itemsize)
+        stack_range = None  # one range for every plane, when neither the caller nor the episode has one
         read: dict[tuple[int, ...], np.ndarray] = {}  # raw planes in reach, each read once
         prepared: dict[tuple[int, ...], np.ndarray] = {}  # the same as Depth.planes holds them
         for index in indices:
@@ -537,6 +548,9 @@ class ClassicSegmenter(Segmenter):
                 yield index, predict_plane(read[index])
                 continue
             value_range = self._query_range(read[index], options.get("value_range"), fitted_range)
+            if value_range is None and read[index].dtype != np.uint8:  # not one stretch per plane
+                stack_range = stack_value_range(stack) if stack_range is None else stack_range
+                value_range = stack_range
             prepared = {i: prepared[i] if i in prepared else self._depth_plane(read[i], value_range) for i in window}
             depth = Depth(np.stack([prepared[i] for i in window]), position, self.depth_sigmas, CONTEXT_REACH)
             yield index, predict_plane(read[index], context=depth)

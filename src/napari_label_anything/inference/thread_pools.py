@@ -17,8 +17,10 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
 
 
-def _forget_pools() -> None:  # a forked child has none of the parent's threads
+def _forget_pools() -> None:  # a forked child has none of the parent's threads (and a fresh lock)
+    global _LOCK
     _POOLS.clear()
+    _LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -89,6 +89,14 @@ def load_episode_into(widget, path: str | Path):
         stack, plane = _stack_plane(widget.viewer, support, episode.channels)
         if stack is not None:  # "<stack> [z]": the prompts go back onto plane z of that stack
             layers = next((s for s in widget.supports if same_layer(s.image, stack)), None) or widget.add_support(stack)
+        elif support.context is not None:  # its stack is not open: the saved planes around it come back
+            image = widget.viewer.add_image(
+                support.context,
+                name=f"{support.name or f'support {i + 1}'} with neighbours",
+                rgb=support.context.ndim == 4,
+            )
+            image.metadata[LOADED_KEY] = True
+            layers, plane = widget.add_support(image), (support.context_index,)
         else:
             image = widget.viewer.add_image(
                 support.image, name=support.name or f"support {i + 1}", rgb=support.image.ndim == 3
