@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import blob_image
+from conftest import blob_image, wait_for
 
 pytestmark = pytest.mark.napari
 
@@ -175,3 +175,24 @@ def test_a_stack_support_whose_stack_is_not_open_comes_back_with_its_neighbours(
     loaded = widget2.episode.supports[0]
     assert loaded.context_index == 3 and np.array_equal(loaded.context, saved.supports[0].context)
     assert widget2.episode.signature() == saved.signature()  # saving again keeps the context
+
+
+def test_comparing_planes_with_their_neighbours_can_be_turned_off(qtbot, stacked):
+    """The classic model looks across planes by default; unchecked (a time series whose objects
+    move), each plane is predicted from its own pixels, as ClassicSegmenter(depth_sigmas=()) does."""
+    from napari_label_anything.inference.classic import ClassicSegmenter
+
+    viewer, widget, support = stacked
+    paint(support, 2, (20, 20), 1)
+    paint(support, 2, (40, 50), 2)
+    picker = widget.model_picker
+    assert picker.compare_neighbours and picker.get_segmenter().uses_depth(widget.episode)
+    picker.neighbours_check.setChecked(False)
+    assert not picker.get_segmenter().uses_depth(widget.episode)
+    widget.query_combo.setCurrentText("stack")
+    wait_for(qtbot, widget.run(viewer.layers["stack"], scope="all planes"))
+    assert widget.last_error is None, widget.last_error
+    stack = np.asarray(viewer.layers["stack"].data)
+    expected = ClassicSegmenter(depth_sigmas=()).predict_stack(widget.episode, stack)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["stack labels"].data), expected)
+    assert not np.array_equal(ClassicSegmenter().predict_stack(widget.episode, stack), expected)  # it matters

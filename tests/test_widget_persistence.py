@@ -36,6 +36,7 @@ def test_closing_with_x_and_reopening_keeps_classes_supports_and_model(qtbot, re
     names = [layer.name for layer in viewer.layers]
     episode, unsaved = widget.episode.signature(), widget.has_unsaved_changes()
     widget.model_picker.set_encoder("onnx-int8")  # the encoder choice is kept too
+    widget.model_picker.neighbours_check.setChecked(False)  # and the classic model's depth setting
     close_with_x(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == names  # closing removes nothing
 
@@ -49,6 +50,8 @@ def test_closing_with_x_and_reopening_keeps_classes_supports_and_model(qtbot, re
     assert again.model_picker.model_name == str(reference / "sam_like")
     assert again.model_picker.encoder == "onnx-int8"
     again.model_picker.set_encoder("torch")
+    assert not again.model_picker.compare_neighbours
+    again.model_picker.neighbours_check.setChecked(True)
     assert again.model_picker.get_segmenter() is segmenter  # no reload
     assert again.episode.signature() == episode and again.has_unsaved_changes() == unsaved
     assert again.hint.isHidden() and not again.live_preview

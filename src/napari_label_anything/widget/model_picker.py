@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -70,6 +71,14 @@ class ModelPicker(QGroupBox):
             "sessions; 'napari-label-anything embed --encoder …' can fill it in advance (with the encoder\n"
             "chosen above: int8 features are kept apart). Empty: keep them in memory only."
         )
+        self.neighbours_check = QCheckBox("compare each plane with the planes around it")
+        self.neighbours_check.setChecked(True)
+        self.neighbours_check.setToolTip(
+            "classic model, stacks: a support prompted on a plane keeps the planes above and below it,\n"
+            "and each pixel is also compared with them, which tells an object centred in this plane from\n"
+            "the out-of-focus light of one a few planes away. Turn it off for a time series whose\n"
+            "objects move between frames."
+        )
         browse = QPushButton("…")
         browse.setToolTip("Choose the folder where image features are kept between sessions")
         browse.clicked.connect(self._choose_embeddings_folder)
@@ -95,6 +104,7 @@ class ModelPicker(QGroupBox):
         form.addRow("device", self.device_combo)
         form.addRow("encoder", self.encoder_combo)
         form.addRow("embeddings", embeddings_row)
+        form.addRow(self.neighbours_check)
         form.addRow(self.note)
         self._update_note()
 
@@ -145,21 +155,30 @@ class ModelPicker(QGroupBox):
             raise ValueError(f"unknown encoder backend {backend!r}; choose one of {known}")
         self.encoder_combo.setCurrentIndex(index)
 
+    @property
+    def compare_neighbours(self) -> bool:
+        """Whether the classic model compares stack planes with their neighbours (depth context)."""
+        return self.neighbours_check.isChecked()
+
     def _key(self) -> tuple:
-        return (self.model_name, self.device, self.encoder, self.embeddings_folder)
+        return (self.model_name, self.device, self.encoder, self.embeddings_folder, self.compare_neighbours)
 
     def get_segmenter(self):
         """Load (once per model, device, encoder and embeddings folder) the chosen segmenter.
 
         Called in the worker thread. The embedded ``classic`` model has no image features, so
-        the encoder and embeddings settings do not apply to it.
+        the encoder and embeddings settings do not apply to it; the neighbours setting applies
+        to it alone.
         """
         from ..inference import load_segmenter
 
         key = self._key()
         if key not in self._segmenters:
-            name, device, encoder, embeddings = key
-            self._segmenters[key] = load_segmenter(name, device, encoder=encoder, embeddings=embeddings)
+            name, device, encoder, embeddings, neighbours = key
+            segmenter = load_segmenter(name, device, encoder=encoder, embeddings=embeddings)
+            if not neighbours and hasattr(segmenter, "depth_sigmas"):
+                segmenter.depth_sigmas = ()  # part of its fit key: planes are then seen one by one
+            self._segmenters[key] = segmenter
         return self._segmenters[key]
 
     def _choose_embeddings_folder(self) -> None:

@@ -39,6 +39,7 @@ def keep_state(widget) -> None:
         "supports": list(widget.supports),
         "model": (picker.model_name, picker.device),
         "encoder": picker.encoder,
+        "neighbours": picker.compare_neighbours,
         "embeddings": picker.embeddings_folder,
         "segmenters": picker._segmenters,
         "channel": widget.channel_combo.currentText(),
@@ -75,6 +76,7 @@ def adopt_state(widget) -> bool:
     except ValueError:  # the device went away meanwhile: keep the default device
         picker.set_model(name)
     picker.set_encoder(state["encoder"])
+    picker.neighbours_check.setChecked(state["neighbours"])
     picker.set_embeddings_folder(state["embeddings"])
     picker._segmenters = state["segmenters"]  # the models loaded so far: no reload
     widget.adopt_classes(state["classes"])
