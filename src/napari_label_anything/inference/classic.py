@@ -352,10 +352,13 @@ class ClassicSegmenter(Segmenter):
             return score / c > self.detection_threshold
 
         # Where the prompted classes clearly tile the image (textures), a sample of the candidates
-        # shows it (its standard error is under 0.005), and the rest need not be scored.
+        # shows it, and the rest need not be scored: the kept fraction below ``min_background`` by
+        # three standard errors of the sample (the full rule below only drops more, near drops).
         probe = subsample([t.ravel() == 0 for t in targets], _TILING_PROBE, rng)
+        n_probe = sum(len(rows) for rows in probe)
         kept = sum(np.count_nonzero(~likely_prompted(i, rows)) for i, rows in enumerate(probe))
-        if kept < self.min_background / 2 * sum(len(rows) for rows in probe):
+        margin = 3 * np.sqrt(self.min_background * (1 - self.min_background) / max(n_probe, 1))
+        if kept < (self.min_background - margin) * n_probe:
             for target in targets:
                 target[target == 0] = -1
             return
