@@ -165,3 +165,32 @@ def test_npe2_manifest_validates():
         [str(Path(sys.executable).parent / "npe2"), "validate", "napari-label-anything"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stack_support_gives_one_support_per_painted_plane_with_its_neighbours(tmp_path, capsys):
+    from napari_label_anything.cli.predict import add_supports
+    from napari_label_anything.episode import Episode
+
+    stack = np.stack([blob_image((40, 48), seed=s)[0][..., 0] for s in range(6)])
+    truth = np.stack([blob_image((40, 48), seed=s)[1] for s in range(6)])
+    painted = np.zeros_like(truth)
+    painted[[1, 4]] = truth[[1, 4]]
+    episode = Episode(["red", "green"])
+    add_supports(episode, stack, painted, "stack.tif")
+    assert [s.name for s in episode.supports] == ["stack.tif [1]", "stack.tif [4]"]
+    assert [(s.context.shape, s.context_index) for s in episode.supports] == [((6, 40, 48), 1), ((6, 40, 48), 4)]
+    with pytest.raises(ValueError, match="label stack of shape"):
+        add_supports(Episode(["red", "green"]), stack, painted[1], "stack.tif")
+    with pytest.raises(ValueError, match="no prompt on any plane"):
+        add_supports(Episode(["red", "green"]), stack, np.zeros_like(truth), "stack.tif")
+
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    tifffile.imwrite(tmp_path / "painted.tif", painted)
+    support = f"{tmp_path / 'stack.tif'}:{tmp_path / 'painted.tif'}"
+    query = str(tmp_path / "stack.tif")
+    base = ["predict", "--model", "classic", "--classes", "red,green", "--quiet", "--out", str(tmp_path / "out")]
+    assert main([*base, "--support", support, query]) == 0
+    labels = tifffile.imread(tmp_path / "out" / "stack_labels.tif")
+    assert labels.shape == (6, 40, 48) and np.mean(labels[[0, 2, 3, 5]] == truth[[0, 2, 3, 5]]) > 0.8
+    assert main([*base, "--overwrite", "--support", f"{tmp_path / 'stack.tif'}:{tmp_path / 'missing.tif'}", query]) == 2
+    assert "missing.tif" in capsys.readouterr().err

@@ -37,7 +37,12 @@ def add_parser(sub) -> None:
     predict.add_argument("--model", required=True, help="hub repo id or checkpoint folder")
     predict.add_argument("--episode", help="an .episode file saved from Python or napari")
     predict.add_argument("--classes", help="comma-separated class names (with --support)")
-    predict.add_argument("--support", action="append", help="IMAGE:LABELS support with painted prompts")
+    predict.add_argument(
+        "--support",
+        action="append",
+        help="IMAGE:LABELS support with painted prompts; a stack with a label stack of its shape gives one "
+        "support per painted plane, which keeps the planes around it",
+    )
     predict.add_argument("--out", default="predictions", help="output folder (default: ./predictions)")
     predict.add_argument(
         "--format", choices=("tiff", "ome-zarr"), default="tiff",
@@ -73,8 +78,32 @@ def episode_from_args(args: argparse.Namespace):
         image_path, sep, labels_path = spec.rpartition(":")
         if not sep or not image_path:
             raise ValueError(f"--support needs IMAGE:LABELS (a label image of painted prompts), got {spec!r}")
-        episode.add_support(read_image(image_path), labels=read_image(labels_path), name=Path(image_path).name)
+        add_supports(episode, read_image(image_path), read_image(labels_path), Path(image_path).name)
     return episode
+
+
+def add_supports(episode, image, labels, name: str) -> None:
+    """One support per prompted plane: a 2D image with its labels, or a stack with a label stack
+    of its shape (minus colour), each painted plane added with ``plane=`` so that it keeps the
+    planes around it (as the widget does)."""
+    import numpy as np
+
+    from ..stacks import stack_layout
+
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4) and labels.ndim == 2):
+        episode.add_support(image, labels=labels, name=name)
+        return
+    layout = stack_layout(image.shape)
+    if labels.shape != layout.labels_shape:
+        raise ValueError(
+            f"support {name} is a stack of shape {image.shape}: its labels must be a label stack of shape "
+            f"{layout.labels_shape} (prompts painted on some planes), got {labels.shape}"
+        )
+    painted = [index for index in layout.plane_indices() if np.any(labels[index])]
+    if not painted:
+        raise ValueError(f"the labels of support {name} have no prompt on any plane")
+    for index in painted:
+        episode.add_support(image, labels=labels, plane=index, name=f"{name} [{', '.join(map(str, index))}]")
 
 
 def plan(args: argparse.Namespace) -> list:
