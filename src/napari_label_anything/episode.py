@@ -26,7 +26,7 @@ import numpy as np
 
 from .files import atomic_write
 from .labels import as_labels
-from .stacks import is_index
+from .stacks import is_index, reach_window
 
 FORMAT_NAME = "napari-label-anything.episode"
 # bool, signed and unsigned integers, floats: no complex, datetime/timedelta, strings or objects
@@ -103,10 +103,10 @@ def _context_slab(stack: np.ndarray, index: tuple[int, ...]) -> tuple[np.ndarray
     if size < 2:
         return None, None
     centre = index[-1] % size
-    low, high = max(0, centre - CONTEXT_REACH), min(size, centre + CONTEXT_REACH + 1)
-    context = np.array(stack[(*index[:-1], slice(low, high))])
+    window = reach_window(centre, size, CONTEXT_REACH)
+    context = np.array(stack[(*index[:-1], slice(window.start, window.stop))])
     context.flags.writeable = False  # its digest is kept (``Support.context_digest``)
-    return context, centre - low
+    return context, centre - window.start
 
 
 def _as_rows(values: Any, width: int, what: str, names: list[str]) -> np.ndarray:

@@ -12,6 +12,12 @@ import numpy as np
 MIN_PLANE_SIDE = 8
 
 
+def reach_window(centre: int, size: int, reach: int) -> range:
+    """The planes within ``reach`` of plane ``centre`` on an axis of ``size`` planes, clipped to
+    it: a support's saved neighbourhood and a query plane's window alike."""
+    return range(max(0, centre - reach), min(size, centre + reach + 1))
+
+
 def is_index(value) -> bool:
     """Whether ``value`` is a plane index: a Python or NumPy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -81,9 +87,8 @@ class StackLayout:
             return [index], 0
         # the plane axis nearest (Y, X) in the array, whatever order ``axis`` named them in
         which = self.plane_axes.index(max(self.plane_axes))
-        size, centre = self.shape[self.plane_axes[which]], index[which]
-        low, high = max(0, centre - reach), min(size, centre + reach + 1)
-        return [(*index[:which], i, *index[which + 1 :]) for i in range(low, high)], centre - low
+        window = reach_window(index[which], self.shape[self.plane_axes[which]], reach)
+        return [(*index[:which], i, *index[which + 1 :]) for i in window], index[which] - window.start
 
     def labels_index(self, index: tuple[int, ...]) -> tuple[object, ...]:
         """Selector of one plane in the (stack shape without channel) label array."""

@@ -90,10 +90,10 @@ def add_supports(episode, image, labels, name: str) -> None:
 
     from ..stacks import stack_layout
 
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4) and labels.ndim == 2):
+    layout = stack_layout(image.shape)
+    if not layout.plane_axes:  # one plane, grey or colour
         episode.add_support(image, labels=labels, name=name)
         return
-    layout = stack_layout(image.shape)
     if labels.shape != layout.labels_shape:
         raise ValueError(
             f"support {name} is a stack of shape {image.shape}: its labels must be a label stack of shape "

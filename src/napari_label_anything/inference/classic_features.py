@@ -42,10 +42,15 @@ def brightness_threshold(images01: Sequence[np.ndarray], sigma_min: float) -> fl
     ``pixel_features`` compares each pixel with. The classic segmenter takes it from an
     episode's supports, so every image is cut at one value (a per-image cut would jump between
     the modes of an image with several kinds of object, as their proportions change)."""
-    from skimage.filters import threshold_otsu
-
     fine = np.concatenate([_blur(np.ascontiguousarray(_grey(im), dtype=np.float32), sigma_min).ravel()
                            for im in images01])  # fmt: skip
+    return _otsu_cut(fine)
+
+
+def _otsu_cut(fine: np.ndarray) -> float:
+    """Otsu's threshold of blurred values (their value when all are equal)."""
+    from skimage.filters import threshold_otsu
+
     low, high = float(fine.min()), float(fine.max())
     return low if high <= low else float(threshold_otsu(fine))
 
@@ -55,9 +60,8 @@ class Depth(NamedTuple):
 
     planes: (D, Y, X) float32, the planes around it (itself included), each normalised, grey
     and blurred by ``depth_plane``; position: its index in ``planes``; sigmas: the depth scales
-    in planes; reach: how many
-    planes each side the kernels may use (the neighbourhood a support keeps, so a support
-    and a query plane see their stacks the same way).
+    in planes; reach: how many planes each side the kernels may use (the neighbourhood a support
+    keeps, so a support and a query plane see their stacks the same way).
     """
 
     planes: np.ndarray
@@ -146,8 +150,8 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     steps = sigmas(sigma_min, sigma_max)
     out = np.empty((*grey.shape, n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
     fine = _blur(grey, steps[0])
-    if threshold is None:
-        threshold = brightness_threshold([image01], sigma_min)
+    if threshold is None:  # this image's own (``fine`` is the blur brightness_threshold would make)
+        threshold = _otsu_cut(fine)
     out[..., 7 * len(steps) - 2] = fine > threshold
     detail = grey - fine
     detail *= detail
