@@ -21,6 +21,8 @@ from ..labels import BACKGROUND, labels_dtype
 from ..preprocessing import intensity_range, normalise_image, stack_value_range
 from .base import PredictionCancelled, Segmenter, is_cancelled
 from .cache import LRUCache
+from .classic_background import add_background, drop_prompt_like
+from .classic_boundaries import SNAP_BYTES_PER_PIXEL, prompts_outline_boundaries, snap_to_edges
 from .classic_features import (
     BAND_PIXELS,
     BYTES_PER_FEATURE_PIXEL,
@@ -35,16 +37,14 @@ from .classic_features import (
     pixel_features,
 )
 from .classic_trees import BalancedExtraTrees, predict_in_chunks, subsample
+from .uncertainty import uncertainty_map
 
 __all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
 _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
                "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
                "n_estimators", "min_samples_leaf", "background_ratio", "depth_sigmas")  # fmt: skip
-# Background candidates each detection classifier of step b learns from: it only scores how
-# prompt-like a candidate is, so a few trees on a few thousand pixels suffice (and cost half the fit).
-_DETECTION_SAMPLES = 4000
-_TILING_PROBE = 16_000  # candidates scored first, to tell classes that tile the image
+EDGE_SNAP_MODES = ("auto", "always", "never")
 
 
 class Fitted(NamedTuple):
@@ -55,6 +55,7 @@ class Fitted(NamedTuple):
     value_range: tuple[float, float] | None
     depth: bool  # trained on depth features too (see ``ClassicSegmenter.uses_depth``)
     threshold: float  # the supports' brightness_threshold, the cut of every image's features
+    outlined: bool  # the prompts draw the boundaries (``classic_boundaries``); else labels snap to edges
 
 
 def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -108,13 +109,22 @@ class ClassicSegmenter(Segmenter):
        looks like a prompted class, add a "background" class and prompt it.
 
     With implicit background each class keeps at most ``max_samples_per_class`` pixels and the
-    trees are class-balanced; when every class is prompted (explicit background, or classes
-    that tile the image) at most that many per class are drawn uniformly over all prompted
-    pixels and the trees keep their proportions as priors (``BalancedExtraTrees``). Subsamples
-    use fixed seeds; results are deterministic. Supports and queries are normalised with one
-    intensity range, the percentiles of all non-uint8 supports together (``_episode_range``),
-    so equal values look alike in support and query, also through a stack; pass
-    ``value_range`` to override it per query. When every support was taken from a stack
+    trees are class-balanced. With explicit background, at most that many per class are drawn
+    uniformly over all prompted pixels; if the prompts draw the boundaries between classes
+    (complete masks: ``classic_boundaries.outlined_share``) the trees keep their proportions
+    as priors, the image's own, else (strokes, points, boxes: a person paints what is quick to
+    paint, which says nothing about proportions) the classes are balanced
+    (``BalancedExtraTrees``). Subsamples use fixed seeds; results are deterministic.
+
+    Strokes, points and boxes do not show where one class ends and the next begins either.
+    Where the prompts leave boundaries open (``edge_snap="auto"``, the default), ``predict``
+    keeps the class of every pixel at least ``edge_confidence`` sure and floods the others
+    from them along the image's edges (``classic_boundaries.snap_to_edges``); complete masks
+    keep the trees' own boundaries. ``predict_proba`` is always the trees' probabilities.
+
+    Supports and queries are normalised with one intensity range, the percentiles of all
+    non-uint8 supports together (``_episode_range``), so equal values look alike in support
+    and query, also through a stack; pass ``value_range`` to override it per query. When every support was taken from a stack
     (``Episode.add_support(stack, plane=...)``, which keeps the planes around it) and the
     query is a plane of a stack (``predict_stack``, or ``context=`` here), features also look
     across planes (``classic_features.depth_features`` at ``depth_sigmas``): whether a pixel is
@@ -135,6 +145,9 @@ class ClassicSegmenter(Segmenter):
         n_estimators, min_samples_leaf, background_ratio: the trees (``BalancedExtraTrees``).
         depth_sigmas: depth scales in planes for stacks (see above); () for none.
         smooth: Gaussian sigma (pixels) applied to the probability maps; 0 disables it.
+        edge_snap: "auto" (snap labels to edges where the prompts leave boundaries open),
+            "always" or "never".
+        edge_confidence: top probability from which a pixel keeps its class when snapping.
         n_jobs: threads for fitting and prediction (default: CPU count, at most 8).
         cache_size: fitted episodes kept.
     """
@@ -162,6 +175,8 @@ class ClassicSegmenter(Segmenter):
         background_ratio: float = 3.0,
         depth_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0),
         smooth: float = 1.0,
+        edge_snap: str = "auto",
+        edge_confidence: float = 0.65,
         n_jobs: int | None = None,
         cache_size: int = 4,
     ) -> None:
@@ -172,6 +187,11 @@ class ClassicSegmenter(Segmenter):
         depth_sigmas = tuple(float(s) for s in depth_sigmas)
         if not all(0 < s <= CONTEXT_REACH for s in depth_sigmas):
             raise ValueError(f"depth_sigmas must lie in (0, {CONTEXT_REACH}] planes, got {depth_sigmas}")
+        if edge_snap not in EDGE_SNAP_MODES:
+            raise ValueError(f"edge_snap must be one of {EDGE_SNAP_MODES}, got {edge_snap!r}")
+        if not 0.5 <= edge_confidence <= 1:
+            raise ValueError(f"edge_confidence must lie in [0.5, 1], got {edge_confidence}")
+        self.edge_snap, self.edge_confidence = edge_snap, float(edge_confidence)
         values = locals()
         for name in _FIT_PARAMS:  # every one of them is part of the fit cache key
             setattr(self, name, values[name])
@@ -299,85 +319,6 @@ class ClassicSegmenter(Segmenter):
         footprints = [(painted_fg, self.label_margin), (near_point, self.point_margin), (boxed, self.box_margin)]
         return target, weight, footprints
 
-    @staticmethod
-    def _add_background(target: np.ndarray, weight: np.ndarray, footprints) -> None:
-        """Mark the implicit background candidates of one support as class 0 (in place)."""
-        from scipy.ndimage import distance_transform_edt
-
-        free = target < 0
-        distances = [(distance_transform_edt(~mask), margin) for mask, margin in footprints if mask.any()]
-        for scale in (*(0.5**i for i in range(7)), 0.0):
-            # distance > 0 also keeps every footprint itself out, whatever the scale
-            candidates = np.logical_and.reduce([free] + [d > max(m * scale, 0.0) for d, m in distances])
-            if candidates.any():
-                break
-        target[candidates], weight[candidates] = 0, 1.0
-
-    def _drop_prompt_like(self, targets: list[np.ndarray], features: list[np.ndarray]) -> None:
-        """Steps b and c of the implicit background rule, on the targets of all supports in place."""
-        from scipy.ndimage import distance_transform_edt
-        from scipy.ndimage import label as connected
-
-        rng = np.random.default_rng(1)
-        flat = [f.reshape(-1, f.shape[-1]) for f in features]
-        components = [connected(t > 0, structure=np.ones((3, 3))) for t in targets]
-        offsets = np.cumsum([0] + [n for _, n in components])
-        n_folds = min(2, int(offsets[-1]))
-        fold_of = rng.permutation(offsets[-1]) % n_folds  # one fold per stroke, disk or box core
-        folds = [np.where(r > 0, fold_of[np.maximum(r - 1, 0) + o], -1).ravel()
-                 for (r, _), o in zip(components, offsets[:-1], strict=True)]  # fmt: skip
-        candidates = [np.flatnonzero(t.ravel() == 0) for t in targets]
-        cap = min(self.max_samples_per_class, _DETECTION_SAMPLES)
-        sample = subsample([t.ravel() == 0 for t in targets], cap, rng)
-        x_neg = np.concatenate([fl[rows] for fl, rows in zip(flat, sample, strict=True)])
-
-        def prompted_score(trees, i: int, rows: np.ndarray) -> np.ndarray:
-            return predict_in_chunks(trees, flat[i][rows])[:, -1]
-
-        fold_trees, held = [], []
-        for k in range(n_folds):
-            x_pos = np.concatenate([fl[fo == k] for fl, fo in zip(flat, folds, strict=True)])
-            y = np.r_[np.ones(len(x_pos), np.intp), np.zeros(len(x_neg), np.intp)]
-            trees = BalancedExtraTrees(max(6, self.n_estimators // 4), self.min_samples_leaf, 1.0, self.n_jobs)
-            fold_trees.append(trees.fit(np.concatenate([x_pos, x_neg]), y, np.ones(len(y), np.float32)))
-            for i in range(len(flat)):
-                held.append(prompted_score(trees, i, np.flatnonzero(folds[i] == (k + 1) % n_folds)))
-        # Elkan & Noto: with c the score of a prompted-class pixel, s(x) / c estimates the chance
-        # that x belongs to a prompted class. c comes from prompts held out by whole stroke or
-        # object: neighbouring prompted pixels are near-copies and would push it towards 1.
-        c = max(float(np.concatenate(held).mean()), 1e-6)
-
-        def likely_prompted(i: int, rows: np.ndarray) -> np.ndarray:
-            score = sum(prompted_score(trees, i, rows) for trees in fold_trees) / n_folds
-            return score / c > self.detection_threshold
-
-        # Where the prompted classes clearly tile the image (textures), a sample of the candidates
-        # shows it, and the rest need not be scored: the kept fraction below ``min_background`` by
-        # three standard errors of the sample (the full rule below only drops more, near drops).
-        probe = subsample([t.ravel() == 0 for t in targets], _TILING_PROBE, rng)
-        n_probe = sum(len(rows) for rows in probe)
-        kept = sum(np.count_nonzero(~likely_prompted(i, rows)) for i, rows in enumerate(probe))
-        margin = 3 * np.sqrt(self.min_background * (1 - self.min_background) / max(n_probe, 1))
-        if kept < (self.min_background - margin) * n_probe:
-            for target in targets:
-                target[target == 0] = -1
-            return
-        drops = []
-        for i, (target, rows) in enumerate(zip(targets, candidates, strict=True)):
-            drop = np.zeros(target.size, bool)
-            drop[rows[likely_prompted(i, rows)]] = True
-            drop = drop.reshape(target.shape)
-            if self.detection_margin:
-                regions, _ = connected(drop | (target > 0))
-                unprompted = drop & ~np.isin(regions, regions[target > 0])
-                if unprompted.any():
-                    drop |= distance_transform_edt(~unprompted) <= self.detection_margin
-            drops.append(drop & (target == 0))
-        total = sum(len(rows) for rows in candidates)
-        tiled = total - sum(np.count_nonzero(d) for d in drops) < self.min_background * total
-        for target, drop in zip(targets, drops, strict=True):
-            target[(target == 0) if tiled else drop] = -1  # tiled: the classes cover the image
-
     def fit(self, episode: Episode, depth: bool = False) -> Fitted:
         """The classifier of an episode, whether it uses colour features and the episode's
         intensity range (fitted once, cached); with ``depth`` (only where ``uses_depth``), the
@@ -396,14 +337,14 @@ class ClassicSegmenter(Segmenter):
             self._fitted.put(key, fitted)
             return fitted
 
-    def _train(self, targets, weights, features, implicit: bool) -> BalancedExtraTrees:
+    def _train(self, targets, weights, features, implicit: bool, balance: bool) -> BalancedExtraTrees:
         """Subsample the training pixels over all supports, then fit the trees on them.
 
         ``features[i]`` is support i's (Y, X, F) features or a callable giving the (n, F)
         features of flat pixel indices. Implicit background: at most ``max_samples_per_class``
-        pixels per class and class-balanced trees. Otherwise every class was prompted, so the
-        pixels are drawn uniformly (at most that cap times the number of classes) and keep
-        their proportions.
+        pixels per class. Otherwise every class was prompted, so the pixels are drawn uniformly
+        (at most that cap times the number of classes). ``balance``: class-balanced trees, else
+        the trees keep the drawn pixels' proportions.
         """
         rng = np.random.default_rng(0)
         flat_targets = [t.ravel() for t in targets]
@@ -423,7 +364,7 @@ class ClassicSegmenter(Segmenter):
         y = np.concatenate([t[r] for t, r in zip(flat_targets, rows, strict=True)])
         w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
         ratio = self.background_ratio if implicit else None
-        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, balance=implicit)
+        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, balance=balance)
         return trees.fit(x, y, w)
 
     def _fit(self, episode: Episode, depth: bool) -> Fitted:
@@ -437,19 +378,20 @@ class ClassicSegmenter(Segmenter):
         images = [self.image01(s.image, value_range, colour) for s in episode.supports]
         depths = [self.depth((s.context, s.context_index), value_range) if depth else None for s in episode.supports]
         threshold = brightness_threshold(images, self.sigma_min)
+        outlined = prompts_outline_boundaries(targets)  # before implicit background is added
         if implicit:
             for target, weight, footprints in prompts:
-                self._add_background(target, weight, footprints)
+                add_background(target, weight, footprints)
         if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
             features = [self.features(s.image, value_range, colour, d, threshold)
                         for s, d in zip(episode.supports, depths, strict=True)]  # fmt: skip
-            self._drop_prompt_like(targets, features)
+            drop_prompt_like(targets, features, self)
         else:  # only the training pixels are featurised (band by band)
             at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs,
                          threshold=threshold)  # fmt: skip
             features = [partial(at, im, depth=d) for im, d in zip(images, depths, strict=True)]
-        classifier = self._train(targets, weights, features, implicit)
-        return Fitted(classifier, colour, value_range, depth, threshold)
+        classifier = self._train(targets, weights, features, implicit, balance=implicit or not outlined)
+        return Fitted(classifier, colour, value_range, depth, threshold, outlined)
 
     @staticmethod
     def _episode_range(episode: Episode) -> tuple[float, float] | None:
@@ -480,6 +422,11 @@ class ClassicSegmenter(Segmenter):
             options: accepted so callers can pass one set of options to any segmenter;
                 ignored, with a warning when one is set.
         """
+        return self._predict(episode, query, value_range, context, options)[0]
+
+    def _predict(self, episode: Episode, query: Any, value_range, context, options: dict[str, Any]):
+        """``predict_proba``'s probabilities, with the normalised query and the ``Fitted``
+        episode they came from (which ``predict`` needs to snap labels to edges)."""
         ignored = sorted(k for k, v in options.items() if v is not None)
         if ignored:
             warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
@@ -487,7 +434,8 @@ class ClassicSegmenter(Segmenter):
         planes = context.planes if isinstance(context, Depth) else None if context is None else context[0]
         if planes is not None and len(planes) < 2:  # one plane has no depth, as in add_support
             context = None
-        classifier, colour, fitted_range, depth, threshold = self.fit(episode, depth=context is not None)
+        fitted = self.fit(episode, depth=context is not None)
+        classifier, colour, fitted_range, depth, threshold = fitted[:5]
         value_range = self._query_range(query, value_range, fitted_range)
         image01 = self.image01(query, value_range, colour)
         if not depth:
@@ -497,7 +445,8 @@ class ClassicSegmenter(Segmenter):
         if plane_depth is not None and plane_depth.planes.shape[1:] != image01.shape[:2]:
             raise ValueError(f"context planes are {plane_depth.planes.shape[1:]} but the query is {image01.shape[:2]}")
         size = episode.n_classes + 1
-        self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
+        snap_bytes = SNAP_BYTES_PER_PIXEL if self._snaps(fitted) else 0
+        self._check_memory(image01.shape, 4 * size + 1 + snap_bytes, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = classifier.classes_.astype(np.intp)
         bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth,
@@ -511,16 +460,38 @@ class ClassicSegmenter(Segmenter):
 
             for c in columns:  # linear per channel, so channels still sum to 1
                 gaussian_filter(proba[c], self.smooth, output=proba[c], mode="nearest")
-        return proba
+        return proba, image01, fitted
 
-    def predict(self, episode: Episode, query: Any, **options: Any) -> np.ndarray:
-        """Label image of a 2D query (Y, X), as ``Segmenter.predict`` but without its int64 argmax."""
-        proba = self.predict_proba(episode, query, **options)
-        labels = np.empty(proba.shape[1:], labels_dtype(episode.n_classes))
-        step = max(1, (1 << 22) // max(proba.shape[2], 1))
+    def _snaps(self, fitted: Fitted) -> bool:
+        return self.edge_snap == "always" or (self.edge_snap == "auto" and not fitted.outlined)
+
+    def _labels(self, proba: np.ndarray, image01: np.ndarray, fitted: Fitted, n_classes: int) -> np.ndarray:
+        """(Y, X) labels of (N+1, Y, X) probabilities: their argmax, snapped to the image's
+        edges where the episode's prompts leave boundaries open (see the class docstring)."""
+        labels = np.empty(proba.shape[1:], labels_dtype(n_classes))
+        if self._snaps(fitted):
+            labels[...] = snap_to_edges(proba, image01, self.edge_confidence, self.sigma_min)
+            return labels
+        step = max(1, (1 << 22) // max(proba.shape[2], 1))  # bounds argmax's int64 temporary
         for r0 in range(0, proba.shape[1], step):
             labels[r0 : r0 + step] = proba[:, r0 : r0 + step].argmax(axis=0)
         return labels
+
+    def predict(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
+                context: Any = None, **options: Any) -> np.ndarray:  # fmt: skip
+        """Label image (Y, X) of a 2D query (arguments as ``predict_proba``): the most likely
+        class of each pixel, or, where the prompts leave boundaries open, the sure pixels'
+        classes flooded along the image's edges (see the class docstring)."""
+        proba, image01, fitted = self._predict(episode, query, value_range, context, options)
+        return self._labels(proba, image01, fitted, episode.n_classes)
+
+    def predict_with_uncertainty(self, episode: Episode, query: Any, method: str = "least_confidence",
+                                 value_range: tuple[float, float] | None = None, context: Any = None,
+                                 **options: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """``(labels, uncertainty)`` of a 2D query from one prediction: the labels as ``predict``
+        gives them and ``uncertainty.uncertainty_map`` of ``predict_proba``'s probabilities."""
+        proba, image01, fitted = self._predict(episode, query, value_range, context, options)
+        return self._labels(proba, image01, fitted, episode.n_classes), uncertainty_map(proba, method)
 
     def iter_predict_stack(self, episode: Episode, stack: Any, *args: Any, **options: Any):
         """As ``Segmenter.iter_predict_stack``, but every plane is normalised with the episode's

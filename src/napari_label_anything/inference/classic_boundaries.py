@@ -1,0 +1,96 @@
+"""Where the embedded default draws the line between classes when the prompts do not.
+
+Complete masks show the trees where the user puts every boundary. Strokes, points and box
+cores do not: a person paints them inside objects and away from them, so the pixels in between
+are never seen in training and the trees' 50 % line falls wherever the features happen to
+split (typically a halo around bright objects, or a rim cut off dim ones). For such episodes
+the pixels the trees are sure of keep their class and the others are flooded from them along
+the image's own edges: a marker-controlled watershed on the gradient magnitude, so each open
+boundary settles where the image changes most between a sure pixel of one class and one of
+another.
+
+``outlined_share`` measures how much of the prompts' outline is a drawn boundary;
+``snap_to_edges`` does the flooding. NumPy, SciPy and scikit-image only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Share of the prompts' outline that must touch another class's prompts for the prompts to
+# count as drawing the boundaries: complete masks score about 1, strokes 0.
+OUTLINED_SHARE = 0.5
+SNAP_BYTES_PER_PIXEL = 36  # gradient, markers, the flood's output and its queue (measured ~35)
+
+
+def outlined_share(targets: Sequence[np.ndarray]) -> float:
+    """The share of the prompts' outline that is a boundary the user drew.
+
+    ``targets``: per support, a (Y, X) int array of prompted classes (0..N) with -1 where
+    nothing was prompted. An outline pixel is a prompted pixel with a 4-neighbour inside the
+    image that is not of its class; it is a drawn boundary when that neighbour is prompted with
+    another class. Returns drawn / outline pixels over all supports (0 when nothing has an
+    outline, e.g. one class painted over the whole image).
+    """
+    drawn = outline = 0
+    for target in targets:
+        target = np.asarray(target)
+        for axis in (0, 1):
+            a = np.moveaxis(target, axis, 0)
+            first, second = a[:-1], a[1:]
+            differs = first != second
+            both = (first >= 0) & (second >= 0)
+            # each side of a differing pair that is prompted has an outline pixel there
+            outline += np.count_nonzero(differs & (first >= 0)) + np.count_nonzero(differs & (second >= 0))
+            drawn += 2 * np.count_nonzero(differs & both)
+    return drawn / outline if outline else 0.0
+
+
+def prompts_outline_boundaries(targets: Sequence[np.ndarray]) -> bool:
+    """Whether the prompts draw the boundaries between classes (see ``outlined_share``)."""
+    return outlined_share(targets) >= OUTLINED_SHARE
+
+
+def edge_strength(image01: np.ndarray, sigma: float) -> np.ndarray:
+    """(Y, X) float32 gradient magnitude of a (Y, X) or (Y, X, C) image in 0..1, after a
+    Gaussian of ``sigma`` pixels (colour: root mean square over channels)."""
+    from scipy.ndimage import gaussian_filter
+    from skimage.filters import sobel
+
+    channels = image01[..., None] if image01.ndim == 2 else image01
+    squares = np.zeros(channels.shape[:2], np.float32)
+    for c in range(channels.shape[-1]):
+        squares += sobel(gaussian_filter(channels[..., c].astype(np.float32, copy=False), sigma)) ** 2
+    return np.sqrt(squares / channels.shape[-1], out=squares)
+
+
+def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sigma: float) -> np.ndarray:
+    """Labels from class probabilities, with the unsure pixels assigned along the image's edges.
+
+    Args:
+        proba: (K, Y, X) float class probabilities.
+        image01: (Y, X) or (Y, X, C) float image in 0..1 they were predicted from.
+        confidence: pixels whose top probability is at least this keep their argmax class;
+            the others take the class of the sure pixels they are flooded from.
+        sigma: Gaussian (pixels) applied before the gradient, against noise.
+
+    Returns:
+        (Y, X) int32 labels 0..K-1. Where fewer than two classes have sure pixels there is no
+        boundary to place and the argmax is returned.
+    """
+    from skimage.segmentation import watershed
+
+    labels = proba.argmax(axis=0).astype(np.int32)
+    markers = np.where(proba.max(axis=0) >= confidence, labels + 1, 0).astype(np.int32)
+    sure_classes = np.unique(markers)
+    if np.count_nonzero(sure_classes) < 2 or sure_classes[0] != 0:
+        return labels
+    # only the unsure pixels and the sure ones beside them take part, so the flood's cost
+    # follows the width of the open boundaries rather than the plane's size
+    from scipy.ndimage import binary_dilation
+
+    region = binary_dilation(markers == 0, iterations=1)
+    flooded = watershed(edge_strength(image01, sigma), markers, mask=region)
+    return np.where(flooded > 0, flooded - 1, labels).astype(np.int32, copy=False)
