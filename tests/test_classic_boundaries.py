@@ -177,9 +177,27 @@ def test_stacks_snap_every_plane(disks):
     episode = Episode(["background", "nucleus"])
     episode.add_support(support, labels=strokes(truth))
     segmenter = ClassicSegmenter()
-    stack = np.stack([query, support])
-    labels = segmenter.predict_stack(episode, stack)
-    assert np.array_equal(labels[0], segmenter.predict(episode, query, value_range=None))
+    labels = segmenter.predict_stack(episode, np.stack([query, support]))
+    fitted = segmenter.fit(episode)
+    for plane, image in enumerate((query, support)):
+        proba = segmenter.predict_proba(episode, image)
+        snapped = snap_to_edges(proba, segmenter.image01(image, fitted.value_range), 0.65, 1.0)
+        assert np.array_equal(labels[plane], snapped)
+        assert not np.array_equal(labels[plane], proba.argmax(0))  # snapping changed something
+
+
+def test_a_class_that_is_nowhere_sure_keeps_its_objects():
+    image, truth = blurred_disks(seed=6)
+    objects, n = ndi.label(truth)
+    dim = objects == 1  # one object the trees lean towards without ever being sure of it
+    p = np.where(truth > 0, 0.9, 0.05).astype(np.float32)
+    p[dim] = 0.55
+    proba = np.stack([1 - p, p])
+    image01 = image / 65535.0
+    snapped = snap_to_edges(proba, image01, 0.65, 1.0)
+    assert np.mean(snapped[dim] == 1) > 0.9
+    # without the seed at its innermost pixel the flood from the background takes it all
+    assert np.mean(snap_to_edges(proba, image01, 0.65, 1.0, min_area=dim.sum() + 1)[dim] == 1) < 0.1
 
 
 @pytest.mark.parametrize("options", [{"edge_snap": "sometimes"}, {"edge_snap": True}, {"edge_confidence": 0.4},

@@ -120,21 +120,25 @@ class ClassicSegmenter(Segmenter):
     Where the prompts leave boundaries open (``edge_snap="auto"``, the default), ``predict``
     keeps the class of every pixel at least ``edge_confidence`` sure and floods the others
     from them along the image's edges (``classic_boundaries.snap_to_edges``); complete masks
-    keep the trees' own boundaries. ``predict_proba`` is always the trees' probabilities.
+    keep the trees' own boundaries. Object masks without a "background" class count as strokes
+    (nothing is painted on the other side of their outline); planes that ``propagate_stack``
+    adds are complete masks, so once one is added the trees' boundaries are kept.
+    ``predict_proba`` is always the trees' probabilities.
 
     Supports and queries are normalised with one intensity range, the percentiles of all
     non-uint8 supports together (``_episode_range``), so equal values look alike in support
-    and query, also through a stack; pass ``value_range`` to override it per query. When every support was taken from a stack
-    (``Episode.add_support(stack, plane=...)``, which keeps the planes around it) and the
-    query is a plane of a stack (``predict_stack``, or ``context=`` here), features also look
-    across planes (``classic_features.depth_features`` at ``depth_sigmas``): whether a pixel is
-    brighter than the planes around it tells an object centred in this plane from the
-    out-of-focus light of one above or below; ``depth_sigmas=()`` turns it off (e.g. for a
-    time series whose objects move between frames). If any support is colour, every image is
-    featurised as colour (see ``features``). Features and prediction run in row bands
-    (``classic_features``); a plane whose prediction would not fit in the available memory
-    raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. ``stats`` counts fits
-    and fit-cache hits.
+    and query, also through a stack; pass ``value_range`` to override it per query.
+
+    When every support was taken from a stack (``Episode.add_support(stack, plane=...)``, which
+    keeps the planes around it) and the query is a plane of a stack (``predict_stack``, or
+    ``context=`` here), features also look across planes (``classic_features.depth_features`` at
+    ``depth_sigmas``): whether a pixel is brighter than the planes around it tells an object
+    centred in this plane from the out-of-focus light of one above or below; ``depth_sigmas=()``
+    turns it off (e.g. for a time series whose objects move between frames). If any support is
+    colour, every image is featurised as colour (see ``features``). Features and prediction run
+    in row bands (``classic_features``); a plane whose prediction would not fit in the available
+    memory raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. ``stats`` counts
+    fits and fit-cache hits.
 
     Args:
         sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
@@ -422,11 +426,12 @@ class ClassicSegmenter(Segmenter):
             options: accepted so callers can pass one set of options to any segmenter;
                 ignored, with a warning when one is set.
         """
-        return self._predict(episode, query, value_range, context, options)[0]
+        return self._predict(episode, query, value_range, context, options, labels=False)[0]
 
-    def _predict(self, episode: Episode, query: Any, value_range, context, options: dict[str, Any]):
+    def _predict(self, episode: Episode, query: Any, value_range, context, options: dict[str, Any], labels: bool):
         """``predict_proba``'s probabilities, with the normalised query and the ``Fitted``
-        episode they came from (which ``predict`` needs to snap labels to edges)."""
+        episode they came from (which ``_labels`` needs to snap labels to edges; ``labels``:
+        whether they will, for the memory check)."""
         ignored = sorted(k for k, v in options.items() if v is not None)
         if ignored:
             warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
@@ -445,7 +450,7 @@ class ClassicSegmenter(Segmenter):
         if plane_depth is not None and plane_depth.planes.shape[1:] != image01.shape[:2]:
             raise ValueError(f"context planes are {plane_depth.planes.shape[1:]} but the query is {image01.shape[:2]}")
         size = episode.n_classes + 1
-        snap_bytes = SNAP_BYTES_PER_PIXEL if self._snaps(fitted) else 0
+        snap_bytes = SNAP_BYTES_PER_PIXEL if labels and self._snaps(fitted) else 0
         self._check_memory(image01.shape, 4 * size + 1 + snap_bytes, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = classifier.classes_.astype(np.intp)
@@ -482,7 +487,7 @@ class ClassicSegmenter(Segmenter):
         """Label image (Y, X) of a 2D query (arguments as ``predict_proba``): the most likely
         class of each pixel, or, where the prompts leave boundaries open, the sure pixels'
         classes flooded along the image's edges (see the class docstring)."""
-        proba, image01, fitted = self._predict(episode, query, value_range, context, options)
+        proba, image01, fitted = self._predict(episode, query, value_range, context, options, labels=True)
         return self._labels(proba, image01, fitted, episode.n_classes)
 
     def predict_with_uncertainty(self, episode: Episode, query: Any, method: str = "least_confidence",
@@ -490,7 +495,7 @@ class ClassicSegmenter(Segmenter):
                                  **options: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """``(labels, uncertainty)`` of a 2D query from one prediction: the labels as ``predict``
         gives them and ``uncertainty.uncertainty_map`` of ``predict_proba``'s probabilities."""
-        proba, image01, fitted = self._predict(episode, query, value_range, context, options)
+        proba, image01, fitted = self._predict(episode, query, value_range, context, options, labels=True)
         return self._labels(proba, image01, fitted, episode.n_classes), uncertainty_map(proba, method)
 
     def iter_predict_stack(self, episode: Episode, stack: Any, *args: Any, **options: Any):

@@ -29,10 +29,10 @@ def outlined_share(targets: Sequence[np.ndarray]) -> float:
     """The share of the prompts' outline that is a boundary the user drew.
 
     ``targets``: per support, a (Y, X) int array of prompted classes (0..N) with -1 where
-    nothing was prompted. An outline pixel is a prompted pixel with a 4-neighbour inside the
-    image that is not of its class; it is a drawn boundary when that neighbour is prompted with
-    another class. Returns drawn / outline pixels over all supports (0 when nothing has an
-    outline, e.g. one class painted over the whole image).
+    nothing was prompted. Each pair of 4-neighbours inside the image where a prompted pixel
+    meets a pixel not of its class is a piece of outline; it is drawn when the other pixel is
+    prompted with another class. Returns drawn / all pieces over all supports (0 when nothing
+    has an outline, e.g. one class painted over the whole image).
     """
     drawn = outline = 0
     for target in targets:
@@ -66,7 +66,8 @@ def edge_strength(image01: np.ndarray, sigma: float) -> np.ndarray:
     return np.sqrt(squares / channels.shape[-1], out=squares)
 
 
-def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sigma: float) -> np.ndarray:
+def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sigma: float,
+                  min_area: int = 64) -> np.ndarray:  # fmt: skip
     """Labels from class probabilities, with the unsure pixels assigned along the image's edges.
 
     Args:
@@ -75,11 +76,14 @@ def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sig
         confidence: pixels whose top probability is at least this keep their argmax class;
             the others take the class of the sure pixels they are flooded from.
         sigma: Gaussian (pixels) applied before the gradient, against noise.
+        min_area: a region of at least this many pixels whose argmax class is nowhere sure in it
+            keeps that class from its innermost pixel (``_seed_unsure_objects``).
 
     Returns:
         (Y, X) int32 labels 0..K-1. Where fewer than two classes have sure pixels there is no
         boundary to place and the argmax is returned.
     """
+    from scipy.ndimage import binary_dilation
     from skimage.segmentation import watershed
 
     labels = proba.argmax(axis=0).astype(np.int32)
@@ -87,10 +91,30 @@ def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sig
     sure_classes = np.unique(markers)
     if np.count_nonzero(sure_classes) < 2 or sure_classes[0] != 0:
         return labels
+    _seed_unsure_objects(labels, markers, min_area)
     # only the unsure pixels and the sure ones beside them take part, so the flood's cost
     # follows the width of the open boundaries rather than the plane's size
-    from scipy.ndimage import binary_dilation
-
     region = binary_dilation(markers == 0, iterations=1)
     flooded = watershed(edge_strength(image01, sigma), markers, mask=region)
     return np.where(flooded > 0, flooded - 1, labels).astype(np.int32, copy=False)
+
+
+def _seed_unsure_objects(labels: np.ndarray, markers: np.ndarray, min_area: int) -> None:
+    """Give each region the argmax gives a class, but where that class is nowhere sure, one
+    marker at its innermost pixel (in place), so a dim object the trees lean towards grows from
+    its middle along its edges instead of being flooded by its surroundings. Regions under
+    ``min_area`` pixels are left to the flood (noise)."""
+    from scipy.ndimage import distance_transform_edt, maximum, maximum_position
+    from scipy.ndimage import label as connected
+
+    for k in np.unique(labels[markers == 0]):
+        inside = labels == k
+        regions, n = connected(inside)
+        ids = np.arange(1, n + 1)
+        has_sure = np.asarray(maximum(markers == k + 1, regions, ids), bool)
+        sizes = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+        seeded = ids[~has_sure & (sizes >= min_area)]
+        if len(seeded):
+            depth = distance_transform_edt(inside)
+            for position in maximum_position(depth, regions, seeded):
+                markers[position] = k + 1
