@@ -104,17 +104,21 @@ def _seed_unsure_objects(labels: np.ndarray, markers: np.ndarray, min_area: int)
     marker at its innermost pixel (in place), so a dim object the trees lean towards grows from
     its middle along its edges instead of being flooded by its surroundings. Regions under
     ``min_area`` pixels are left to the flood (noise)."""
-    from scipy.ndimage import distance_transform_edt, maximum, maximum_position
+    from scipy.ndimage import distance_transform_edt
     from scipy.ndimage import label as connected
 
     for k in np.unique(labels[markers == 0]):
         inside = labels == k
         regions, n = connected(inside)
-        ids = np.arange(1, n + 1)
-        has_sure = np.asarray(maximum(markers == k + 1, regions, ids), bool)
-        sizes = np.bincount(regions.ravel(), minlength=n + 1)[1:]
-        seeded = ids[~has_sure & (sizes >= min_area)]
-        if len(seeded):
-            depth = distance_transform_edt(inside)
-            for position in maximum_position(depth, regions, seeded):
-                markers[position] = k + 1
+        sizes = np.bincount(regions.ravel(), minlength=n + 1)
+        sure = np.bincount(regions[markers == k + 1], minlength=n + 1)
+        seeded = (sure == 0) & (sizes >= min_area)
+        seeded[0] = False
+        if not seeded.any():
+            continue
+        pixels = np.flatnonzero(seeded[regions])
+        region_of = regions.ravel()[pixels]
+        depth = distance_transform_edt(inside).ravel()[pixels]
+        order = np.lexsort((-depth, region_of))  # per region, its innermost pixel first
+        first = np.r_[True, region_of[order][1:] != region_of[order][:-1]]
+        markers.ravel()[pixels[order][first]] = k + 1
