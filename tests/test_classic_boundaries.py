@@ -206,3 +206,26 @@ def test_bad_snap_options_are_named(options):
     name = next(iter(options))
     with pytest.raises(ValueError, match=name):
         ClassicSegmenter(**options)
+
+
+def test_snapping_checks_its_memory_after_the_prediction(disks, monkeypatch):
+    """The flood runs after the feature bands are freed: its memory is checked then, on its own,
+    and a plane it cannot afford is refused with the same clear error as the prediction."""
+    from napari_label_anything.inference import classic_features
+    from napari_label_anything.inference.classic_features import FeatureMemoryError
+
+    (support, truth), (query, _) = disks
+    episode = Episode(["background", "nucleus"])
+    episode.add_support(support, labels=strokes(truth))
+    segmenter = ClassicSegmenter()
+    proba = segmenter.predict_proba(episode, query)  # fits (and caches) with the memory there is
+    calls = []
+
+    def available() -> int:
+        calls.append(1)  # the prediction's check passes, the flood's (the second) does not
+        return 10**12 if len(calls) == 1 else 10_000
+
+    monkeypatch.setattr(classic_features, "available_memory", available)
+    with pytest.raises(FeatureMemoryError, match="placing borders along edges"):
+        segmenter.predict(episode, query)
+    assert proba.shape == (2 + 1, *query.shape)

@@ -426,12 +426,11 @@ class ClassicSegmenter(Segmenter):
             options: accepted so callers can pass one set of options to any segmenter;
                 ignored, with a warning when one is set.
         """
-        return self._predict(episode, query, value_range, context, options, labels=False)[0]
+        return self._predict(episode, query, value_range, context, options)[0]
 
-    def _predict(self, episode: Episode, query: Any, value_range, context, options: dict[str, Any], labels: bool):
+    def _predict(self, episode: Episode, query: Any, value_range, context, options: dict[str, Any]):
         """``predict_proba``'s probabilities, with the normalised query and the ``Fitted``
-        episode they came from (which ``_labels`` needs to snap labels to edges; ``labels``:
-        whether they will, for the memory check)."""
+        episode they came from (which ``_labels`` needs to snap labels to edges)."""
         ignored = sorted(k for k, v in options.items() if v is not None)
         if ignored:
             warnings.warn(f"the classic segmenter ignores option(s) {ignored}", stacklevel=2)
@@ -450,8 +449,7 @@ class ClassicSegmenter(Segmenter):
         if plane_depth is not None and plane_depth.planes.shape[1:] != image01.shape[:2]:
             raise ValueError(f"context planes are {plane_depth.planes.shape[1:]} but the query is {image01.shape[:2]}")
         size = episode.n_classes + 1
-        snap_bytes = SNAP_BYTES_PER_PIXEL if labels and self._snaps(fitted) else 0
-        self._check_memory(image01.shape, 4 * size + 1 + snap_bytes, "predicting the classes")
+        self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = classifier.classes_.astype(np.intp)
         bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth,
@@ -474,7 +472,8 @@ class ClassicSegmenter(Segmenter):
         """(Y, X) labels of (N+1, Y, X) probabilities: their argmax, snapped to the image's
         edges where the episode's prompts leave boundaries open (see the class docstring)."""
         labels = np.empty(proba.shape[1:], labels_dtype(n_classes))
-        if self._snaps(fitted):
+        if self._snaps(fitted):  # after the feature bands are freed, so it needs no more than they did
+            check_memory(image01.shape, SNAP_BYTES_PER_PIXEL * labels.size, "placing borders along edges")
             labels[...] = snap_to_edges(proba, image01, self.edge_confidence, self.sigma_min)
             return labels
         step = max(1, (1 << 22) // max(proba.shape[2], 1))  # bounds argmax's int64 temporary
@@ -487,7 +486,7 @@ class ClassicSegmenter(Segmenter):
         """Label image (Y, X) of a 2D query (arguments as ``predict_proba``): the most likely
         class of each pixel, or, where the prompts leave boundaries open, the sure pixels'
         classes flooded along the image's edges (see the class docstring)."""
-        proba, image01, fitted = self._predict(episode, query, value_range, context, options, labels=True)
+        proba, image01, fitted = self._predict(episode, query, value_range, context, options)
         return self._labels(proba, image01, fitted, episode.n_classes)
 
     def predict_with_uncertainty(self, episode: Episode, query: Any, method: str = "least_confidence",
@@ -495,7 +494,7 @@ class ClassicSegmenter(Segmenter):
                                  **options: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """``(labels, uncertainty)`` of a 2D query from one prediction: the labels as ``predict``
         gives them and ``uncertainty.uncertainty_map`` of ``predict_proba``'s probabilities."""
-        proba, image01, fitted = self._predict(episode, query, value_range, context, options, labels=True)
+        proba, image01, fitted = self._predict(episode, query, value_range, context, options)
         return self._labels(proba, image01, fitted, episode.n_classes), uncertainty_map(proba, method)
 
     def iter_predict_stack(self, episode: Episode, stack: Any, *args: Any, **options: Any):
