@@ -104,21 +104,18 @@ def _seed_unsure_objects(labels: np.ndarray, markers: np.ndarray, min_area: int)
     marker at its innermost pixel (in place), so a dim object the trees lean towards grows from
     its middle along its edges instead of being flooded by its surroundings. Regions under
     ``min_area`` pixels are left to the flood (noise)."""
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import distance_transform_edt, find_objects
     from scipy.ndimage import label as connected
 
     for k in np.unique(labels[markers == 0]):
-        inside = labels == k
-        regions, n = connected(inside)
+        regions, n = connected(labels == k)
         sizes = np.bincount(regions.ravel(), minlength=n + 1)
         sure = np.bincount(regions[markers == k + 1], minlength=n + 1)
-        seeded = (sure == 0) & (sizes >= min_area)
-        seeded[0] = False
-        if not seeded.any():
-            continue
-        pixels = np.flatnonzero(seeded[regions])
-        region_of = regions.ravel()[pixels]
-        depth = distance_transform_edt(inside).ravel()[pixels]
-        order = np.lexsort((-depth, region_of))  # per region, its innermost pixel first
-        first = np.r_[True, region_of[order][1:] != region_of[order][:-1]]
-        markers.ravel()[pixels[order][first]] = k + 1
+        seeded = np.flatnonzero((sure == 0) & (sizes >= min_area))
+        boxes = find_objects(regions) if np.any(seeded > 0) else []
+        for region in seeded[seeded > 0]:
+            box = boxes[region - 1]
+            inside = np.pad(regions[box] == region, 1)  # the crop's border counts as outside
+            depth = distance_transform_edt(inside)[1:-1, 1:-1]
+            row, col = np.unravel_index(np.argmax(depth), depth.shape)
+            markers[box[0].start + row, box[1].start + col] = k + 1

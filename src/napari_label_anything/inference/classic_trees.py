@@ -37,6 +37,7 @@ class BalancedExtraTrees:
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> BalancedExtraTrees:
         """x: (n, F) float32 features; y: (n,) int classes, 0 = background; sample_weight: (n,)."""
+        from sklearn import config_context
         from sklearn.tree import ExtraTreeClassifier
 
         x = np.ascontiguousarray(x, dtype=np.float32)  # what the trees read unchecked
@@ -58,8 +59,10 @@ class BalancedExtraTrees:
                 rows = np.concatenate([rng.choice(len(y), len(y)), [rng.choice(members[c]) for c in self.classes_]])
                 weights = sample_weight[rows]
             tree = ExtraTreeClassifier(max_features="sqrt", min_samples_leaf=self.min_samples_leaf, random_state=seed)
-            # the features were checked once (float32, finite), so each tree skips sklearn's checks
-            return tree.fit(x[rows], y[rows], sample_weight=weights, check_input=False)
+            # the features were checked once (float32, finite) and the parameters are ours, so
+            # each tree skips sklearn's checks (its config is per thread, hence set here)
+            with config_context(skip_parameter_validation=True):
+                return tree.fit(x[rows], y[rows], sample_weight=weights, check_input=False)
 
         seeds = np.random.default_rng(self.seed).integers(0, 2**31 - 1, self.n_estimators)
         self.trees_ = run_threaded(grow, [int(s) for s in seeds], self.n_jobs)  # sklearn trees release the GIL
