@@ -1,6 +1,6 @@
 """The embedded default (``ClassicSegmenter``) side by side with the usual baselines.
 
-Usage: python benchmarks/bench_baselines.py [--tuning] [--only NAME]
+Usage: python benchmarks/bench_baselines.py [--tuning] [--only NAME] [--draws 5] [--repeats 1]
 
 Methods, each fitted on exactly the same prompted pixels of the support and scored on queries
 it never saw:
@@ -43,7 +43,8 @@ method over ten draws), so each scribble score pools ``--draws`` draws (default 
 one earlier versions used alone).
 
 Scores: IoU of the nucleus class, or for textures the mean IoU over the texture classes; seconds
-of fit plus prediction of all queries of a dataset (2 CPU threads here for every method).
+of fit plus prediction of all queries of one support (2 CPU threads here for every method), the
+median of ``--repeats`` passes (timings on a shared machine wander by a tenth from run to run).
 
 ``--tuning`` runs held-out variants for choosing settings (left/right halves instead of
 top/bottom, another support plane, other mosaic and scribble seeds), so the reported numbers
@@ -311,17 +312,23 @@ def iou_scores(pred: np.ndarray, truth: np.ndarray, classes) -> np.ndarray:
                      for k in classes])  # fmt: skip
 
 
-def evaluate(cases: list[Case], kind: str, method) -> tuple[float, float]:
-    """Pooled IoU (nuclei: the nucleus; textures: mean over classes) and seconds per case."""
-    preds, truths, seconds = [], [], 0.0
-    for case in cases:
-        start = time.perf_counter()
-        preds.append(method(case, kind).ravel())
-        seconds += time.perf_counter() - start
-        truths.append(case.query_truths.ravel())
+def evaluate(cases: list[Case], kind: str, method, repeats: int = 1) -> tuple[float, float]:
+    """Pooled IoU (nuclei: the nucleus; textures: mean over classes) and seconds per case (the
+    median over ``repeats`` passes; every method is deterministic, so the IoU is the first's)."""
+    preds, truths, passes = [], [], []
+    for repeat in range(repeats):
+        seconds = 0.0
+        for case in cases:
+            start = time.perf_counter()
+            pred = method(case, kind).ravel()
+            seconds += time.perf_counter() - start
+            if repeat == 0:
+                preds.append(pred)
+                truths.append(case.query_truths.ravel())
+        passes.append(seconds / len(cases))
     pred, truth = np.concatenate(preds), np.concatenate(truths)
     classes = [1] if cases[0].nuclei else range(len(cases[0].classes))
-    return float(iou_scores(pred, truth, classes).mean()), seconds / len(cases)
+    return float(iou_scores(pred, truth, classes).mean()), float(np.median(passes))
 
 
 def main() -> None:
@@ -329,6 +336,7 @@ def main() -> None:
     parser.add_argument("--tuning", action="store_true", help="held-out variants for tuning")
     parser.add_argument("--only", default=None, help="run only datasets whose name contains this")
     parser.add_argument("--draws", type=int, default=5, help="scribble draws pooled per dataset (1 = the first only)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed passes per cell; seconds are their median")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*max_samples.*")  # the forest on few scribbled pixels
     data = stardist_images()
@@ -352,8 +360,8 @@ def main() -> None:
             painted = np.mean([np.count_nonzero(prompt_labels(c, kind)) / c.truth.size for c in cases])
             row = f"{name:<12}{kind:<11}{painted:>8.1%}"
             for method in methods.values():
-                score, seconds = evaluate(cases, kind, method)
-                row += f"{score:>13.3f}{seconds:>7.2f}"
+                score, seconds = evaluate(cases, kind, method, args.repeats)
+                row += f"{score:>13.3f}{seconds:>7.3f}"
             print(row, flush=True)
 
 
