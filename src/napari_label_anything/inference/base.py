@@ -49,8 +49,7 @@ class Segmenter(ABC):
 
     def predict(self, episode: Episode, query: Any, **options: Any) -> np.ndarray:
         """Label image of a 2D query (Y, X): value k = class k, 0 = background."""
-        proba = self.predict_proba(episode, query, **options)
-        return proba.argmax(axis=0).astype(labels_dtype(episode.n_classes))
+        return self._proba_and_labels(episode, query, **options)[1]
 
     def predict_with_uncertainty(
         self, episode: Episode, query: Any, method: str = "least_confidence", **options: Any
@@ -62,9 +61,15 @@ class Segmenter(ABC):
         logits) and a (Y, X) float32 map in 0..1 (``uncertainty.uncertainty_map``; ``method``
         "least_confidence" = 1 - max probability, or "entropy").
         """
-        proba = self.predict_proba(episode, query, **options)
-        labels = proba.argmax(axis=0).astype(labels_dtype(episode.n_classes))
+        proba, labels = self._proba_and_labels(episode, query, **options)
         return labels, uncertainty_map(proba, method)
+
+    def _proba_and_labels(self, episode: Episode, query: Any, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        """One prediction of a 2D query: its (N+1, Y, X) probabilities and the (Y, X) labels
+        ``predict`` and ``predict_with_uncertainty`` give, here their argmax. A segmenter whose
+        labels are more than the argmax overrides this one method."""
+        proba = self.predict_proba(episode, query, **options)
+        return proba, proba.argmax(axis=0).astype(labels_dtype(episode.n_classes))
 
     def iter_predict_stack(
         self,

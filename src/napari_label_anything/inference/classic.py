@@ -37,7 +37,6 @@ from .classic_features import (
     pixel_features,
 )
 from .classic_trees import BalancedExtraTrees, predict_in_chunks, subsample
-from .uncertainty import uncertainty_map
 
 __all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
@@ -439,10 +438,9 @@ class ClassicSegmenter(Segmenter):
         if planes is not None and len(planes) < 2:  # one plane has no depth, as in add_support
             context = None
         fitted = self.fit(episode, depth=context is not None)
-        classifier, colour, fitted_range, depth, threshold = fitted[:5]
-        value_range = self._query_range(query, value_range, fitted_range)
-        image01 = self.image01(query, value_range, colour)
-        if not depth:
+        value_range = self._query_range(query, value_range, fitted.value_range)
+        image01 = self.image01(query, value_range, fitted.colour)
+        if not fitted.depth:
             plane_depth = None
         else:  # ``_predict_planes`` passes a ready Depth, with each plane prepared once
             plane_depth = context if isinstance(context, Depth) else self.depth(context, value_range)
@@ -451,11 +449,11 @@ class ClassicSegmenter(Segmenter):
         size = episode.n_classes + 1
         self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
-        columns = classifier.classes_.astype(np.intp)
+        columns = fitted.classifier.classes_.astype(np.intp)
         bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth,
-                              threshold=threshold)  # fmt: skip
+                              threshold=fitted.threshold)  # fmt: skip
         for r0, r1, band in bands:
-            scores = predict_in_chunks(classifier, band.reshape(-1, band.shape[-1]))
+            scores = predict_in_chunks(fitted.classifier, band.reshape(-1, band.shape[-1]))
             proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)
             del band, scores
         if self.smooth > 0:
@@ -481,21 +479,13 @@ class ClassicSegmenter(Segmenter):
             labels[r0 : r0 + step] = proba[:, r0 : r0 + step].argmax(axis=0)
         return labels
 
-    def predict(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
-                context: Any = None, **options: Any) -> np.ndarray:  # fmt: skip
-        """Label image (Y, X) of a 2D query (arguments as ``predict_proba``): the most likely
-        class of each pixel, or, where the prompts leave boundaries open, the sure pixels'
-        classes flooded along the image's edges (see the class docstring)."""
+    def _proba_and_labels(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
+                          context: Any = None, **options: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """``predict_proba``'s probabilities (arguments as there) and the labels ``predict`` gives:
+        the most likely class of each pixel, or, where the prompts leave boundaries open, the
+        sure pixels' classes flooded along the image's edges (see the class docstring)."""
         proba, image01, fitted = self._predict(episode, query, value_range, context, options)
-        return self._labels(proba, image01, fitted, episode.n_classes)
-
-    def predict_with_uncertainty(self, episode: Episode, query: Any, method: str = "least_confidence",
-                                 value_range: tuple[float, float] | None = None, context: Any = None,
-                                 **options: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """``(labels, uncertainty)`` of a 2D query from one prediction: the labels as ``predict``
-        gives them and ``uncertainty.uncertainty_map`` of ``predict_proba``'s probabilities."""
-        proba, image01, fitted = self._predict(episode, query, value_range, context, options)
-        return self._labels(proba, image01, fitted, episode.n_classes), uncertainty_map(proba, method)
+        return proba, self._labels(proba, image01, fitted, episode.n_classes)
 
     def iter_predict_stack(self, episode: Episode, stack: Any, *args: Any, **options: Any):
         """As ``Segmenter.iter_predict_stack``, but every plane is normalised with the episode's

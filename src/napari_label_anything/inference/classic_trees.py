@@ -26,8 +26,8 @@ class BalancedExtraTrees:
     positive-unlabelled learning). Leaves are weighted so every class has equal total weight.
 
     With ``balance=False`` every tree instead draws a plain bootstrap of all training pixels and
-    keeps their proportions as class priors: right when every class was prompted by the user
-    (complete masks keep the true proportions; strokes keep what the user painted most).
+    keeps their proportions as class priors: right for complete masks, whose proportions are the
+    image's (strokes only say what the user painted most, so they stay balanced).
     """
 
     def __init__(self, n_estimators: int = 40, min_samples_leaf: int = 3, background_ratio: float | None = 1.0,
