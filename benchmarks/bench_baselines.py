@@ -1,6 +1,6 @@
 """The embedded default (``ClassicSegmenter``) side by side with the usual baselines.
 
-Usage: python benchmarks/bench_baselines.py [--tuning] [--only NAME] [--draws 5] [--repeats 1]
+Usage: python benchmarks/bench_baselines.py [--tuning] [--only NAME] [--draws 5] [--repeats 1] [--seeds 1]
 
 Methods, each fitted on exactly the same prompted pixels of the support and scored on queries
 it never saw:
@@ -11,7 +11,7 @@ it never saw:
 - forest: what ``skimage.future.fit_segmenter`` does, as in scikit-image's own example:
   ``multiscale_basic_features`` with its defaults on the raw image plus
   ``RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05)``
-  (``random_state=0``); unpainted pixels are unlabelled (0) for it.
+  (``random_state=0``, see ``--seeds``); unpainted pixels are unlabelled (0) for it.
 - otsu: no prompts at all. Nuclei: ``threshold_otsu`` of each query plane, foreground above it
   (for the stack, one threshold over all query planes when that scores better than one per
   plane; the better one is reported). Textures: ``threshold_multiotsu`` with one class per
@@ -45,6 +45,10 @@ one earlier versions used alone).
 Scores: IoU of the nucleus class, or for textures the mean IoU over the texture classes; seconds
 of fit plus prediction of all queries of one support (2 CPU threads here for every method), the
 median of ``--repeats`` passes (timings on a shared machine wander by a tenth from run to run).
+The default and the forest draw pixels and trees at random from a seed (``seed=`` and
+``random_state=``, 0 unless told); ``--seeds N`` scores each with seeds 0..N-1 and prints the
+mean IoU, then the spread (standard deviation over seeds) in brackets: a difference smaller
+than that spread is the methods' own noise. Otsu draws nothing.
 
 ``--tuning`` runs held-out variants for choosing settings (left/right halves instead of
 top/bottom, another support plane, other mosaic and scribble seeds), so the reported numbers
@@ -263,9 +267,9 @@ def prompt_labels(case: Case, kind: str) -> np.ndarray:
     return (case.truth + 1).astype(np.uint8) if kind == "masks" else case.scribbles
 
 
-def run_default(case: Case, kind: str) -> np.ndarray:
+def run_default(case: Case, kind: str, seed: int = 0) -> np.ndarray:
     """Predicted class map 0..K-1 of every query."""
-    segmenter = ClassicSegmenter()
+    segmenter = ClassicSegmenter(seed=seed)
     episode = Episode(case.classes)
     if case.stack is not None:  # prompted on a plane of the stack, as in napari: it keeps its neighbours
         episode.add_support(case.stack, labels=prompt_labels(case, kind), plane=case.support_plane)
@@ -281,17 +285,17 @@ def run_default(case: Case, kind: str) -> np.ndarray:
     return labels.astype(np.int64) - 1
 
 
-def run_forest(case: Case, kind: str) -> np.ndarray:
+def run_forest(case: Case, kind: str, seed: int = 0) -> np.ndarray:
     from skimage.feature import multiscale_basic_features
     from skimage.future import fit_segmenter, predict_segmenter
     from sklearn.ensemble import RandomForestClassifier
 
-    clf = RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05, random_state=0)
+    clf = RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05, random_state=seed)
     clf = fit_segmenter(prompt_labels(case, kind), multiscale_basic_features(case.support), clf)
     return np.stack([predict_segmenter(multiscale_basic_features(q), clf) for q in case.queries]) - 1
 
 
-def run_otsu(case: Case, kind: str) -> np.ndarray:
+def run_otsu(case: Case, kind: str, seed: int = 0) -> np.ndarray:  # draws nothing: ``seed`` is unused
     from skimage.filters import threshold_multiotsu, threshold_otsu
 
     if case.nuclei:
@@ -312,23 +316,26 @@ def iou_scores(pred: np.ndarray, truth: np.ndarray, classes) -> np.ndarray:
                      for k in classes])  # fmt: skip
 
 
-def evaluate(cases: list[Case], kind: str, method, repeats: int = 1) -> tuple[float, float]:
-    """Pooled IoU (nuclei: the nucleus; textures: mean over classes) and seconds per case (the
-    median over ``repeats`` passes; every method is deterministic, so the IoU is the first's)."""
-    preds, truths, passes = [], [], []
-    for repeat in range(repeats):
-        seconds = 0.0
-        for case in cases:
-            start = time.perf_counter()
-            pred = method(case, kind).ravel()
-            seconds += time.perf_counter() - start
-            if repeat == 0:
-                preds.append(pred)
-                truths.append(case.query_truths.ravel())
-        passes.append(seconds / len(cases))
-    pred, truth = np.concatenate(preds), np.concatenate(truths)
+def evaluate(cases: list[Case], kind: str, method, repeats: int = 1, seeds: int = 1) -> tuple[float, float, float]:
+    """Pooled IoU (nuclei: the nucleus; textures: mean over classes), its mean over seeds
+    0..``seeds``-1 and standard deviation, and seconds per case (the median over ``repeats``
+    passes of each seed; one seed gives one result, so the IoU is its first pass's)."""
+    scores, passes = [], []
     classes = [1] if cases[0].nuclei else range(len(cases[0].classes))
-    return float(iou_scores(pred, truth, classes).mean()), float(np.median(passes))
+    truth = np.concatenate([case.query_truths.ravel() for case in cases])
+    for seed in range(seeds if method is not run_otsu else 1):
+        preds = []
+        for repeat in range(repeats):
+            seconds = 0.0
+            for case in cases:
+                start = time.perf_counter()
+                pred = method(case, kind, seed).ravel()
+                seconds += time.perf_counter() - start
+                if repeat == 0:
+                    preds.append(pred)
+            passes.append(seconds / len(cases))
+        scores.append(iou_scores(np.concatenate(preds), truth, classes).mean())
+    return float(np.mean(scores)), float(np.std(scores)), float(np.median(passes))
 
 
 def main() -> None:
@@ -337,6 +344,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run only datasets whose name contains this")
     parser.add_argument("--draws", type=int, default=5, help="scribble draws pooled per dataset (1 = the first only)")
     parser.add_argument("--repeats", type=int, default=1, help="timed passes per cell; seconds are their median")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per method; IoU is their mean (spread in brackets)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*max_samples.*")  # the forest on few scribbled pixels
     data = stardist_images()
@@ -348,8 +356,9 @@ def main() -> None:
     }
     methods = {"default": run_default, "forest": run_forest, "otsu": run_otsu}
     print(f"{'tuning variants' if args.tuning else 'reported variants'}, {os.cpu_count()} CPUs; IoU / seconds"
-          f" (scribbles: {args.draws} draws pooled)")  # fmt: skip
-    head = "".join(f"{m + ' IoU':>13}{'s':>7}" for m in methods)
+          f" (scribbles: {args.draws} draws pooled; {args.seeds} seed(s))")  # fmt: skip
+    width = 13 if args.seeds == 1 else 21
+    head = "".join(f"{m + ' IoU':>{width}}{'s':>7}" for m in methods)
     print(f"{'dataset':<12}{'prompts':<11}{'painted':>8}{head}")
     for name, make in datasets.items():
         if args.only and args.only not in name:
@@ -360,8 +369,9 @@ def main() -> None:
             painted = np.mean([np.count_nonzero(prompt_labels(c, kind)) / c.truth.size for c in cases])
             row = f"{name:<12}{kind:<11}{painted:>8.1%}"
             for method in methods.values():
-                score, seconds = evaluate(cases, kind, method, args.repeats)
-                row += f"{score:>13.3f}{seconds:>7.3f}"
+                score, spread, seconds = evaluate(cases, kind, method, args.repeats, args.seeds)
+                shown = f"{score:.3f}" if args.seeds == 1 else f"{score:.4f} ({spread:.4f})"
+                row += f"{shown:>{width}}{seconds:>7.3f}"
             print(row, flush=True)
 
 

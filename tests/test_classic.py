@@ -261,6 +261,37 @@ def test_deterministic(pair):
     np.testing.assert_array_equal(ClassicSegmenter(n_jobs=1).predict_proba(episode, query), first)
 
 
+def test_seed_sets_the_draw(pair):
+    """One seed always gives the same result; another draws other pixels and trees (so the
+    probabilities differ) of the same quality (so the labels hardly do). Both the implicit
+    background rule (no "background" class) and the training draw follow it."""
+    support, truth, query, _ = pair
+    episode = Episode(["nucleus", "cell"])
+    episode.add_support(support, labels=scribbles(truth))
+    first = ClassicSegmenter(seed=0).predict_proba(episode, query)
+    np.testing.assert_array_equal(ClassicSegmenter().predict_proba(episode, query), first)
+    other = ClassicSegmenter(seed=np.int64(7)).predict_proba(episode, query)
+    assert np.abs(other - first).max() > 0.05
+    assert np.mean(other.argmax(0) == first.argmax(0)) > 0.97
+
+
+def test_changing_the_seed_refits(pair):
+    support, truth, query, _ = pair
+    episode = Episode(["nucleus", "cell"])
+    episode.add_support(support, labels=truth)
+    segmenter = ClassicSegmenter()
+    first = segmenter.predict_proba(episode, query)
+    segmenter.seed = 3
+    assert np.abs(segmenter.predict_proba(episode, query) - first).max() > 0
+    assert segmenter.stats["fits"] == 2
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True, None])
+def test_bad_seed_is_named(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        ClassicSegmenter(seed=seed)
+
+
 def test_validation(segmenter, pair):
     support, truth, query, _ = pair
     episode = Episode(["nucleus", "cell"])

@@ -42,7 +42,7 @@ __all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
 _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
                "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
-               "n_estimators", "min_samples_leaf", "background_ratio", "depth_sigmas")  # fmt: skip
+               "n_estimators", "min_samples_leaf", "background_ratio", "depth_sigmas", "seed")  # fmt: skip
 EDGE_SNAP_MODES = ("auto", "always", "never")
 
 
@@ -113,7 +113,9 @@ class ClassicSegmenter(Segmenter):
     (complete masks: ``classic_boundaries.outlined_share``) the trees keep their proportions
     as priors, the image's own, else (strokes, points, boxes: a person paints what is quick to
     paint, which says nothing about proportions) the classes are balanced
-    (``BalancedExtraTrees``). Subsamples use fixed seeds; results are deterministic.
+    (``BalancedExtraTrees``). Subsamples and trees draw from ``seed``: the same episode and
+    settings always give the same result, and another seed gives another draw of equal quality
+    (how far results move between seeds is the method's own noise).
 
     Strokes, points and boxes do not show where one class ends and the next begins either.
     Where the prompts leave boundaries open (``edge_snap="auto"``, the default), ``predict``
@@ -147,6 +149,7 @@ class ClassicSegmenter(Segmenter):
         max_samples_per_class: training pixel cap per class.
         n_estimators, min_samples_leaf, background_ratio: the trees (``BalancedExtraTrees``).
         depth_sigmas: depth scales in planes for stacks (see above); () for none.
+        seed: non-negative integer all random draws (pixel subsamples, trees) start from.
         smooth: Gaussian sigma (pixels) applied to the probability maps; 0 disables it.
         edge_snap: "auto" (snap labels to edges where the prompts leave boundaries open),
             "always" or "never".
@@ -177,6 +180,7 @@ class ClassicSegmenter(Segmenter):
         min_samples_leaf: int = 3,
         background_ratio: float = 3.0,
         depth_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0),
+        seed: int = 0,
         smooth: float = 1.0,
         edge_snap: str = "auto",
         edge_confidence: float = 0.65,
@@ -194,6 +198,9 @@ class ClassicSegmenter(Segmenter):
             raise ValueError(f"edge_snap must be one of {EDGE_SNAP_MODES}, got {edge_snap!r}")
         if not 0.5 <= edge_confidence <= 1:
             raise ValueError(f"edge_confidence must lie in [0.5, 1], got {edge_confidence}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        seed = int(seed)
         self.edge_snap, self.edge_confidence = edge_snap, float(edge_confidence)
         values = locals()
         for name in _FIT_PARAMS:  # every one of them is part of the fit cache key
@@ -349,7 +356,7 @@ class ClassicSegmenter(Segmenter):
         (at most that cap times the number of classes). ``balance``: class-balanced trees, else
         the trees keep the drawn pixels' proportions.
         """
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(self.seed)
         flat_targets = [t.ravel() for t in targets]
         classes = np.unique(np.concatenate([np.unique(t) for t in flat_targets]))
         classes = classes[classes >= 0]
@@ -367,7 +374,7 @@ class ClassicSegmenter(Segmenter):
         y = np.concatenate([t[r] for t, r in zip(flat_targets, rows, strict=True)])
         w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
         ratio = self.background_ratio if implicit else None
-        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, balance=balance)
+        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, self.seed, balance)
         return trees.fit(x, y, w)
 
     def _fit(self, episode: Episode, depth: bool) -> Fitted:

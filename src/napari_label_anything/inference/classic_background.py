@@ -47,12 +47,12 @@ def drop_prompt_like(targets: list[np.ndarray], features: list[np.ndarray], sett
     0; ``features``: per support, its (Y, X, F) float32 features; ``settings``: anything with
     the ``ClassicSegmenter`` attributes of the rule (``max_samples_per_class``,
     ``n_estimators``, ``min_samples_leaf``, ``n_jobs``, ``detection_threshold``,
-    ``detection_margin``, ``min_background``).
+    ``detection_margin``, ``min_background``, ``seed``).
     """
     from scipy.ndimage import distance_transform_edt
     from scipy.ndimage import label as connected
 
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(settings.seed + 1)  # not the training draw's stream
     flat = [f.reshape(-1, f.shape[-1]) for f in features]
     components = [connected(t > 0, structure=np.ones((3, 3))) for t in targets]
     offsets = np.cumsum([0] + [n for _, n in components])
@@ -72,7 +72,8 @@ def drop_prompt_like(targets: list[np.ndarray], features: list[np.ndarray], sett
     for k in range(n_folds):
         x_pos = np.concatenate([fl[fo == k] for fl, fo in zip(flat, folds, strict=True)])
         y = np.r_[np.ones(len(x_pos), np.intp), np.zeros(len(x_neg), np.intp)]
-        trees = BalancedExtraTrees(max(6, settings.n_estimators // 4), settings.min_samples_leaf, 1.0, settings.n_jobs)
+        trees = BalancedExtraTrees(max(6, settings.n_estimators // 4), settings.min_samples_leaf, 1.0, settings.n_jobs,
+                                   settings.seed)  # fmt: skip
         fold_trees.append(trees.fit(np.concatenate([x_pos, x_neg]), y, np.ones(len(y), np.float32)))
         for i in range(len(flat)):
             held.append(prompted_score(trees, i, np.flatnonzero(folds[i] == (k + 1) % n_folds)))
