@@ -190,3 +190,20 @@ def test_a_removed_widget_docked_again_works_again(qtbot, gated):
     assert widget.run(viewer.layers["stack"]) is not None
     qtbot.waitUntil(lambda: not widget.runs.busy, timeout=30_000)
     assert "stack labels" in viewer.layers and widget.status.text().startswith("done")
+
+
+def test_a_finished_callback_no_longer_counts_its_worker(qtbot):
+    """The launcher forgets a worker before that worker's own ``finished`` callback runs. The
+    other order lost an edit under load: the preview's callback ran and found nothing to redo,
+    then the edit saw the worker still counted and waited for a callback already gone."""
+    from napari_label_anything.widget.workers import WorkerLauncher
+
+    launcher, seen = WorkerLauncher(), []
+
+    def job():
+        yield "plane"
+
+    launcher.start(job, finished=lambda: seen.append(launcher.busy))
+    assert launcher.busy
+    qtbot.waitUntil(lambda: bool(seen), timeout=10_000)
+    assert seen == [False] and not launcher.busy

@@ -31,7 +31,8 @@ class WorkerLauncher:
 
     @property
     def busy(self) -> bool:
-        """True from ``start`` until the worker's ``finished`` signal (a queued worker counts)."""
+        """True from ``start`` until the worker's ``finished`` signal (a queued worker counts); a
+        worker no longer counts once its own ``finished`` callback runs."""
         return bool(self._workers)
 
     def start(
@@ -54,6 +55,10 @@ class WorkerLauncher:
         # _ignore_errors: the ``errored`` callback reports errors; napari would re-raise them
         # in the GUI thread otherwise (an uncaught traceback next to our notification).
         worker = create_worker(generator_function, *args, _start_thread=False, _ignore_errors=True)
+        # Forgotten first: a ``finished`` callback then sees ``busy`` without this worker. Queued
+        # slot calls of one signal can run apart; if the callback ran first, an edit made between
+        # it and the removal would be held back for a worker that had already finished.
+        worker.finished.connect(lambda: self._workers.remove(worker) if worker in self._workers else None)
         for signal, callback in (
             (worker.yielded, yielded),
             (worker.returned, returned),
@@ -63,7 +68,6 @@ class WorkerLauncher:
         ):
             if callback is not None:
                 signal.connect(callback)
-        worker.finished.connect(lambda: self._workers.remove(worker) if worker in self._workers else None)
         self._workers.append(worker)
         worker.start()
         return worker
