@@ -90,3 +90,16 @@ def test_nothing_to_encode_for_classic_and_never_a_download(qtbot, la_viewer, mo
     widget.schedule_encoding()
     qtbot.waitUntil(lambda: "first Run" in widget.encoding_state, timeout=10_000)
     assert widget.encoding_stats["started"] == 0 and not loaded
+
+
+def test_the_neighbours_setting_does_not_reload_a_checkpoint_model(la_viewer):
+    """Comparing planes with their neighbours is a classic-model setting: toggling it keeps the
+    loaded checkpoint model (no second copy) and the key its encoded supports are kept under."""
+    _, widget = la_viewer
+    picker = widget.model_picker
+    assert not picker.is_classic()
+    first, key = picker.get_segmenter(), picker._key()
+    picker.neighbours_check.setChecked(False)
+    assert picker.get_segmenter() is first and picker._key() == key and len(picker._segmenters) == 1
+    picker.set_model("classic", "cpu")
+    assert picker.is_classic() and picker.get_segmenter().depth_sigmas == ()

@@ -121,7 +121,7 @@ class SupportEncoding:
         if self.runs.busy or self._previews.busy or self._encodings.busy:
             self.encode_timer.start()  # after them: the model is used by one worker at a time
             return
-        if not self.supports or self._is_classic():
+        if not self.supports or self.model_picker.is_classic():
             self._set_encoding_text("")
             return
         try:

@@ -160,8 +160,22 @@ class ModelPicker(QGroupBox):
         """Whether the classic model compares stack planes with their neighbours (depth context)."""
         return self.neighbours_check.isChecked()
 
+    def is_classic(self) -> bool:
+        """Whether the chosen model and device resolve to the embedded ``classic`` model (False
+        when they cannot be resolved)."""
+        from ..device import resolve_device
+        from ..registry import CLASSIC, resolve_model_name
+
+        try:
+            return resolve_model_name(self.model_name, resolve_device(self.device).type) == CLASSIC
+        except Exception:  # noqa: BLE001 - an unknown model or device is not the classic one
+            return False
+
     def _key(self) -> tuple:
-        return (self.model_name, self.device, self.encoder, self.embeddings_folder, self.compare_neighbours)
+        # the neighbours setting is the classic model's alone: toggling it must not load another
+        # copy of a checkpoint model, nor make its encoded supports look stale
+        neighbours = self.compare_neighbours if self.is_classic() else None
+        return (self.model_name, self.device, self.encoder, self.embeddings_folder, neighbours)
 
     def get_segmenter(self):
         """Load (once per model, device, encoder and embeddings folder) the chosen segmenter.
@@ -176,7 +190,7 @@ class ModelPicker(QGroupBox):
         if key not in self._segmenters:
             name, device, encoder, embeddings, neighbours = key
             segmenter = load_segmenter(name, device, encoder=encoder, embeddings=embeddings)
-            if not neighbours and hasattr(segmenter, "depth_sigmas"):
+            if neighbours is False:  # a classic model (see ``_key``)
                 segmenter.depth_sigmas = ()  # part of its fit key: planes are then seen one by one
             self._segmenters[key] = segmenter
         return self._segmenters[key]

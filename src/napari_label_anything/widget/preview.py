@@ -96,18 +96,7 @@ class PreviewActions:
         if self._preview_user_choice is not None:
             return
         seconds = self.plane_seconds.get(self._model_key())
-        self.preview_check.setChecked(seconds < FAST_PLANE_S if seconds is not None else self._is_classic())
-
-    def _is_classic(self) -> bool:
-        from ..device import resolve_device
-        from ..registry import resolve_model_name
-
-        try:
-            return resolve_model_name(self.model_picker.model_name, resolve_device(self.model_picker.device).type) == (
-                "classic"
-            )
-        except Exception:  # noqa: BLE001 - an unknown model or device is not fast by default
-            return False
+        self.preview_check.setChecked(seconds < FAST_PLANE_S if seconds is not None else self.model_picker.is_classic())
 
     def _watch_prompt_edits(self, support) -> None:
         for layer in support.layers():
