@@ -108,21 +108,28 @@ def feature_margin(sigma_max: float) -> int:
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur (reflecting edges). From sigma 8 on, computed on a pyramid level: f x f block
-    means (f a power of two, f <= sigma / 4), blurred with the remaining sigma and interpolated
-    back linearly, within about 1 % of the exact blur and 3x faster at sigma 16."""
+    """Gaussian blur, the image extended beyond its edges by its edge pixels. From sigma 8 on,
+    computed on a pyramid level: f x f block means (f a power of two, f <= sigma / 4), blurred
+    with the remaining sigma and interpolated back linearly, within about 1 % of the exact blur
+    and 3x faster at sigma 16.
+
+    Edges are extended rather than mirrored: a mirror doubles whatever touches the edge (half a
+    nucleus cut by the frame becomes a whole one at the large scales), and the benchmark's
+    supports and queries are cut from larger images. Measured with ``bench_baselines``: 2D nuclei
+    masks +0.003 IoU on both splits, held-out masked mosaics and 3D masks +0.01 to +0.02.
+    """
     from scipy.ndimage import gaussian_filter, zoom
 
     f = 1
     while sigma / (2 * f) >= 4:
         f *= 2
     if f == 1:
-        return gaussian_filter(image, sigma, mode="reflect")
+        return gaussian_filter(image, sigma, mode="nearest")
     h, w = image.shape
     pad = ((0, -h % f), (0, -w % f))
-    padded = np.pad(image, pad, mode="reflect") if any(p for _, p in pad) else image
+    padded = np.pad(image, pad, mode="edge") if any(p for _, p in pad) else image
     small = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
-    small = gaussian_filter(small, np.sqrt(sigma * sigma - (f * f - 1) / 12) / f, mode="reflect")
+    small = gaussian_filter(small, np.sqrt(sigma * sigma - (f * f - 1) / 12) / f, mode="nearest")
     return zoom(small, f, order=1, grid_mode=True, mode="nearest")[:h, :w]
 
 
