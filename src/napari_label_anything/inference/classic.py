@@ -232,7 +232,11 @@ class ClassicSegmenter(Segmenter):
         """(Y, X, F) float32 features of a 2D image (``pixel_features``, cut at ``threshold``) in
         the ``colour`` or grey set, followed by its ``depth_features`` when ``depth`` (from
         ``depth``) is given."""
-        image01 = self.image01(image, value_range, colour)
+        return self._features01(self.image01(image, value_range, colour), depth, threshold)
+
+    def _features01(self, image01: np.ndarray, depth: Depth | None, threshold: float | None) -> np.ndarray:
+        """``features`` of an image already through ``image01``."""
+        colour = image01.ndim == 3
         self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour, depth) * 4, "the features")
         features = pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs, threshold)
         if depth is None:
@@ -393,8 +397,7 @@ class ClassicSegmenter(Segmenter):
             for target, weight, footprints in prompts:
                 add_background(target, weight, footprints)
         if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
-            features = [self.features(s.image, value_range, colour, d, threshold)
-                        for s, d in zip(episode.supports, depths, strict=True)]  # fmt: skip
+            features = [self._features01(im, d, threshold) for im, d in zip(images, depths, strict=True)]
             drop_prompt_like(targets, features, self)
         else:  # only the training pixels are featurised (band by band)
             at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs,
