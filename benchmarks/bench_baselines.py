@@ -45,6 +45,9 @@ one earlier versions used alone).
 Scores: IoU of the nucleus class, or for textures the mean IoU over the texture classes; seconds
 of fit plus prediction of all queries of one support (2 CPU threads here for every method), the
 median of ``--repeats`` passes (timings on a shared machine wander by a tenth from run to run).
+The methods' passes alternate (default, forest, Otsu, then the next pass), so a machine that
+slows down during a cell slows all of them; the last column is the median over paired passes
+of the forest's time over the default's (above 1: the default is faster).
 The default and the forest draw pixels and trees at random from a seed (``seed=`` and
 ``random_state=``, 0 unless told); ``--seeds N`` scores each with seeds 0..N-1 and prints the
 mean IoU, then the spread (standard deviation over seeds) in brackets: a difference smaller
@@ -67,8 +70,10 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -316,26 +321,55 @@ def iou_scores(pred: np.ndarray, truth: np.ndarray, classes) -> np.ndarray:
                      for k in classes])  # fmt: skip
 
 
-def evaluate(cases: list[Case], kind: str, method, repeats: int = 1, seeds: int = 1) -> tuple[float, float, float]:
-    """Pooled IoU (nuclei: the nucleus; textures: mean over classes), its mean over seeds
-    0..``seeds``-1 and standard deviation, and seconds per case (the median over ``repeats``
-    passes of each seed; one seed gives one result, so the IoU is its first pass's)."""
-    scores, passes = [], []
+class Method(NamedTuple):
+    run: Callable[[Case, str, int], np.ndarray]
+    seeded: bool  # draws pixels or trees from its seed (else it runs once, seed 0)
+
+
+METHODS = {"default": Method(run_default, True), "forest": Method(run_forest, True), "otsu": Method(run_otsu, False)}
+
+
+class Score(NamedTuple):
+    iou: float  # mean over seeds
+    spread: float  # standard deviation over seeds
+    seconds: float  # median pass, per case
+    ratio: float  # median over passes of this pass's seconds / the first method's (same seed and pass)
+
+
+def evaluate(cases: list[Case], kind: str, methods: dict[str, Method], repeats: int = 1,
+             seeds: int = 1) -> dict[str, Score]:  # fmt: skip
+    """Pooled IoU (nuclei: the nucleus; textures: mean over classes) of each method, its mean
+    over seeds 0..``seeds``-1 and standard deviation, and seconds per case (the median over
+    ``repeats`` passes of each seed; a seed's IoU is its first pass's).
+
+    Passes are interleaved, method after method within each seed and repeat, so a machine that
+    slows down during a cell slows every method alike; ``ratio`` compares paired passes.
+    """
     classes = [1] if cases[0].nuclei else range(len(cases[0].classes))
     truth = np.concatenate([case.query_truths.ravel() for case in cases])
-    for seed in range(seeds if method is not run_otsu else 1):
-        preds = []
+    scores = {name: [] for name in methods}
+    passes = {name: {} for name in methods}
+    for seed in range(seeds):
+        preds = {name: [] for name in methods}
         for repeat in range(repeats):
-            seconds = 0.0
-            for case in cases:
-                start = time.perf_counter()
-                pred = method(case, kind, seed).ravel()
-                seconds += time.perf_counter() - start
-                if repeat == 0:
-                    preds.append(pred)
-            passes.append(seconds / len(cases))
-        scores.append(iou_scores(np.concatenate(preds), truth, classes).mean())
-    return float(np.mean(scores)), float(np.std(scores)), float(np.median(passes))
+            for name, method in methods.items():
+                if seed and not method.seeded:
+                    continue
+                seconds = 0.0
+                for case in cases:
+                    start = time.perf_counter()
+                    pred = method.run(case, kind, seed).ravel()
+                    seconds += time.perf_counter() - start
+                    if repeat == 0:
+                        preds[name].append(pred)
+                passes[name][seed, repeat] = seconds / len(cases)
+        for name, pred in preds.items():
+            if pred:
+                scores[name].append(iou_scores(np.concatenate(pred), truth, classes).mean())
+    first = passes[next(iter(methods))]
+    return {name: Score(float(np.mean(scores[name])), float(np.std(scores[name])), float(np.median(list(p.values()))),
+                        float(np.median([t / first[key] for key, t in p.items()])))
+            for name, p in passes.items()}  # fmt: skip
 
 
 def main() -> None:
@@ -354,12 +388,11 @@ def main() -> None:
         "textures-3": lambda draw: textures(["brick", "grass", "gravel"], args.tuning, draw),
         "textures-4": lambda draw: textures(["brick", "grass", "gravel", "moon"], args.tuning, draw),
     }
-    methods = {"default": run_default, "forest": run_forest, "otsu": run_otsu}
     print(f"{'tuning variants' if args.tuning else 'reported variants'}, {os.cpu_count()} CPUs; IoU / seconds"
           f" (scribbles: {args.draws} draws pooled; {args.seeds} seed(s))")  # fmt: skip
     width = 13 if args.seeds == 1 else 21
-    head = "".join(f"{m + ' IoU':>{width}}{'s':>7}" for m in methods)
-    print(f"{'dataset':<12}{'prompts':<11}{'painted':>8}{head}")
+    head = "".join(f"{m + ' IoU':>{width}}{'s':>7}" for m in METHODS)
+    print(f"{'dataset':<12}{'prompts':<11}{'painted':>8}{head}{'forest/default time':>21}")
     for name, make in datasets.items():
         if args.only and args.only not in name:
             continue
@@ -368,11 +401,11 @@ def main() -> None:
             cases = [case for draw in draws for case in make(draw)]
             painted = np.mean([np.count_nonzero(prompt_labels(c, kind)) / c.truth.size for c in cases])
             row = f"{name:<12}{kind:<11}{painted:>8.1%}"
-            for method in methods.values():
-                score, spread, seconds = evaluate(cases, kind, method, args.repeats, args.seeds)
-                shown = f"{score:.3f}" if args.seeds == 1 else f"{score:.4f} ({spread:.4f})"
-                row += f"{shown:>{width}}{seconds:>7.3f}"
-            print(row, flush=True)
+            results = evaluate(cases, kind, METHODS, args.repeats, args.seeds)
+            for result in results.values():
+                shown = f"{result.iou:.3f}" if args.seeds == 1 else f"{result.iou:.4f} ({result.spread:.4f})"
+                row += f"{shown:>{width}}{result.seconds:>7.3f}"
+            print(f"{row}{results['forest'].ratio:>21.2f}", flush=True)
 
 
 if __name__ == "__main__":
