@@ -158,6 +158,10 @@ def test_strokes_snap_to_edges(disks):
     never = ClassicSegmenter(edge_snap="never").predict(episode, query)
     assert np.array_equal(never, proba.argmax(0))
     assert iou(labels == 2, query_truth) > 0.9 and iou(never == 2, query_truth) > 0.9
+    # where the flood's line runs: the area it adds (negative: removes) per pixel of outline
+    outline = np.count_nonzero(query_truth & ~ndi.binary_erosion(query_truth))
+    offset = (np.count_nonzero(labels == 2) - np.count_nonzero(query_truth)) / outline
+    assert -0.6 < offset < 0.0
     with_uncertainty, uncertainty = segmenter.predict_with_uncertainty(episode, query)
     assert np.array_equal(with_uncertainty, labels) and uncertainty.shape == query.shape
 
