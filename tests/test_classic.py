@@ -305,3 +305,28 @@ def test_validation(segmenter, pair):
         segmenter.predict(episode, np.full((32, 32), np.nan))
     with pytest.warns(UserWarning, match="class_rows"):
         segmenter.predict_proba(episode, query[:64, :64], class_rows=[0, 1, 2])
+
+
+def test_trees_are_the_same_whichever_threads_grow_them():
+    """Trees draw their seed from a per-thread state reseeded for each tree; interleaving fits
+    on several threads must not change a single split."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_label_anything.inference.classic_trees import BalancedExtraTrees
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1500, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 1500)
+    x[:, 0] += y
+    weight = rng.uniform(0.5, 1.0, 1500)
+
+    def splits(seed: int, n_jobs: int) -> list[np.ndarray]:
+        trees = BalancedExtraTrees(8, seed=seed, n_jobs=n_jobs).fit(x, y, weight)
+        return [t.tree_.threshold for t in trees.trees_]
+
+    alone = [splits(seed, 1) for seed in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(splits, range(4), [2] * 4))
+    for one, other in zip(alone, together, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(one, other, strict=True))
+    assert not np.array_equal(alone[0][0], alone[1][0])  # another seed, other trees

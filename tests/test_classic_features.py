@@ -111,3 +111,23 @@ def test_supports_and_queries_share_one_intensity_range(image01):
     assert np.mean(bright == 2) > 0.2 and np.mean(dim == 2) < 0.02
     stack = np.stack([query, query // 4])
     np.testing.assert_array_equal(segmenter.predict_stack(episode, stack), np.stack([bright, dim]))
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (37, 129), (3, 5), (1, 9), (64, 1)])
+def test_fast_kernels_match_scipy(shape):
+    """The pyramid's block means and linear upsampling and the Sobel magnitude are written with
+    slices for speed; they must be what the library functions they replace give."""
+    from scipy.ndimage import sobel, zoom
+
+    image = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
+    expected = np.hypot(sobel(image, 0), sobel(image, 1))
+    np.testing.assert_allclose(classic_features._sobel_magnitude(image), expected, atol=1e-5)
+    for f in (2, 4, 8):
+        padded = np.pad(image, ((0, -shape[0] % f), (0, -shape[1] % f)), mode="edge")
+        means = classic_features._block_means(padded, f)
+        np.testing.assert_allclose(means, padded.reshape(means.shape[0], f, means.shape[1], f).mean(axis=(1, 3)),
+                                   atol=1e-6)  # fmt: skip
+        up = classic_features._upsample_linear(classic_features._upsample_linear(means, f, 0)[: shape[0]], f, 1)
+        expected = zoom(means, f, order=1, grid_mode=True, mode="nearest")[: shape[0], : shape[1]]
+        assert up[:, : shape[1]].shape == expected.shape
+        np.testing.assert_allclose(up[:, : shape[1]], expected, atol=1e-6)

@@ -119,7 +119,7 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     2D nuclei masks +0.003 / +0.001 IoU (reported / held-out halves), held-out 3D masks +0.020
     and masked mosaics +0.004 to +0.012; the reported stack plane lost 0.010 (3D masks).
     """
-    from scipy.ndimage import gaussian_filter, zoom
+    from scipy.ndimage import gaussian_filter
 
     f = 1
     while sigma / (2 * f) >= 4:
@@ -129,9 +129,51 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     h, w = image.shape
     pad = ((0, -h % f), (0, -w % f))
     padded = np.pad(image, pad, mode="edge") if any(p for _, p in pad) else image
-    small = padded.reshape(padded.shape[0] // f, f, padded.shape[1] // f, f).mean(axis=(1, 3))
-    small = gaussian_filter(small, np.sqrt(sigma * sigma - (f * f - 1) / 12) / f, mode="nearest")
-    return zoom(small, f, order=1, grid_mode=True, mode="nearest")[:h, :w]
+    small = gaussian_filter(_block_means(padded, f), np.sqrt(sigma * sigma - (f * f - 1) / 12) / f, mode="nearest")
+    return _upsample_linear(_upsample_linear(small, f, 0)[:h], f, 1)[:, :w]
+
+
+def _block_means(image: np.ndarray, f: int) -> np.ndarray:
+    """Means of the f x f blocks of a (Y, X) float32 image whose sides are multiples of f.
+
+    Summed as f strided slices per axis: a reduction over the axes of a reshaped view is
+    about 20x slower."""
+    rows = image[0::f].copy()
+    for k in range(1, f):
+        rows += image[k::f]
+    means = rows[:, 0::f].copy()
+    for k in range(1, f):
+        means += rows[:, k::f]
+    means *= np.float32(1 / (f * f))
+    return means
+
+
+def _upsample_linear(image: np.ndarray, f: int, axis: int) -> np.ndarray:
+    """``image`` (float32) f times longer along ``axis``, interpolated linearly between pixel
+    centres, with the edge pixels extended beyond the edges: what
+    ``scipy.ndimage.zoom(image, f, order=1, grid_mode=True, mode="nearest")`` gives along that
+    axis, up to float32 rounding, 3 to 9x faster.
+
+    Output pixel f * i + k lies (k + 0.5) / f - 0.5 of a pixel from input pixel i, so each of the
+    f phases is one weighted sum of two shifted slices."""
+    n = image.shape[axis]
+
+    def along(part: slice) -> tuple[slice, ...]:
+        return (slice(None),) * axis + (part,)
+
+    padded = np.concatenate([image[along(slice(0, 1))], image, image[along(slice(n - 1, n))]], axis)
+    out = np.empty((*image.shape[: axis + 1], f, *image.shape[axis + 1 :]), np.float32)
+    for k in range(f):
+        offset = (k + 0.5) / f - 0.5
+        if offset < 0:  # between pixel i - 1 and pixel i
+            low, high, weight = padded[along(slice(0, -2))], padded[along(slice(1, -1))], offset + 1
+        else:  # between pixel i and pixel i + 1
+            low, high, weight = padded[along(slice(1, -1))], padded[along(slice(2, None))], offset
+        phase = out[(slice(None),) * (axis + 1) + (k,)]
+        np.subtract(high, low, out=phase)
+        phase *= np.float32(weight)
+        phase += low
+    return out.reshape(*image.shape[:axis], n * f, *image.shape[axis + 1 :])
 
 
 def _grey(image01: np.ndarray) -> np.ndarray:
@@ -185,13 +227,26 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
 
 def _edges_and_hessian(blur: np.ndarray) -> list[np.ndarray]:
     """Sobel gradient magnitude and the two Hessian eigenvalues (larger first) of a blurred image."""
-    from scipy.ndimage import sobel
-
     h_rr, h_rc = np.gradient(np.gradient(blur, axis=0), axis=(0, 1))
     h_cc = np.gradient(np.gradient(blur, axis=1), axis=1)
     half_trace, half_diff = (h_rr + h_cc) / 2, (h_rr - h_cc) / 2
     root = np.sqrt(half_diff * half_diff + h_rc * h_rc)
-    return [np.hypot(sobel(blur, 0), sobel(blur, 1)), half_trace + root, half_trace - root]
+    return [_sobel_magnitude(blur), half_trace + root, half_trace - root]
+
+
+def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
+    """The Sobel gradient magnitude of a (Y, X) float32 image, mirrored at its edges: what
+    ``np.hypot(scipy.ndimage.sobel(image, 0), scipy.ndimage.sobel(image, 1))`` gives, up to
+    float32 rounding, from slices of one padded copy (5x faster for the small kernels)."""
+    padded = np.pad(image, 1, mode="symmetric")  # scipy.ndimage's "reflect"
+    across_rows = padded[2:] - padded[:-2]
+    across_cols = padded[:, 2:] - padded[:, :-2]
+    d_rows = across_rows[:, :-2] + 2 * across_rows[:, 1:-1] + across_rows[:, 2:]
+    d_cols = across_cols[:-2] + 2 * across_cols[1:-1] + across_cols[2:]
+    d_rows *= d_rows
+    d_cols *= d_cols
+    d_rows += d_cols
+    return np.sqrt(d_rows, out=d_rows)
 
 
 def band_rows(height: int, width: int, max_pixels: int) -> int:
