@@ -137,7 +137,7 @@ def _block_means(image: np.ndarray, f: int) -> np.ndarray:
     """Means of the f x f blocks of a (Y, X) float32 image whose sides are multiples of f.
 
     Summed as f strided slices per axis: a reduction over the axes of a reshaped view is
-    about 20x slower."""
+    10 to 20x slower."""
     rows = image[0::f].copy()
     for k in range(1, f):
         rows += image[k::f]
@@ -237,7 +237,7 @@ def _edges_and_hessian(blur: np.ndarray) -> list[np.ndarray]:
 def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
     """The Sobel gradient magnitude of a (Y, X) float32 image, mirrored at its edges: what
     ``np.hypot(scipy.ndimage.sobel(image, 0), scipy.ndimage.sobel(image, 1))`` gives, up to
-    float32 rounding, from slices of one padded copy (5x faster for the small kernels)."""
+    float32 rounding, from slices of one padded copy (1.7x faster at 256², 4.5x at 1024²)."""
     padded = np.pad(image, 1, mode="symmetric")  # scipy.ndimage's "reflect"
     across_rows = padded[2:] - padded[:-2]
     across_cols = padded[:, 2:] - padded[:, :-2]
