@@ -188,6 +188,35 @@ def test_classes_that_tile_the_image_leave_no_background(segmenter):
     assert min(scores) >= 0.75, scores
 
 
+def test_one_prompted_class_never_tiles_the_image(segmenter):
+    """Strokes of one class on a field it nearly fills: the rule finds almost every candidate
+    like the strokes, which for two or more classes means they tile the image. One class cannot:
+    labelling every pixel with it would answer nothing, so the dark holes must stay background."""
+
+    def field(seed: int, size: int = 128):
+        rng = np.random.default_rng(seed)
+        holes = np.zeros((size, size), bool)
+        rows, cols = np.mgrid[:size, :size]
+        while holes.mean() < 0.10:
+            y, x, radius = *rng.uniform(0, size, 2), rng.uniform(3, 6)
+            holes |= (rows - y) ** 2 + (cols - x) ** 2 <= radius**2
+        image = ndi.gaussian_filter(np.where(holes, 0.25, 0.7), 1.0) + rng.normal(0, 0.04, (size, size))
+        return image.astype(np.float32), holes
+
+    support, holes = field(0)
+    query, query_holes = field(1)
+    far = ndi.distance_transform_edt(~holes) > 4
+    painted = np.zeros(support.shape, np.uint8)
+    for y, x in np.random.default_rng(3).integers(10, 118, (4, 2)):
+        rows, cols = np.minimum(127, y + np.arange(25) // 3), np.minimum(127, x + np.arange(25))
+        painted[rows, cols] = far[rows, cols]
+    episode = Episode(["cell"])
+    episode.add_support(support, labels=painted)
+    background = segmenter.predict(episode, query) == 0
+    assert (background & query_holes).sum() >= 0.95 * query_holes.sum()  # every hole found
+    assert background.mean() < 0.6  # and most of the field stays the class
+
+
 def test_colour_is_used(segmenter):
     support, truth = nuclei(0, colour=True)
     query, query_truth = nuclei(1, colour=True)

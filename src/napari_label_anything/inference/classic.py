@@ -102,8 +102,11 @@ class ClassicSegmenter(Segmenter):
           prompted class; above ``detection_threshold`` it is dropped, and so are those within
           ``detection_margin`` of such pixels that form regions touching no prompt (the rims
           of unprompted objects, which look unlike prompted centres).
-       c. If fewer than ``min_background`` of the candidates are left, the prompted classes
-          are taken to tile the image (e.g. a mosaic of textures): there is no background.
+       c. If fewer than ``min_background`` of the candidates are left, two or more prompted
+          classes are taken to tile the image (e.g. a mosaic of textures): there is no
+          background. One prompted class cannot tile it (the user asks for it to be told from
+          the rest): the candidates kept stay background, and if none was kept, the
+          ``min_background`` share of the candidates least like it.
        The rule assumes that pixels unlike every prompt are background; where a background
        looks like a prompted class, add a "background" class and prompt it.
 

@@ -5,7 +5,9 @@ a. ``add_background``: unprompted pixels far enough from every prompt are backgr
 b. ``drop_prompt_like``: candidates that look like prompted pixels are dropped, by
    positive-unlabelled learning (Elkan & Noto 2008): classifiers of held-out prompts against a
    candidate sample estimate how likely each candidate is to belong to a prompted class.
-c. If too few candidates are left, the prompted classes tile the image and there is none.
+c. If too few candidates are left, two or more prompted classes tile the image and there is
+   none; one prompted class cannot tile it, so the candidates kept stay background (if none
+   was kept, the ``min_background`` share least like it).
 """
 
 from __future__ import annotations
@@ -82,25 +84,29 @@ def drop_prompt_like(targets: list[np.ndarray], features: list[np.ndarray], sett
     # object: neighbouring prompted pixels are near-copies and would push it towards 1.
     c = max(float(np.concatenate(held).mean()), 1e-6)
 
-    def likely_prompted(i: int, rows: np.ndarray) -> np.ndarray:
-        score = sum(prompted_score(trees, i, rows) for trees in fold_trees) / n_folds
-        return score / c > settings.detection_threshold
+    def likeness(i: int, rows: np.ndarray) -> np.ndarray:  # estimated chance of a prompted class
+        return sum(prompted_score(trees, i, rows) for trees in fold_trees) / n_folds / c
 
-    # Where the prompted classes clearly tile the image (textures), a sample of the candidates
-    # shows it, and the rest need not be scored: the kept fraction below ``min_background`` by
-    # three standard errors of the sample (the full rule below only drops more, near drops).
-    probe = subsample([t.ravel() == 0 for t in targets], TILING_PROBE, rng)
-    n_probe = sum(len(rows) for rows in probe)
-    kept = sum(np.count_nonzero(~likely_prompted(i, rows)) for i, rows in enumerate(probe))
-    margin = 3 * np.sqrt(settings.min_background * (1 - settings.min_background) / max(n_probe, 1))
-    if kept < (settings.min_background - margin) * n_probe:
-        for target in targets:
-            target[target == 0] = -1
-        return
-    drops = []
+    # One prompted class cannot tile the image: the user asks for it to be told from the rest.
+    can_tile = len(np.unique(np.concatenate([t[t > 0] for t in targets]))) > 1
+    if can_tile:
+        # Where the prompted classes clearly tile the image (textures), a sample of the
+        # candidates shows it, and the rest need not be scored: the kept fraction below
+        # ``min_background`` by three standard errors of the sample (the full rule below only
+        # drops more, near drops).
+        probe = subsample([t.ravel() == 0 for t in targets], TILING_PROBE, rng)
+        n_probe = sum(len(rows) for rows in probe)
+        kept = sum(np.count_nonzero(likeness(i, rows) <= settings.detection_threshold) for i, rows in enumerate(probe))
+        margin = 3 * np.sqrt(settings.min_background * (1 - settings.min_background) / max(n_probe, 1))
+        if kept < (settings.min_background - margin) * n_probe:
+            for target in targets:
+                target[target == 0] = -1
+            return
+    drops, scores = [], []
     for i, (target, rows) in enumerate(zip(targets, candidates, strict=True)):
         drop = np.zeros(target.size, bool)
-        drop[rows[likely_prompted(i, rows)]] = True
+        scores.append(likeness(i, rows))
+        drop[rows[scores[-1] > settings.detection_threshold]] = True
         drop = drop.reshape(target.shape)
         if settings.detection_margin:
             regions, _ = connected(drop | (target > 0))
@@ -110,5 +116,11 @@ def drop_prompt_like(targets: list[np.ndarray], features: list[np.ndarray], sett
         drops.append(drop & (target == 0))
     total = sum(len(rows) for rows in candidates)
     tiled = total - sum(np.count_nonzero(d) for d in drops) < settings.min_background * total
+    if tiled and not can_tile:  # what was kept stays background; if nothing was, the least like it
+        tiled = False
+        if not any(((target == 0) & ~drop).any() for target, drop in zip(targets, drops, strict=True)):
+            cut = np.quantile(np.concatenate(scores), settings.min_background)
+            for drop, rows, score in zip(drops, candidates, scores, strict=True):
+                drop.flat[rows[score <= cut]] = False
     for target, drop in zip(targets, drops, strict=True):
         target[(target == 0) if tiled else drop] = -1  # tiled: the classes cover the image
