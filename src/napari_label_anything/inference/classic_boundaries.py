@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .classic_features import sobel_magnitude
+
 # Share of the prompts' outline that must touch another class's prompts for the prompts to
 # count as drawing the boundaries: complete masks score about 1, strokes 0.
 OUTLINED_SHARE = 0.5
@@ -54,15 +56,14 @@ def prompts_outline_boundaries(targets: Sequence[np.ndarray]) -> bool:
 
 
 def edge_strength(image01: np.ndarray, sigma: float) -> np.ndarray:
-    """(Y, X) float32 gradient magnitude of a (Y, X) or (Y, X, C) image in 0..1, after a
+    """(Y, X) float32 Sobel gradient magnitude of a (Y, X) or (Y, X, C) image in 0..1, after a
     Gaussian of ``sigma`` pixels (colour: root mean square over channels)."""
     from scipy.ndimage import gaussian_filter
-    from skimage.filters import sobel
 
     channels = image01[..., None] if image01.ndim == 2 else image01
     squares = np.zeros(channels.shape[:2], np.float32)
     for c in range(channels.shape[-1]):
-        squares += sobel(gaussian_filter(channels[..., c].astype(np.float32, copy=False), sigma)) ** 2
+        squares += sobel_magnitude(gaussian_filter(channels[..., c].astype(np.float32, copy=False), sigma)) ** 2
     return np.sqrt(squares / channels.shape[-1], out=squares)
 
 
