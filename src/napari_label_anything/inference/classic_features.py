@@ -202,7 +202,7 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     fine = _blur(grey, steps[0])
     if threshold is None:  # this image's own (``fine`` is the blur brightness_threshold would make)
         threshold = _otsu_cut(fine)
-    out[..., 7 * len(steps) - 2] = fine > threshold
+    _write_columns(out, 7 * len(steps) - 2, [fine > threshold])
     detail = grey - fine
     detail *= detail
     squared = grey * grey
@@ -214,24 +214,50 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
         columns.append(np.sqrt(np.maximum(_blur(squared, s) - blur * blur, 0)))
         if i:
             columns += [np.sqrt(np.maximum(_blur(detail, s), 0)), fine - blur]
-        for k, column in enumerate(columns):
-            out[..., j + k] = column
+        _write_columns(out, j, columns)
         if image01.ndim == 3:
-            for c in range(3):
-                channel = np.ascontiguousarray(image01[..., c], dtype=np.float32)
-                out[..., 7 * len(steps) - 1 + 3 * i + c] = _blur(channel, s)
+            channels = [_blur(np.ascontiguousarray(image01[..., c], dtype=np.float32), s) for c in range(3)]
+            _write_columns(out, 7 * len(steps) - 1 + 3 * i, channels)
 
     run_threaded(scale, range(len(steps) - 1, -1, -1), min(n_jobs, len(steps)))  # largest (slowest) sigma first
     return out
 
 
+def _write_columns(out: np.ndarray, start: int, columns: list[np.ndarray]) -> None:
+    """``out[..., start + k] = columns[k]`` for (Y, X) columns of a (Y, X, F) array, a few rows
+    at a time: each pixel's F values share cache lines, so filling the block of rows with every
+    column while it is cached is 3x faster than one column over the whole image after another."""
+    step = max(1, (1 << 15) // max(out.shape[1], 1))
+    for r0 in range(0, out.shape[0], step):
+        block = out[r0 : r0 + step]
+        for k, column in enumerate(columns):
+            block[..., start + k] = column[r0 : r0 + step]
+
+
 def _edges_and_hessian(blur: np.ndarray) -> list[np.ndarray]:
     """Sobel gradient magnitude and the two Hessian eigenvalues (larger first) of a blurred image."""
-    h_rr, h_rc = np.gradient(np.gradient(blur, axis=0), axis=(0, 1))
-    h_cc = np.gradient(np.gradient(blur, axis=1), axis=1)
+    d_rows = _derivative(blur, 0)
+    h_rr, h_rc = _derivative(d_rows, 0), _derivative(d_rows, 1)
+    h_cc = _derivative(_derivative(blur, 1), 1)
     half_trace, half_diff = (h_rr + h_cc) / 2, (h_rr - h_cc) / 2
     root = np.sqrt(half_diff * half_diff + h_rc * h_rc)
     return [sobel_magnitude(blur), half_trace + root, half_trace - root]
+
+
+def _derivative(image: np.ndarray, axis: int) -> np.ndarray:
+    """``np.gradient(image, axis=axis)`` of a (Y, X) float32 image (central differences, one-sided
+    at the edges), bit for bit, written straight into its output: 1.5 to 2x faster. A
+    single pixel along ``axis`` has derivative 0 (np.gradient refuses it)."""
+    out = np.empty_like(image)
+    moved, source = np.moveaxis(out, axis, 0), np.moveaxis(image, axis, 0)
+    if source.shape[0] < 2:
+        moved[...] = 0
+        return out
+    np.subtract(source[2:], source[:-2], out=moved[1:-1])
+    moved[1:-1] *= np.float32(0.5)
+    np.subtract(source[1], source[0], out=moved[0])
+    np.subtract(source[-1], source[-2], out=moved[-1])
+    return out
 
 
 def sobel_magnitude(image: np.ndarray) -> np.ndarray:
