@@ -216,8 +216,9 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
             columns += [np.sqrt(np.maximum(_blur(detail, s), 0)), fine - blur]
         _write_columns(out, j, columns)
         if image01.ndim == 3:
-            channels = [_blur(np.ascontiguousarray(image01[..., c], dtype=np.float32), s) for c in range(3)]
-            _write_columns(out, 7 * len(steps) - 1 + 3 * i, channels)
+            for c in range(3):  # one at a time, so a thread holds no more planes than before
+                channel = _blur(np.ascontiguousarray(image01[..., c], dtype=np.float32), s)
+                _write_columns(out, 7 * len(steps) - 1 + 3 * i + c, [channel])
 
     run_threaded(scale, range(len(steps) - 1, -1, -1), min(n_jobs, len(steps)))  # largest (slowest) sigma first
     return out
