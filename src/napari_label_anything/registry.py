@@ -1,8 +1,9 @@
 """Known models: the published Label Anything checkpoints, local folders, and the default.
 
 ``load_segmenter`` accepts a short name from this registry, a hub repo id, a checkpoint
-folder, ``classic`` (the embedded segmenter, no weights) or ``auto``: the best Label
-Anything checkpoint already on this machine, else ``classic``.
+folder, ``classic`` (the embedded segmenter, no weights) or ``auto``: the best published
+Label Anything checkpoint already on this machine, else ``classic`` (never a registered local
+model: those are chosen by name).
 
 Local folders are registered in ``models.json`` under the user config folder
 (``NAPARI_LABEL_ANYTHING_HOME`` overrides it).
@@ -153,8 +154,10 @@ def find_known(name: str) -> KnownModel | None:
 def resolve_model_name(name: str, device: str = "cpu") -> str:
     """Map a user-facing model name to a repo id, a folder path or ``classic``.
 
-    ``auto`` becomes the first cached checkpoint of the preference list for ``device`` (or a
-    registered local folder), else ``classic``.
+    ``auto`` becomes the first cached *published* checkpoint of the preference list for
+    ``device``, else ``classic``: never a model the user trained or registered (those are chosen
+    by their name), so what ``auto`` means does not change behind the user's back after a
+    fine-tune.
     """
     if name == AUTO:
         from .checkpoint import cached_checkpoint
@@ -164,9 +167,6 @@ def resolve_model_name(name: str, device: str = "cpu") -> str:
             known = find_known(short)
             if cached_checkpoint(known.repo_id) is not None:
                 return known.repo_id
-        for folder in local_models().values():
-            if folder.is_dir():
-                return str(folder)
         return CLASSIC
     known = find_known(name)
     if known is not None:

@@ -87,7 +87,8 @@ class ModelPicker(QGroupBox):
         embeddings_row.addWidget(browse)
         self.model_combo.setToolTip(
             "The model that segments your images.\n"
-            "auto: the best Label Anything model already on this computer, else 'classic'.\n"
+            "auto: the best published Label Anything model already on this computer, else 'classic'\n"
+            "(never a model you fine-tuned or registered: pick those by name).\n"
             "Label Anything models are downloaded once (the size is shown) and then work offline;\n"
             "'classic' needs no download and learns only from your scribbles;\n"
             "'local folder…': a folder holding config.json and model.safetensors."
