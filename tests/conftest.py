@@ -158,7 +158,8 @@ class GatedSegmenter:
         self._open.set()
         self.step(self.n_planes * 4)
 
-    def iter_predict_stack(self, episode, query, planes, rgb=False):
+    def iter_predict_stack(self, episode, query, planes, rgb=False, cancel=None, plane_progress=None):
+        """Ignores ``cancel`` and reports no steps within a plane, like a segmenter that cannot."""
         self.calls += 1
         for index in planes:
             self.entered.set()

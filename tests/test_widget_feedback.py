@@ -72,7 +72,8 @@ def test_the_full_loop_points_at_a_bad_plane_and_feeding_it_back_helps(qtbot, lo
     assert widget.last_error is None, widget.last_error
     support = widget.supports[-1]
     assert support.image is viewer.layers["stack"] or support.name == "stack"
-    np.testing.assert_array_equal(np.asarray(support.labels.data)[z], truth[z])
+    # every pixel is a prompt: the classes as painted, the background as background prompts
+    np.testing.assert_array_equal(np.asarray(support.labels.data)[z], np.where(truth[z] == 0, 255, truth[z]))
     assert not np.asarray(support.labels.data)[np.arange(len(truth)) != z].any()
     assert widget.support_list.count() == 2 and widget.support_list.item(1).text().startswith("stack")
     assert widget.query_combo.currentText() == "stack"  # the query stays the query
@@ -87,6 +88,8 @@ def test_the_full_loop_points_at_a_bad_plane_and_feeding_it_back_helps(qtbot, lo
     after = stack_ious(viewer, truth)
     print(f"stack mean IoU {np.mean(before):.3f} -> {np.mean(after):.3f}")
     assert np.mean(after) > np.mean(before) + 0.02
+    np.testing.assert_array_equal(viewer.layers["stack labels"].data[z], truth[z])  # kept as corrected
+    assert "1 corrected plane(s) kept as you painted them" in widget.status.text()
     assert z not in [i for (i,) in widget.suggest_planes(len(truth))]  # corrected planes are not suggested again
 
 

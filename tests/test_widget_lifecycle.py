@@ -11,6 +11,7 @@ import pytest
 from napari.utils.notifications import notification_manager
 
 from conftest import GatedSegmenter, blob_image
+from napari_label_anything.widget.dock import PROGRESS_PER_PLANE
 
 pytestmark = pytest.mark.napari
 
@@ -45,7 +46,7 @@ def start_and_enter(qtbot, widget, viewer, segmenter):
     assert worker is not None
     qtbot.waitUntil(segmenter.entered.is_set, timeout=30_000)
     segmenter.step()  # one plane done, the worker now waits inside the second
-    qtbot.waitUntil(lambda: widget.progress.value() == 1, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.progress.value() == PROGRESS_PER_PLANE, timeout=30_000)
     return worker
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import GatedSegmenter, blob_image
+from napari_label_anything.widget.dock import PROGRESS_PER_PLANE
 
 pytestmark = pytest.mark.napari
 
@@ -64,7 +65,7 @@ def start(qtbot, widget, viewer, segmenter, planes: int):
     worker = widget.run(viewer.layers["stack"], scope="all planes")
     assert worker is not None
     segmenter.step(planes)
-    qtbot.waitUntil(lambda: widget.progress.value() == planes, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.progress.value() == planes * PROGRESS_PER_PLANE, timeout=30_000)
     return worker
 
 
@@ -74,7 +75,7 @@ def test_planes_appear_as_they_finish_and_the_end_writes_them_all(qtbot, gated):
     assert written_planes(viewer) == [0]  # the first plane is visible while the run goes on
     assert viewer.layers["stack labels"].data[0].max() == 1
     segmenter.step()
-    qtbot.waitUntil(lambda: widget.progress.value() == 2, timeout=30_000)
+    qtbot.waitUntil(lambda: widget.progress.value() == 2 * PROGRESS_PER_PLANE, timeout=30_000)
     assert written_planes(viewer) == [0, 1] and worker.is_running
     assert viewer.layers["stack labels"].data[1].max() == 2
     with qtbot.waitSignal(worker.finished, timeout=30_000):

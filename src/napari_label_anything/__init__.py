@@ -22,6 +22,7 @@ _LAZY = {
     "Segmenter": "inference",
     "LabelAnythingSegmenter": "inference",
     "PredictionCancelled": "inference",
+    "PlaneSteps": "inference",
     "resolve_device": "device",
     "available_devices": "device",
     "CheckpointNotAvailableError": "checkpoint",
@@ -31,6 +32,7 @@ __all__ = [
     "CheckpointNotAvailableError",
     "Episode",
     "LabelAnythingSegmenter",
+    "PlaneSteps",
     "PredictionCancelled",
     "Segmenter",
     "Support",
@@ -43,7 +45,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .checkpoint import CheckpointNotAvailableError
     from .device import available_devices, resolve_device
-    from .inference import LabelAnythingSegmenter, PredictionCancelled, Segmenter, load_segmenter
+    from .inference import LabelAnythingSegmenter, PlaneSteps, PredictionCancelled, Segmenter, load_segmenter
 
 
 def __getattr__(name: str):

@@ -15,9 +15,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,13 @@ class Episode:
     >>> episode.add_support(image2, points=[(10, 20, 1)], boxes=[(0, 0, 30, 40, "membrane")])  # doctest: +SKIP
     """
 
-    def __init__(self, classes: Sequence[str], model: str | None = None, channels: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        classes: Sequence[str],
+        model: str | None = None,
+        channels: Sequence[int] | None = None,
+        colors: Mapping[str, str] | None = None,
+    ) -> None:
         if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
             hint = f"; for one class write [{classes!r}]" if isinstance(classes, str) else ""
             raise TypeError(f"classes must be a list of class names, got {type(classes).__name__} {classes!r}{hint}")
@@ -245,6 +252,7 @@ class Episode:
         self.supports: list[Support] = []
         self.model = model
         self.channels = channels
+        self.colors = colors
 
     @property
     def channels(self) -> tuple[int, ...] | None:
@@ -260,6 +268,29 @@ class Episode:
         from .preprocessing import MAX_COLOUR_CHANNELS, check_channels
 
         self._channels = check_channels(value, MAX_COLOUR_CHANNELS)
+
+    @property
+    def colors(self) -> dict[str, str]:
+        """Display colours of classes, ``{class name: "#rrggbb"}`` (the napari widget's class
+        colours; a class without one gets the default colour). Saved with the episode; models
+        never see them."""
+        return self._colors
+
+    @colors.setter
+    def colors(self, value: Mapping[str, str] | None) -> None:
+        if value is None:
+            self._colors: dict[str, str] = {}
+            return
+        if not isinstance(value, Mapping):
+            raise TypeError(f"colors must map class names to '#rrggbb', got {type(value).__name__}")
+        colors = {}
+        for name, color in value.items():
+            if name not in self.classes:
+                raise ValueError(f"colors names {name!r}, which is not a class of this episode ({self.classes})")
+            if not isinstance(color, str) or not re.fullmatch(r"#[0-9a-fA-F]{6}", color):
+                raise ValueError(f"the colour of class {name!r} must be '#rrggbb', got {color!r}")
+            colors[name] = color.lower()
+        self._colors = colors
 
     def __repr__(self) -> str:
         return f"Episode(classes={self.classes}, supports={len(self.supports)})"
@@ -390,7 +421,8 @@ class Episode:
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the episode (classes, supports with images, prompts, model id, channels) to one file.
+        """Write the episode (classes, supports with images, prompts, model id, channels, class
+        colours) to one file.
 
         The file is a NumPy ``.npz`` archive (arrays plus a JSON header); it is read back
         with ``allow_pickle=False``, so loading an episode never runs code. It is written
@@ -403,6 +435,7 @@ class Episode:
             "classes": self.classes,
             "model": self.model,
             "channels": None if self.channels is None else list(self.channels),
+            "colors": dict(self.colors),  # optional: files without it load with default colours
             "supports": [
                 {"name": s.name, "has_labels": s.labels is not None, "context_index": s.context_index}
                 for s in self.supports
@@ -454,9 +487,12 @@ class Episode:
         if not isinstance(supports, list) or not all(isinstance(info, dict) for info in supports):
             raise ValueError(f"{path} is damaged: its header's 'supports' is not a list of support records")
         try:
-            episode = cls(meta.get("classes"), model=meta.get("model"), channels=meta.get("channels"))
+            episode = cls(
+                meta.get("classes"), model=meta.get("model"), channels=meta.get("channels"), colors=meta.get("colors")
+            )
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{path} is damaged: bad classes, model or channels in its header: {err}") from None
+            what = "bad classes, model or channels (or colours)"
+            raise ValueError(f"{path} is damaged: {what} in its header: {err}") from None
         for i, info in enumerate(supports):
             try:
                 labels = data[f"support{i}.labels"] if info.get("has_labels") else None

@@ -24,6 +24,10 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 PROMPT_MASK_SIDE = 256  # hard-coded in the official data pipeline
 DEFAULT_PERCENTILES = (0.5, 99.5)
 RANGE_SAMPLE = 4_000_000  # values read to find a stack's intensity range
+PER_PLANE = "plane"  # a value_range meaning "this image's own percentiles", uint8 included
+NORMALISE_MODES = ("auto", "stack", "plane")  # how the planes of a stack are normalised
+DRIFT_SHARE = 0.08  # a plane whose median moves this share of the stack's range has drifted
+DRIFT_PLANES = 32  # planes sampled to tell whether brightness drifts through a stack
 
 
 CHANNEL_NAMES = ("red", "green", "blue", "alpha")
@@ -169,8 +173,11 @@ def _overflow_scale(magnitude: float) -> float:
     return magnitude if np.isfinite(magnitude) and magnitude > 1e300 else 1.0
 
 
-def check_value_range(value_range) -> tuple[float, float]:
-    """A user's ``value_range`` as (low, high) floats; ValueError unless two finite numbers, low < high."""
+def check_value_range(value_range) -> tuple[float, float] | str:
+    """A user's ``value_range`` as (low, high) floats, or ``PER_PLANE``; ValueError unless two
+    finite numbers with low < high."""
+    if isinstance(value_range, str) and value_range == PER_PLANE:
+        return PER_PLANE
     try:
         low, high = (float(v) for v in value_range)
     except (TypeError, ValueError):
@@ -189,6 +196,39 @@ def stack_value_range(stack) -> tuple[float, float] | None:
         return None
     low, high = intensity_range(stack)
     return (low, high) if high > low else None  # constant, or NaN (refused per plane later)
+
+
+def check_normalise(normalise: str) -> str:
+    if normalise not in NORMALISE_MODES:
+        raise ValueError(f"normalise must be one of {NORMALISE_MODES}, got {normalise!r}")
+    return normalise
+
+
+def brightness_drifts(planes, share: float = DRIFT_SHARE) -> bool:
+    """Whether the planes of a stack differ in brightness (bleaching, section thickness,
+    illumination): some plane's median lies more than ``share`` of the stack's intensity range
+    (0.5th..99.5th percentiles over the planes) from the median of the planes' medians.
+
+    Args:
+        planes: a sequence of 2D (Y, X[, C]) planes, e.g. evenly spaced planes of the stack
+            (``stacks.sample_planes``); each is subsampled to about 65,000 values.
+
+    The median is the background level where objects are sparse (fluorescence), so a plane
+    with fewer objects does not count as darker; in a dense image (EM) it follows the whole
+    plane's brightness.
+    """
+    samples = []
+    for plane in planes:
+        plane = np.asarray(plane)
+        step = max(1, int(np.sqrt(plane.shape[0] * plane.shape[1] / 65_536)))
+        samples.append(plane[::step, ::step].astype(np.float64).ravel())
+    if len(samples) < 2:
+        return False
+    low, high = np.percentile(np.concatenate(samples), DEFAULT_PERCENTILES)
+    if not high > low:
+        return False
+    medians = np.array([np.median(s) for s in samples])
+    return bool(np.max(np.abs(medians - np.median(medians))) > share * (high - low))
 
 
 def _intensity_sample(image) -> np.ndarray:
@@ -211,13 +251,14 @@ def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None =
     Every segmenter sees images through this one rule (``to_uint8_rgb`` quantises its result):
     uint8 is divided by 255 unless ``value_range`` is given; bool maps to 0/1; anything else
     maps ``value_range`` (default: this image's 0.5th..99.5th percentiles, over all channels)
-    linearly to 0..1 and is clipped, so hot pixels do not set the contrast. A constant image
-    becomes 0. Alpha is dropped.
+    linearly to 0..1 and is clipped, so hot pixels do not set the contrast. ``PER_PLANE``
+    takes this image's own percentiles whatever its dtype (a stack normalised plane by plane).
+    A constant image becomes 0. Alpha is dropped.
 
     Args:
         image: (Y, X), (Y, X, 3) or (Y, X, 4) array of any real dtype, finite values.
         value_range: (low, high) mapped to 0..1; pass one range for every plane of a stack so
-            all planes get the same contrast.
+            all planes get the same contrast; or ``PER_PLANE``.
     """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 4:
@@ -226,7 +267,8 @@ def normalise_image(image: np.ndarray, value_range: tuple[float, float] | None =
         return image.astype(np.float32)
     if image.dtype == np.uint8 and value_range is None:
         return image.astype(np.float32) / np.float32(255.0)
-    low, high = check_value_range(value_range) if value_range is not None else intensity_range(image)
+    value_range = check_value_range(value_range) if value_range is not None else PER_PLANE
+    low, high = intensity_range(image) if value_range == PER_PLANE else value_range
     if not high > low:
         return np.zeros(image.shape, np.float32)
     # float64; near the float limits (x - low) would overflow, so such ranges are scaled down first.

@@ -168,3 +168,10 @@ def stack_layout(
 
 def _bad_axis(axis: int, shape: tuple[int, ...]) -> int:
     raise ValueError(f"axis {axis} is out of range for a stack of shape {shape}")
+
+
+def sample_planes(stack, layout: StackLayout, n: int = 32) -> list[np.ndarray]:
+    """Up to ``n`` evenly spaced planes of ``stack`` (read one at a time, lazily for zarr/dask)."""
+    indices = layout.plane_indices()
+    chosen = np.unique(np.linspace(0, len(indices) - 1, min(n, len(indices))).round().astype(int))
+    return [np.asarray(layout.take(stack, indices[i])) for i in chosen]

@@ -53,6 +53,14 @@ def add_parser(sub) -> None:
     add_encoder_option(predict)
     predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
     predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
+    predict.add_argument(
+        "--normalise",
+        choices=("auto", "stack", "plane"),
+        default="auto",
+        help="intensity of a stack's planes: one range for the stack, each plane its own (for brightness "
+        "that drifts), or auto (default: each plane its own where the planes differ in brightness, "
+        "for models that support it)",
+    )
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     predict.add_argument("--cache", help="folder of stored image features (see 'embed'); reused and filled")
@@ -116,6 +124,8 @@ def plan(args: argparse.Namespace) -> list:
     except ValueError:
         raise ValueError(f"--class-rows must be comma-separated integers, got {args.class_rows!r}") from None
     options = {"class_rows": rows} if rows is not None else {}
+    if args.normalise != "auto":
+        options["normalise"] = args.normalise
     inputs = expand_inputs(args.queries, recursive=args.recursive)
     targets = output_paths(inputs, args.out, FORMATS[args.format])
     existing = [str(t) for t in targets if t.exists()]

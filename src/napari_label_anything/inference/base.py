@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 from ..episode import Episode
 from ..labels import labels_dtype
-from ..preprocessing import stack_value_range
-from ..stacks import as_stack, stack_layout
+from ..preprocessing import DRIFT_PLANES, PER_PLANE, brightness_drifts, check_normalise, stack_value_range
+from ..stacks import as_stack, sample_planes, stack_layout
 from .uncertainty import uncertainty_map
 
 ProgressCallback = Callable[[int, int], Any]
@@ -32,6 +33,59 @@ def is_cancelled(cancel: CancelCheck | None) -> bool:
     if cancel is None:
         return False
     return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
+
+
+class PlaneSteps:
+    """Progress and cancellation inside the prediction of one plane.
+
+    A plane can take long (a large plane, a slow model), so a segmenter whose plane goes
+    through several steps (the classic one's fit and row bands, Label Anything's tiles) takes
+    the ``current_steps()`` of the plane it predicts and calls ``step(done, total)`` after each
+    step, and ``check()`` between smaller pieces of work; both raise ``PredictionCancelled``
+    once ``cancel`` turns true, so a run stops within a step instead of at the end of the plane.
+    ``iter_predict_stack`` makes one per plane; a segmenter that cannot step never asks for it.
+
+    Used as a context manager it applies to the predictions made in this thread inside the
+    ``with`` block, e.g. ``with PlaneSteps(on_step, cancel): segmenter.predict(episode, image)``.
+
+    Args:
+        on_step: called as ``on_step(done, total)``: ``done`` of the plane's ``total`` steps are
+            finished (the total may differ between planes and segmenters).
+        cancel: a ``threading.Event`` or a callable (see ``is_cancelled``).
+    """
+
+    def __init__(self, on_step: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> None:
+        self.on_step, self.cancel = on_step, cancel
+        self._token = None
+
+    def check(self) -> None:
+        """Raise ``PredictionCancelled`` if ``cancel`` has turned true (safe from any thread)."""
+        if is_cancelled(self.cancel):
+            raise PredictionCancelled("prediction cancelled")
+
+    def step(self, done: int, total: int) -> None:
+        """``done`` of ``total`` steps are finished: check ``cancel``, then report them."""
+        self.check()
+        if self.on_step is not None:
+            self.on_step(done, total)
+
+    def __enter__(self) -> PlaneSteps:
+        self._token = _CURRENT_STEPS.set(self)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _CURRENT_STEPS.reset(self._token)
+
+
+_CURRENT_STEPS: ContextVar[PlaneSteps | None] = ContextVar("plane_steps", default=None)
+_NO_STEPS = PlaneSteps()
+
+
+def current_steps() -> PlaneSteps:
+    """The ``PlaneSteps`` of the plane this thread is predicting: one that neither reports nor
+    cancels outside ``iter_predict_stack`` and ``with PlaneSteps(...)``. Threads a segmenter
+    starts itself do not see it: it takes it in its own thread and passes ``check`` on."""
+    return _CURRENT_STEPS.get() or _NO_STEPS
 
 
 class Segmenter(ABC):
@@ -80,32 +134,68 @@ class Segmenter(ABC):
         cancel: CancelCheck | None = None,
         rgb: bool | None = None,
         uncertainty: bool = False,
+        normalise: str = "auto",
+        plane_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Iterator[tuple]:
         """Yield ``(plane_index, labels)`` for each plane of ``stack`` (see ``predict_stack``).
 
-        Planes are predicted with one shared intensity range, so 16-bit planes keep the same
-        contrast through the stack. ``cancel`` is checked before every plane. With
-        ``uncertainty=True`` it yields ``(plane_index, labels, uncertainty)`` instead, both
-        from one ``predict_with_uncertainty`` call per plane.
+        ``normalise`` (see ``normalisation``): "stack" predicts the planes with one shared
+        intensity range, so planes keep the same contrast through the stack; "plane" normalises
+        each plane (and each support) by its own percentiles, so a darker or brighter plane is
+        seen like the others; "auto" (default) is "plane" where the planes differ in
+        brightness and the segmenter supports it, else "stack". A ``value_range`` option wins
+        over both. ``cancel`` is checked before every plane, and within a plane by segmenters
+        that predict it in steps (``PlaneSteps``), which also report them to
+        ``plane_progress(done, total)``. With ``uncertainty=True`` it yields
+        ``(plane_index, labels, uncertainty)`` instead, both from one
+        ``predict_with_uncertainty`` call per plane.
         """
         stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
         episode.validate()
         indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
+        if is_cancelled(cancel):  # before the brightness check reads any plane
+            raise PredictionCancelled("prediction cancelled")
         if "value_range" not in options:
-            options["value_range"] = stack_value_range(stack)
+            per_plane = self.normalisation(stack, axis, rgb, normalise) == "plane"
+            options["value_range"] = PER_PLANE if per_plane else self._stack_range(stack)
+        elif check_normalise(normalise) == "plane":
+            raise ValueError("pass either value_range or normalise='plane', not both")
         if uncertainty:
 
             def predict_plane(plane, **extra):
-                return self.predict_with_uncertainty(episode, plane, **options, **extra)
+                with PlaneSteps(plane_progress, cancel):
+                    return self.predict_with_uncertainty(episode, plane, **options, **extra)
         else:
 
             def predict_plane(plane, **extra):
-                return self.predict(episode, plane, **options, **extra)
+                with PlaneSteps(plane_progress, cancel):
+                    return self.predict(episode, plane, **options, **extra)
 
         for index, result in self._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options):
             yield (index, *result) if uncertainty else (index, result)
+
+    #: whether "auto" may normalise plane by plane (supports included): segmenters whose
+    #: supports follow the same per-image rule as their queries
+    normalises_per_plane: bool = False
+
+    def normalisation(self, stack: Any, axis: int | tuple[int, ...] = 0, rgb: bool | None = None,
+                      normalise: str = "auto") -> str:  # fmt: skip
+        """What ``normalise`` resolves to for ``stack``: "stack" or "plane" (see
+        ``iter_predict_stack``); "auto" looks at up to ``DRIFT_PLANES`` evenly spaced planes."""
+        if check_normalise(normalise) != "auto":
+            return normalise
+        if not self.normalises_per_plane:
+            return "stack"
+        stack = as_stack(stack)
+        layout = stack_layout(stack.shape, axis, rgb)
+        drifts = layout.n_planes > 1 and brightness_drifts(sample_planes(stack, layout, DRIFT_PLANES))
+        return "plane" if drifts else "stack"
+
+    def _stack_range(self, stack: Any) -> tuple[float, float] | None:
+        """The one intensity range of a stack's planes in "stack" normalisation."""
+        return stack_value_range(stack)
 
     def _predict_planes(
         self,
@@ -136,6 +226,7 @@ class Segmenter(ABC):
         cancel: CancelCheck | None = None,
         rgb: bool | None = None,
         out: Any = None,
+        plane_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> np.ndarray:
         """Label every plane of a (Z, Y, X), (T, Z, Y, X) or (..., Y, X, 3|4) stack.
@@ -154,6 +245,10 @@ class Segmenter(ABC):
             out: where to write the labels (e.g. a zarr array, so memory does not grow with
                 the number of planes); it must have the shape of the result. Default: a new
                 NumPy array.
+            plane_progress: called as ``plane_progress(done, total)`` within a plane by
+                segmenters that predict a plane in steps (see ``PlaneSteps``).
+            options: ``normalise`` ("auto", "stack" or "plane", see ``iter_predict_stack``) and
+                the segmenter's prediction options.
 
         Returns:
             Labels with the stack's shape minus any colour axis, uint8 (uint16 above 255
@@ -166,9 +261,10 @@ class Segmenter(ABC):
         elif tuple(out.shape) != layout.labels_shape:
             raise ValueError(f"out has shape {tuple(out.shape)}; this stack's labels need {layout.labels_shape}")
         total = layout.n_planes if planes is None else len(layout.check_planes(planes))
-        for done, (index, labels) in enumerate(
-            self.iter_predict_stack(episode, stack, axis, planes=planes, cancel=cancel, rgb=rgb, **options), start=1
-        ):
+        planes_iter = self.iter_predict_stack(
+            episode, stack, axis, planes=planes, cancel=cancel, rgb=rgb, plane_progress=plane_progress, **options
+        )
+        for done, (index, labels) in enumerate(planes_iter, start=1):
             out[layout.labels_index(index)] = labels
             if progress is not None:
                 progress(done, total)

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..episode import CONTEXT_REACH, Episode, Support, check_image
 from ..labels import BACKGROUND, labels_dtype
-from ..preprocessing import intensity_range, normalise_image, stack_value_range
-from .base import PredictionCancelled, Segmenter, is_cancelled
+from ..preprocessing import PER_PLANE, intensity_range, normalise_image, stack_value_range
+from .base import PredictionCancelled, Segmenter, current_steps, is_cancelled
 from .cache import LRUCache
 from .classic_background import add_background, drop_prompt_like
 from .classic_boundaries import SNAP_BYTES_PER_PIXEL, prompts_outline_boundaries, snap_to_edges
@@ -27,6 +27,7 @@ from .classic_features import (
     BAND_PIXELS,
     BYTES_PER_FEATURE_PIXEL,
     Depth,
+    band_count,
     brightness_threshold,
     check_memory,
     depth_features,
@@ -57,6 +58,10 @@ class Fitted(NamedTuple):
     outlined: bool  # the prompts draw the boundaries (``classic_boundaries``); else labels snap to edges
 
 
+def _is_per_plane(value_range) -> bool:
+    return isinstance(value_range, str) and value_range == PER_PLANE
+
+
 def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Row/column indices of the pixels within ``radius`` of (y, x), clipped to the image."""
     cy, cx, r = int(round(y)), int(round(x)), int(np.ceil(radius))
@@ -83,12 +88,13 @@ class ClassicSegmenter(Segmenter):
       of its half-axes (at least the centre pixel), with sample weight ``box_weight``; core
       pixels claimed by boxes of two classes are dropped.
 
-    Background (class 0) training pixels follow exactly one of two rules:
+    Background (class 0) training pixels follow one of two rules per support:
 
-    1. Explicit: if a class is named "background" (case-insensitive), its prompts are the only
-       class 0 training pixels; its own output channel is always 0 (its probability is
-       reported as class 0, so ``predict`` labels it 0).
-    2. Implicit (no such class):
+    1. Explicit: if a class is named "background" (case-insensitive), its prompts are class 0
+       training pixels; its own output channel is always 0 (its probability is reported as
+       class 0, so ``predict`` labels it 0). A support with no background prompt (say scribbled
+       objects, beside a corrected plane fed back whole) takes rule 2.
+    2. Implicit (no such class, or no background prompt on this support):
        a. Candidates, per support: unprompted pixels outside every box and farther
           (Euclidean) than ``label_margin`` from every painted pixel, ``point_margin`` from
           every point's disk and ``box_margin`` from every box (boxes are taken to be tight);
@@ -141,8 +147,9 @@ class ClassicSegmenter(Segmenter):
     turns it off (e.g. for a time series whose objects move between frames). If any support is
     colour, every image is featurised as colour (see ``features``). Features and prediction run
     in row bands (``classic_features``); a plane whose prediction would not fit in the available
-    memory raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. ``stats`` counts
-    fits and fit-cache hits.
+    memory raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. A plane is
+    predicted in steps (``PlaneSteps``: the fit, each band's features and classes, the labels),
+    reported as they finish and cancellable within them. ``stats`` counts fits and fit-cache hits.
 
     Args:
         sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
@@ -241,7 +248,8 @@ class ClassicSegmenter(Segmenter):
         """``features`` of an image already through ``image01``."""
         colour = image01.ndim == 3
         self._check_memory(image01.shape, n_features(self.sigma_min, self.sigma_max, colour, depth) * 4, "the features")
-        features = pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs, threshold)
+        features = pixel_features(image01, self.sigma_min, self.sigma_max, self.n_jobs, threshold,
+                                  current_steps().check)  # fmt: skip
         if depth is None:
             return features
         return np.concatenate([features, depth_features(depth, slice(0, image01.shape[0]))], axis=-1)
@@ -336,20 +344,22 @@ class ClassicSegmenter(Segmenter):
         footprints = [(painted_fg, self.label_margin), (near_point, self.point_margin), (boxed, self.box_margin)]
         return target, weight, footprints
 
-    def fit(self, episode: Episode, depth: bool = False) -> Fitted:
+    def fit(self, episode: Episode, depth: bool = False, per_plane: bool = False) -> Fitted:
         """The classifier of an episode, whether it uses colour features and the episode's
         intensity range (fitted once, cached); with ``depth`` (only where ``uses_depth``), the
-        classifier of plane and depth features, for planes of a stack."""
+        classifier of plane and depth features, for planes of a stack; with ``per_plane``, each
+        support (and each of its neighbouring planes) normalised by its own percentiles, as
+        queries are in "plane" normalisation (``Segmenter.iter_predict_stack``)."""
         episode.validate()
         depth = depth and self.uses_depth(episode)
         # Parameters belong in the key, so changing an attribute after construction refits.
-        key = (episode.signature(), depth, *(getattr(self, name) for name in _FIT_PARAMS))
+        key = (episode.signature(), depth, per_plane, *(getattr(self, name) for name in _FIT_PARAMS))
         with self._lock:  # one fit per episode even when two threads ask at once
             fitted = self._fitted.get(key)
             if fitted is not None:
                 self.stats["fit_cache_hits"] += 1
                 return fitted
-            fitted = self._fit(episode, depth)
+            fitted = self._fit(episode, depth, per_plane)
             self.stats["fits"] += 1
             self._fitted.put(key, fitted)
             return fitted
@@ -384,28 +394,36 @@ class ClassicSegmenter(Segmenter):
         trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, self.seed, balance)
         return trees.fit(x, y, w)
 
-    def _fit(self, episode: Episode, depth: bool) -> Fitted:
+    def _fit(self, episode: Episode, depth: bool, per_plane: bool) -> Fitted:
         names = [c.strip().lower() for c in episode.classes]
         background_class = names.index(BACKGROUND) + 1 if BACKGROUND in names else None
-        implicit = background_class is None
         prompts = [self.prompt_pixels(s, background_class) for s in episode.supports]
         targets, weights = [p[0] for p in prompts], [p[1] for p in prompts]
+        # A support with no background prompt says nothing of its background but what the
+        # implicit rule infers, also when other supports prompt it (e.g. scribbled objects
+        # beside a corrected plane fed back whole): the rule runs on those supports only.
+        inferred = [background_class is None or not (t == 0).any() for t in targets]
+        implicit = any(inferred)
         colour = any(s.image.ndim == 3 for s in episode.supports)
-        value_range = self._episode_range(episode)
+        value_range = PER_PLANE if per_plane else self._episode_range(episode)
         images = [self.image01(s.image, value_range, colour) for s in episode.supports]
         depths = [self.depth((s.context, s.context_index), value_range) if depth else None for s in episode.supports]
         threshold = brightness_threshold(images, self.sigma_min)
-        outlined = prompts_outline_boundaries(targets)  # before implicit background is added
-        if implicit:
-            for target, weight, footprints in prompts:
+        # Before implicit background is added. Every support must draw its boundaries: one
+        # scribbled support leaves them open wherever its classes are seen.
+        outlined = all(prompts_outline_boundaries([t]) for t in targets)
+        for (target, weight, footprints), infer in zip(prompts, inferred, strict=True):
+            if infer:
                 add_background(target, weight, footprints)
-        if implicit and self.detection_threshold is not None and any((t == 0).any() for t in targets):
+        rule = [i for i, infer in enumerate(inferred) if infer and (targets[i] == 0).any()]
+        if rule and self.detection_threshold is not None:
             features = [self._features01(im, d, threshold) for im, d in zip(images, depths, strict=True)]
-            drop_prompt_like(targets, features, self)
+            drop_prompt_like([targets[i] for i in rule], [features[i] for i in rule], self)
         else:  # only the training pixels are featurised (band by band)
             at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs,
                          threshold=threshold)  # fmt: skip
             features = [partial(at, im, depth=d) for im, d in zip(images, depths, strict=True)]
+        current_steps().check()
         classifier = self._train(targets, weights, features, implicit, balance=implicit or not outlined)
         return Fitted(classifier, colour, value_range, depth, threshold, outlined)
 
@@ -450,7 +468,10 @@ class ClassicSegmenter(Segmenter):
         planes = context.planes if isinstance(context, Depth) else None if context is None else context[0]
         if planes is not None and len(planes) < 2:  # one plane has no depth, as in add_support
             context = None
-        fitted = self.fit(episode, depth=context is not None)
+        steps, total = current_steps(), self._n_steps(query.shape)  # the threads below get steps.check
+        steps.check()
+        fitted = self.fit(episode, depth=context is not None, per_plane=_is_per_plane(value_range))
+        steps.step(1, total)
         value_range = self._query_range(query, value_range, fitted.value_range)
         image01 = self.image01(query, value_range, fitted.colour)
         if not fitted.depth:
@@ -464,17 +485,25 @@ class ClassicSegmenter(Segmenter):
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = fitted.classifier.classes_.astype(np.intp)
         bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth,
-                              threshold=fitted.threshold)  # fmt: skip
-        for r0, r1, band in bands:
-            scores = predict_in_chunks(fitted.classifier, band.reshape(-1, band.shape[-1]))
+                              threshold=fitted.threshold, check=steps.check)  # fmt: skip
+        for b, (r0, r1, band) in enumerate(bands):
+            steps.step(2 + 2 * b, total)
+            scores = predict_in_chunks(fitted.classifier, band.reshape(-1, band.shape[-1]), steps.check)
             proba[columns, r0:r1] = scores.T.reshape(len(columns), r1 - r0, -1)
             del band, scores
+            steps.step(3 + 2 * b, total)
         if self.smooth > 0:
             from scipy.ndimage import gaussian_filter
 
             for c in columns:  # linear per channel, so channels still sum to 1
                 gaussian_filter(proba[c], self.smooth, output=proba[c], mode="nearest")
         return proba, image01, fitted
+
+    @staticmethod
+    def _n_steps(shape: tuple[int, ...]) -> int:
+        """Steps of a plane's prediction (``PlaneSteps``): the fit, each row band's features and
+        classes, the labels."""
+        return 2 * band_count(shape[0], shape[1]) + 2
 
     def _snaps(self, fitted: Fitted) -> bool:
         return self.edge_snap == "always" or (self.edge_snap == "auto" and not fitted.outlined)
@@ -483,13 +512,15 @@ class ClassicSegmenter(Segmenter):
         """(Y, X) labels of (N+1, Y, X) probabilities: their argmax, snapped to the image's
         edges where the episode's prompts leave boundaries open (see the class docstring)."""
         labels = np.empty(proba.shape[1:], labels_dtype(n_classes))
+        steps = current_steps()
         if self._snaps(fitted):  # after the feature bands are freed, so it needs no more than they did
             check_memory(image01.shape, SNAP_BYTES_PER_PIXEL * labels.size, "placing borders along edges")
-            labels[...] = snap_to_edges(proba, image01, self.edge_confidence, self.sigma_min)
-            return labels
-        step = max(1, (1 << 22) // max(proba.shape[2], 1))  # bounds argmax's int64 temporary
-        for r0 in range(0, proba.shape[1], step):
-            labels[r0 : r0 + step] = proba[:, r0 : r0 + step].argmax(axis=0)
+            labels[...] = snap_to_edges(proba, image01, self.edge_confidence, self.sigma_min, check=steps.check)
+        else:
+            step = max(1, (1 << 22) // max(proba.shape[2], 1))  # bounds argmax's int64 temporary
+            for r0 in range(0, proba.shape[1], step):
+                labels[r0 : r0 + step] = proba[:, r0 : r0 + step].argmax(axis=0)
+        steps.step(self._n_steps(labels.shape), self._n_steps(labels.shape))
         return labels
 
     def _proba_and_labels(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
@@ -500,11 +531,12 @@ class ClassicSegmenter(Segmenter):
         proba, image01, fitted = self._predict(episode, query, value_range, context, options)
         return proba, self._labels(proba, image01, fitted, episode.n_classes)
 
-    def iter_predict_stack(self, episode: Episode, stack: Any, *args: Any, **options: Any):
-        """As ``Segmenter.iter_predict_stack``, but every plane is normalised with the episode's
-        intensity range (one range for supports and queries) unless ``value_range`` is passed."""
-        options.setdefault("value_range", None)
-        return super().iter_predict_stack(episode, stack, *args, **options)
+    normalises_per_plane = True  # supports follow the queries' rule (``fit(per_plane=True)``)
+
+    def _stack_range(self, stack: Any) -> None:
+        """In "stack" normalisation every plane takes the episode's intensity range (one range
+        for supports and queries, see ``_episode_range``): None here says so."""
+        return None
 
     def _predict_planes(self, episode, stack, layout, indices, cancel, predict_plane, options):
         """One plane at a time, each with its neighbouring planes as ``context`` when the episode
@@ -514,7 +546,7 @@ class ClassicSegmenter(Segmenter):
             return
         if is_cancelled(cancel):
             raise PredictionCancelled("prediction cancelled")
-        fitted_range = self.fit(episode, depth=True).value_range
+        fitted_range = self.fit(episode, depth=True, per_plane=_is_per_plane(options.get("value_range"))).value_range
         itemsize = np.dtype(getattr(stack, "dtype", np.float32)).itemsize
         self._check_depth_memory(layout.spatial_shape, 2 * CONTEXT_REACH + 1, itemsize)
         stack_range = None  # one range for every plane, when neither the caller nor the episode has one

@@ -15,7 +15,7 @@ another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def edge_strength(image01: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sigma: float,
-                  min_area: int = 64) -> np.ndarray:  # fmt: skip
+                  min_area: int = 64, check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
     """Labels from class probabilities, with the unsure pixels assigned along the image's edges.
 
     Args:
@@ -79,6 +79,7 @@ def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sig
         sigma: Gaussian (pixels) applied before the gradient, against noise.
         min_area: a region of at least this many pixels whose argmax class is nowhere sure in it
             keeps that class from its innermost pixel (``_seed_unsure_objects``).
+        check: called before the flood (e.g. ``PlaneSteps.check``: raising there stops early).
 
     Returns:
         (Y, X) int32 labels 0..K-1. Where fewer than two classes have sure pixels there is no
@@ -96,7 +97,10 @@ def snap_to_edges(proba: np.ndarray, image01: np.ndarray, confidence: float, sig
     # only the unsure pixels and the sure ones beside them take part, so the flood's cost
     # follows the width of the open boundaries rather than the plane's size
     region = binary_dilation(markers == 0, iterations=1)
-    flooded = watershed(edge_strength(image01, sigma), markers, mask=region)
+    edges = edge_strength(image01, sigma)
+    if check is not None:
+        check()
+    flooded = watershed(edges, markers, mask=region)
     return np.where(flooded > 0, flooded - 1, labels).astype(np.int32, copy=False)
 
 

@@ -10,7 +10,7 @@ allocating, an image whose features would not fit in the available memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -181,7 +181,7 @@ def _grey(image01: np.ndarray) -> np.ndarray:
 
 
 def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float = 16.0, n_jobs: int = 1,
-                   threshold: float | None = None) -> np.ndarray:  # fmt: skip
+                   threshold: float | None = None, check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
     """Multi-scale features of a normalised (Y, X) or (Y, X, 3) image: (Y, X, F) float32.
 
     At each sigma s in sigma_min, 2 * sigma_min, ..., sigma_max, from the Gaussian blur G_s of
@@ -194,7 +194,8 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     between the dark and the bright pixels, which a classifier trained on strokes far from every
     edge cannot place by itself (it would split anywhere between the strokes). Colour images add
     each channel's G_s: full features per channel would triple the cost for little gain. The
-    scales are computed on ``n_jobs`` threads; the result does not depend on it.
+    scales are computed on ``n_jobs`` threads; the result does not depend on it. ``check`` (e.g.
+    ``PlaneSteps.check``) is called before each scale, so raising there stops the work early.
     """
     grey = np.ascontiguousarray(_grey(image01), dtype=np.float32)
     steps = sigmas(sigma_min, sigma_max)
@@ -208,6 +209,8 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
     squared = grey * grey
 
     def scale(i: int) -> None:  # writes the columns of sigma i (scipy's filters release the GIL)
+        if check is not None:
+            check()
         s, j = steps[i], 5 * i + 2 * max(i - 1, 0)
         blur = fine if i == 0 else _blur(grey, s)
         columns = [blur, *_edges_and_hessian(blur)]
@@ -281,6 +284,11 @@ def band_rows(height: int, width: int, max_pixels: int) -> int:
     return max(32, max_pixels // max(width, 1) // _ALIGN * _ALIGN)
 
 
+def band_count(height: int, width: int) -> int:
+    """How many bands ``feature_bands`` cuts a (height, width) image into by default."""
+    return -(-height // band_rows(height, width, BAND_PIXELS))
+
+
 def feature_bands(
     image01: np.ndarray,
     sigma_min: float,
@@ -289,6 +297,7 @@ def feature_bands(
     n_jobs: int = 1,
     depth: Depth | None = None,
     threshold: float | None = None,
+    check: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (row0, row1, (row1 - row0, X, F) features) covering the image top to bottom.
 
@@ -296,7 +305,7 @@ def feature_bands(
     image goes) and cropped, so the result matches ``pixel_features`` of the whole image up to
     the truncation of the Gaussian tails (well under 1e-3). With ``depth``, the band's
     ``depth_features`` follow its plane features. Every band is cut at ``threshold`` (default:
-    the whole image's ``brightness_threshold``).
+    the whole image's ``brightness_threshold``). ``check`` goes to ``pixel_features``.
     """
     height, width = image01.shape[:2]
     step = band_rows(height, width, BAND_PIXELS if max_pixels is None else max_pixels)
@@ -306,7 +315,7 @@ def feature_bands(
     for r0 in range(0, height, step):
         r1 = min(height, r0 + step)
         a, b = (0, height) if step >= height else (max(0, r0 - margin), min(height, r1 + margin))
-        band = pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs, threshold)[r0 - a : r1 - a]
+        band = pixel_features(image01[a:b], sigma_min, sigma_max, n_jobs, threshold, check)[r0 - a : r1 - a]
         if depth is not None:
             band = np.concatenate([band, depth_features(depth, slice(r0, r1))], axis=-1)
         yield r0, r1, band

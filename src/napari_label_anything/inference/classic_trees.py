@@ -8,6 +8,7 @@ bootstrap samples), ``predict_in_chunks`` (its probabilities with bounded tempor
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -104,10 +105,16 @@ class BalancedExtraTrees:
         return sum(run_threaded(vote, groups, self.n_jobs)) / np.float32(len(self.trees_))
 
 
-def predict_in_chunks(classifier: BalancedExtraTrees, x: np.ndarray) -> np.ndarray:
-    """``classifier.predict_proba`` in chunks, which bounds the trees' temporary memory."""
+def predict_in_chunks(
+    classifier: BalancedExtraTrees, x: np.ndarray, check: Callable[[], None] | None = None
+) -> np.ndarray:
+    """``classifier.predict_proba`` of (n, F) features in chunks, which bounds the trees'
+    temporary memory: (n, len(classes_)) float32. ``check`` (e.g. ``PlaneSteps.check``) is
+    called before each chunk, so raising there stops the work early."""
     out = np.zeros((len(x), len(classifier.classes_)), np.float32)
     for start in range(0, len(x), _PREDICT_CHUNK):
+        if check is not None:
+            check()
         out[start : start + _PREDICT_CHUNK] = classifier.predict_proba(x[start : start + _PREDICT_CHUNK])
     return out
 

@@ -16,6 +16,7 @@ import numpy as np
 from ..episode import Episode, check_image
 from ..labels import labels_dtype
 from ..preprocessing import (
+    PER_PLANE,
     check_value_range,
     image_to_model_input,
     intensity_range,
@@ -23,7 +24,7 @@ from ..preprocessing import (
     to_uint8_rgb,
 )
 from ..stacks import as_stack, stack_layout
-from .base import PredictionCancelled, Segmenter, is_cancelled
+from .base import PredictionCancelled, Segmenter, current_steps, is_cancelled
 from .cache import LRUCache, tiered_lookup
 from .embedding_store import BatchDigests, EmbeddingStore, weights_digest
 from .encoder_backends import make_encoder
@@ -104,7 +105,7 @@ class LabelAnythingSegmenter(Segmenter):
 
     def _model_input_on_device(self, image: np.ndarray, value_range: tuple[float, float] | None):
         """``_model_input`` computed on the model's device from the raw plane (torch twins)."""
-        if value_range is None and image.dtype not in (np.uint8, np.bool_):
+        if value_range == PER_PLANE or (value_range is None and image.dtype not in (np.uint8, np.bool_)):
             value_range = intensity_range(image)  # a subsampled percentile: cheap on the CPU
         raw = to_device(image, self.device_obj)
         rgb = to_uint8_rgb_torch(raw, value_range)
@@ -288,8 +289,9 @@ class LabelAnythingSegmenter(Segmenter):
         """Logits of a 2D query at its own size: (N+1, Y, X) float32 torch tensor.
 
         A plane much larger than the supports is tiled (``tiling``, see ``tiling_for``): tiles
-        of the supports' scale, overlapping, their logits blended; else the whole plane goes
-        through the model's own resize, as the official code does.
+        of the supports' scale, overlapping, their logits blended, each batch of tiles a step
+        of the plane (``PlaneSteps``: reported, and cancellable between batches); else the whole
+        plane goes through the model's own resize, as the official code does.
         """
         import torch
 
@@ -297,18 +299,24 @@ class LabelAnythingSegmenter(Segmenter):
         choice = self.tiling_for(episode, query.shape[:2])
         if not choice.tiled:
             return self._plane_logits(episode, query, class_rows, value_range)
-        if value_range is None:
+        if value_range == PER_PLANE:  # the plane's own range, the same for each of its tiles
+            low, high = intensity_range(query)
+            value_range = (low, high) if high > low else None
+        elif value_range is None:
             value_range = stack_value_range(query)  # one range for the plane: tiles keep its contrast
         self.class_embeddings(episode, class_rows)
         stitcher = Stitcher(query.shape[:2], episode.n_classes + 1)
         tiles = plan_tiles(query.shape[:2], choice.tile, choice.overlap)
+        steps = current_steps()  # each batch of tiles is a step (``PlaneSteps``)
         for start in range(0, len(tiles), self.batch_size):
+            steps.check()
             chunk = tiles[start : start + self.batch_size]
             views = [query[t.slices] for t in chunk]
             with self._digests.batch(views):  # each tile hashed once
                 self.encode_batch(views, value_range)
                 for t, view in zip(chunk, views, strict=True):
                     stitcher.add(t, self._plane_logits(episode, view, class_rows, value_range).cpu().numpy())
+            steps.step(start + len(chunk), len(tiles))
         return torch.from_numpy(stitcher.result()).to(self.device_obj)
 
     def tiling_for(self, episode: Episode, shape_yx: tuple[int, int]) -> TilingChoice:

@@ -3,10 +3,11 @@
 Thin by design: it collects prompts from layers into an ``Episode`` (``layers.py``), runs a
 ``Segmenter`` in a worker, one run at a time (``run_controller.py``, ``workers.py``), and
 writes a Labels layer (``layers.write_output``); files go through ``episode_files.py``.
-Every button reports a failure as one napari notification and on the status line. Closing the
-widget (napari's × takes it out of its dock) or the viewer stops its runs and takes back what
-they wrote; the state of a widget closed with × goes to the next one opened in that viewer
-(``persistence.py``).
+The controls are laid out by ``dock_layout.py`` (a scroll area between the class box and the
+run bar, foldable sections). Every button reports a failure as one napari notification and on
+the status line. Closing the widget (napari's × takes it out of its dock) or the viewer stops
+its runs and takes back what they wrote; the state of a widget closed with × goes to the next
+one opened in that viewer (``persistence.py``).
 From napari's console::
 
     widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")[1]
@@ -22,29 +23,17 @@ import weakref
 from pathlib import Path
 
 from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..stacks import stack_layout
 from .channels import ChannelControls
 from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
 from .classes import ClassTable
+from .dock_layout import KEY_RUN, SCOPES, build_ui
 from .encoding import SupportEncoding
 from .episode_files import export_output, load_episode_into
-from .feedback import FeedbackActions, is_plugin_output
+from .feedback import FeedbackActions, is_plugin_output, kept_planes
 from .finetune import FinetuneActions
-from .guidance import FirstRunHint, apply_tooltips
 from .layers import (
     SupportLayers,
     find_output_layer,
@@ -52,19 +41,19 @@ from .layers import (
     spatial_shape,
     supports_to_episode,
 )
-from .model_picker import ModelPicker
 from .persistence import adopt_state, forget_state, keep_state
 from .preview import PreviewActions
-from .reporting import make_status_label, set_status
 from .reporting import notify as _notify
+from .reporting import set_status
 from .run_controller import RunController, one_line
 from .support_list import SupportActions
 from .workers import import_torch_stack
 
 logger = logging.getLogger(__name__)
 
-KEY_RUN = "Alt-R"
-SCOPES = ("current plane", "plane range", "all planes")
+__all__ = ["KEY_RUN", "SCOPES", "LabelAnythingWidget"]
+
+PROGRESS_PER_PLANE = 100  # progress bar units per plane: it moves within a plane too
 
 
 class LabelAnythingWidget(
@@ -117,64 +106,12 @@ class LabelAnythingWidget(
     # -- UI --------------------------------------------------------------------------------
 
     def _build_ui(self) -> None:
-        layout = QVBoxLayout(self)
+        self._query_picked = False  # whether the user (or a script) chose the query in its combo
+        build_ui(self)  # dock_layout.py: class box, scroll area with the sections, run bar
 
-        self.model_picker = ModelPicker()
-        layout.addWidget(self.model_picker)
-
-        layout.addWidget(self._build_class_box())  # class_controls.py
-        self.hint = FirstRunHint()  # how to scribble, until the first successful run
-        layout.addWidget(self.hint)
-
-        layout.addWidget(self._build_support_box())  # support_list.py
-
-        query_box = QGroupBox("Query")
-        form = QFormLayout(query_box)
-        self.query_combo = QComboBox()
-        self.scope_combo = QComboBox()
-        self.scope_combo.addItems(SCOPES)
-        self.scope_combo.setCurrentText("all planes")
-        self.range_start, self.range_stop = QSpinBox(), QSpinBox()
-        range_row = QHBoxLayout()
-        range_row.addWidget(self.range_start)
-        range_row.addWidget(QLabel("to"))
-        range_row.addWidget(self.range_stop)
-        form.addRow("image", self.query_combo)
-        form.addRow("planes", self.scope_combo)
-        form.addRow("range (axis 0)", range_row)
-        form.addRow("channels", self._build_channel_combo())  # channels.py
-        form.addRow(self._build_preview_check())  # preview.py
-        self.query_combo.currentTextChanged.connect(self._bound_plane_range)
-        self.query_combo.currentTextChanged.connect(self._update_channel_choices)
-        run_row = QHBoxLayout()
-        self.run_button = QPushButton(f"Run ({KEY_RUN})")
-        self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(lambda: self.cancel())
-        run_row.addWidget(self.run_button)
-        run_row.addWidget(self.cancel_button)
-        form.addRow(run_row)
-        self.progress = QProgressBar()
-        self.status = make_status_label("ready")  # selectable; a long message whole in its tooltip
-        form.addRow(self.progress)
-        form.addRow(self.status)
-        layout.addWidget(query_box)
-        layout.addWidget(self._build_feedback_box())  # feedback.py: uncertainty, suggest, correct
-        layout.addWidget(self._build_finetune_box())  # finetune.py: learn from painted planes
-
-        file_row = QHBoxLayout()
-        self.save_button = QPushButton("save episode…")
-        self.load_button = QPushButton("load episode…")
-        self.export_button = QPushButton("export TIFF…")
-        for button, slot in ((self.save_button, self._save_episode_dialog),
-                             (self.load_button, self._load_episode_dialog),
-                             (self.export_button, self._export_dialog)):  # fmt: skip
-            button.clicked.connect(slot)
-            file_row.addWidget(button)
-        layout.addLayout(file_row)
-        layout.addStretch()
-        apply_tooltips(self)
+    def _query_chosen(self, *_) -> None:
+        """The query combo changed outside ``_refresh_layer_choices``: a choice (preview.py)."""
+        self._query_picked = True
 
     def _connect_classes(self, connect: bool = True) -> None:
         classes = self.classes
@@ -196,6 +133,7 @@ class LabelAnythingWidget(
 
         images = [lay.name for lay in self.viewer.layers if isinstance(lay, Image) and not is_plugin_output(lay)]
         labels = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        previous_query = self.query_combo.currentText()
         for combo, names, extra in (
             (self.support_image_combo, images, []),
             (self.query_combo, images, []),
@@ -208,11 +146,14 @@ class LabelAnythingWidget(
             if current in extra + names:
                 combo.setCurrentText(current)
             combo.blockSignals(False)
+        if previous_query not in images:
+            self._query_picked = False  # the chosen query went away
         support_images = {s.image.name for s in self.supports if not s.query_too}
         if self.query_combo.currentText() in support_images:
             others = [n for n in images if n not in support_images]
             if others:
                 self.query_combo.setCurrentText(others[-1])
+                self._query_picked = False  # a guess, not a choice
         self.supports = [s for s in self.supports if s.image in self.viewer.layers]
         self._refresh_support_list()
         self._bound_plane_range()
@@ -257,6 +198,11 @@ class LabelAnythingWidget(
         _notify("error", message, details)
 
     # -- running ---------------------------------------------------------------------------
+
+    @property
+    def normalise(self) -> str:
+        """How a stack's planes are normalised: "auto", "stack" or "plane" (``Segmenter.iter_predict_stack``)."""
+        return self.normalise_combo.currentData()
 
     @property
     def episode(self):
@@ -326,15 +272,18 @@ class LabelAnythingWidget(
             self.warn_one_channel([query_layer, *(s.image for s in self.supports)])  # channels.py
             self.cancel_preview()  # the run wins: a preview in flight is dropped
             return self.runs.start(self.segmenter_after_encoding, episode, query_layer, indices, watched, download,
-                                   uncertainty=self.uncertainty_check.isChecked(), channels=self.channels)  # fmt: skip
+                                   uncertainty=self.uncertainty_check.isChecked(), channels=self.channels,
+                                   kept=kept_planes(self.supports, query_layer),
+                                   normalise=self.normalise)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the UI boundary
             self._report_error("cannot run", err)
             return None
 
     def cancel(self) -> None:
-        """Stop the running prediction after the current plane; the planes it wrote are taken back."""
+        """Stop the running prediction (within its plane where the model predicts it in steps,
+        else after it); the planes it wrote are taken back."""
         if self.runs.busy:
-            self.status.setText("cancelling after the current plane…")
+            self.status.setText("cancelling…")
         self.runs.cancel()
 
     # RunView: how the run controller shows a run (never called after the widget closed).
@@ -342,7 +291,7 @@ class LabelAnythingWidget(
     def run_started(self, total: int) -> None:
         self.last_error = None
         self.status_history = []
-        self.progress.setRange(0, total)
+        self.progress.setRange(0, total * PROGRESS_PER_PLANE)
         self.progress.setValue(0)
         self.run_button.setEnabled(False)
         self.run_button.setText("running…")
@@ -353,9 +302,11 @@ class LabelAnythingWidget(
         set_status(self.status, text, details)
         self.status_history.append(text)
 
-    def run_progress(self, done: int, total: int) -> None:
-        self.progress.setValue(done)
-        self.status.setText(f"plane {done}/{total}")
+    def run_progress(self, done: float, total: int) -> None:
+        self.progress.setValue(round(done * PROGRESS_PER_PLANE))
+        whole = int(done)  # a fraction: the share of the plane in progress
+        text = f"plane {whole}/{total}" if done == whole else f"plane {whole + 1}/{total}: {done - whole:.0%}"
+        self.status.setText(text)
 
     def run_ended(self, kind: str, message: str, error: BaseException | None) -> None:
         self.run_button.setEnabled(True)
@@ -368,6 +319,8 @@ class LabelAnythingWidget(
         self._preview_after_run(kind == "done")  # preview.py
         self.schedule_encoding()  # encoding.py: what changed during the run
         if kind == "done":
+            if not self.hint.isHidden():  # the first run: show what comes next (the hint's last line)
+                self.sections["feedback"].set_expanded(True)
             self.hint.hide()
         elif kind == "failed":
             _notify("error", message, details)
@@ -411,7 +364,8 @@ class LabelAnythingWidget(
         if not len(self.classes) and not self.supports:
             return None
         try:
-            return f"{supports_to_episode(self.supports, self.classes).signature()} channels {self.channels}"
+            episode = supports_to_episode(self.supports, self.classes)
+            return f"{episode.signature()} channels {self.channels} colours {self.classes.colors}"
         except Exception:  # noqa: BLE001 - an incomplete episode still counts as changes
             return "incomplete"
 
@@ -501,7 +455,7 @@ class LabelAnythingWidget(
     def cleanup(self) -> None:
         """Stop workers and release key bindings and viewer events (called when the widget closes).
 
-        A run in progress stops after its current plane and writes nothing. Safe to call twice.
+        A run in progress stops (as ``cancel`` does) and writes nothing. Safe to call twice.
         """
         if self.closed:
             return

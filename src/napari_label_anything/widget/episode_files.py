@@ -15,9 +15,9 @@ import numpy as np
 from ..labels import labels_dtype
 from ..preprocessing import select_channels
 from . import reporting
-from .classes import BACKGROUND_PROMPT, is_background_name
-from .layers import find_output_layer, spatial_shape
-from .run_controller import one_line, same_layer
+from .classes import BACKGROUND_PROMPT, default_color, is_background_name
+from .layers import find_output_layer, same_layer, spatial_shape
+from .run_controller import one_line
 
 LOADED_KEY = "label_anything_loaded_support"  # metadata of support images an episode file created
 
@@ -70,7 +70,8 @@ def _stack_plane(viewer, support, channels=None):
 
 
 def load_episode_into(widget, path: str | Path):
-    """Recreate an episode's classes, model, support images, prompt layers and channel choice.
+    """Recreate an episode's classes (with their colours), model, support images, prompt layers
+    and channel choice.
 
     A class named "background" (what ``supports_to_episode`` writes for background prompts)
     becomes the built-in background row again.
@@ -82,7 +83,7 @@ def load_episode_into(widget, path: str | Path):
         return None
     widget.clear_episode()
     names, lookup = background_mapping(list(episode.classes))
-    widget.classes.reset(names)
+    widget.classes.reset(names, [episode.colors.get(name, default_color(k)) for k, name in enumerate(names, 1)])
     if episode.model:
         widget.set_model(episode.model, widget.model_picker.device)
     for i, support in enumerate(episode.supports):

@@ -4,10 +4,15 @@ After a run (with "uncertainty layer" checked) the query has an uncertainty Imag
 ``"<query> uncertainty"`` whose metadata keeps each plane's mean uncertainty from its latest
 run. ``suggest_planes`` ranks those planes (``inference.uncertainty.rank_planes``) and moves
 the viewer to the first. The user corrects the output Labels layer on that plane with napari's
-own tools; ``add_prediction_as_support`` then copies that plane of the output into mask prompts
-of the query layer, which becomes (or already is) a support: every prompted plane of a stack
-support is one support of the episode, so the next run uses it. Only the new support plane is
-new to the model: a Label Anything segmenter finds every query plane in its feature cache.
+own tools (the worst regions are enough); ``add_prediction_as_support`` then copies that plane
+of the output into mask prompts of the query layer as a complete annotation
+(``corrections.as_complete_prompts``: its background pixels are background prompts), and the
+query becomes (or already is) a support: every prompted plane of a stack support is one support
+of the episode, so the next run uses it. A model without background prompts (Label Anything)
+uses its classes only. Such a complete plane is kept as the user left it: ``kept_planes`` gives
+it to every later run and preview, which show it unchanged (``corrections.keep_planes``) and
+count where the model now disagrees. Only the new support plane is new to the model: a Label
+Anything segmenter finds every query plane in its feature cache.
 
 The layer functions need a viewer only (no Qt); ``FeedbackActions`` is the dock widget's part.
 """
@@ -16,8 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..corrections import as_complete_prompts, complete_planes
 from ..inference.uncertainty import plane_score, rank_planes
-from .layers import find_output_layer, spatial_shape
+from .classes import BACKGROUND_PROMPT
+from .layers import find_output_layer, keep_selection, place_output_layer, same_layer, spatial_shape
 
 UNCERTAINTY_KEY = "label_anything_uncertainty_for"  # metadata: the query layer's name
 SCORES_KEY = "label_anything_plane_uncertainty"  # metadata: {plane index: mean uncertainty}
@@ -58,11 +65,13 @@ def write_uncertainty(viewer, query_layer, planes: dict[tuple[int, ...], np.ndar
         name, suffix = f"{query_layer.name} uncertainty", 2
         while name in existing:
             name, suffix = f"{query_layer.name} uncertainty ({suffix})", suffix + 1
+        kept = keep_selection(viewer)
         layer = viewer.add_image(
             data, name=name, scale=query_layer.scale, translate=query_layer.translate, colormap="inferno",
             blending="additive", opacity=0.5, contrast_limits=(0.0, top),
             metadata={UNCERTAINTY_KEY: query_layer.name},  # before the layer lists refresh
         )  # fmt: skip
+        place_output_layer(viewer, layer, query_layer, kept)  # below the prompts; the selection kept
     else:
         layer.data = data
         layer.contrast_limits = (0.0, top)
@@ -100,6 +109,28 @@ def prompted_planes(support) -> set[tuple[int, ...]]:
     return {tuple(int(i) for i in np.unravel_index(j, labels.shape[:-2])) for j in np.nonzero(flat.any(axis=1))[0]}
 
 
+def kept_planes(supports, query_layer) -> dict[tuple[int, ...], np.ndarray]:
+    """{plane index: (Y, X) labels} of the query's planes that its own supports annotate
+    completely (every pixel prompted, background prompts as 0): the planes runs and previews
+    must show as the user gave them (``corrections.keep_planes``)."""
+    n_plane_axes = len(spatial_shape(query_layer)) - 2
+    kept: dict[tuple[int, ...], np.ndarray] = {}
+    for support in supports:
+        if same_layer(support.image, query_layer):
+            kept.update(complete_planes(np.asarray(support.labels.data), BACKGROUND_PROMPT, n_plane_axes))
+    return kept
+
+
+def kept_note(disagreements: dict[tuple[int, ...], int]) -> str:
+    """The status text for kept planes: how many, and where the model now disagrees."""
+    if not disagreements:
+        return ""
+    differ = sum(disagreements.values())
+    planes = ", ".join(_plane_text(i) for i, n in sorted(disagreements.items()) if n)
+    note = f"{len(disagreements)} corrected plane(s) kept as you painted them"
+    return note + (f" (the model differs on {differ} pixel(s), plane(s) {planes})" if differ else "")
+
+
 class FeedbackActions:
     """The dock widget's annotation loop (mixed into ``LabelAnythingWidget``)."""
 
@@ -124,8 +155,9 @@ class FeedbackActions:
         self.suggest_button.clicked.connect(lambda: self._guard(self.suggest_planes, "cannot suggest a plane"))
         self.feedback_button = QPushButton("Use this plane as support")
         self.feedback_button.setToolTip(
-            "After correcting the output labels on this plane with napari's Labels tools, add this\n"
-            "plane of the query, with its corrected labels as mask prompts, as a support. Run again."
+            "After correcting the output labels on this plane with napari's Labels tools (fixing the\n"
+            "worst regions is enough), add this plane of the query as a support: every pixel, background\n"
+            "included, becomes a prompt, and later runs keep the plane exactly as you left it. Run again."
         )
         self.feedback_button.clicked.connect(
             lambda: self._guard(self.add_prediction_as_support, "cannot use this plane as support")
@@ -136,8 +168,6 @@ class FeedbackActions:
         return box
 
     def _query_support(self, query_layer):
-        from .run_controller import same_layer  # run_controller imports this module
-
         return next((s for s in self.supports if same_layer(s.image, query_layer)), None)
 
     def suggest_planes(self, n: int = 1, query_layer=None) -> list[tuple[int, ...]]:
@@ -164,7 +194,9 @@ class FeedbackActions:
 
     def add_prediction_as_support(self, plane=None, query_layer=None):
         """Make plane ``plane`` of the query (default: the plane shown) a support whose mask
-        prompts are the output layer's labels on that plane as they are now (corrected or not).
+        prompts are the output layer's labels on that plane as they are now (corrected or not),
+        as a complete annotation: background pixels become background prompts
+        (``BACKGROUND_PROMPT``), so later runs keep the plane as it is (``kept_planes``).
 
         The query layer becomes a support (mask prompts ``"<query> mask prompts"``) the first
         time; later planes are added to the same layers. Returns the ``SupportLayers``.
@@ -178,7 +210,7 @@ class FeedbackActions:
         else:
             index = plane_index(query_layer, plane)
         labels = np.asarray(output.data[index] if index else output.data)
-        if not labels.any():
+        if not labels.any():  # most likely a plane no run wrote; paint background prompts instead
             raise ValueError(f"the output has no labels on plane {_plane_text(index)}: paint the classes first")
         if labels.max() > len(self.classes):
             raise ValueError(f"the output has label {int(labels.max())}, above the {len(self.classes)} class(es)")
@@ -189,15 +221,16 @@ class FeedbackActions:
         elif not support.owns_labels:
             raise ValueError(f"{query_layer.name!r} is a support with your own labels layer: paint it there")
         data = np.asarray(support.labels.data)
+        prompts = as_complete_prompts(labels, BACKGROUND_PROMPT)  # the background is an answer too
         if index:
-            data[index] = labels
+            data[index] = prompts
         else:
-            data[...] = labels
+            data[...] = prompts
         support.labels.data = data  # emits the data event: the support list updates
         self._refresh_support_list()
         self.status.setText(
-            f"plane {_plane_text(index)} of {query_layer.name!r} is a support now "
-            f"(mask prompts from {output.name!r}); run again to use it"
+            f"plane {_plane_text(index)} of {query_layer.name!r} is a support now and is kept as it is "
+            f"(every pixel, background included, from {output.name!r}); run again to use it"
         )
         return support
 

@@ -22,6 +22,16 @@ OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query
 CLASSES_KEY = "label_anything_classes"  # metadata: {label value: class name}
 
 
+def unwrapped(layer):
+    """The layer itself: a plugin's viewer hands out napari's PublicOnlyProxy wrappers."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def same_layer(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same layer (wrapped or not)."""
+    return unwrapped(a) is unwrapped(b)
+
+
 def spatial_shape(layer) -> tuple[int, ...]:
     """Shape of an image layer without its colour axis."""
     shape = tuple(layer.data.shape)
@@ -212,7 +222,10 @@ def supports_to_episode(
     """
     background = background and has_background_prompts(supports)
     n = len(classes)
-    episode = Episode(classes.names + ([BACKGROUND] if background else []), model=model, channels=channels)
+    episode = Episode(
+        classes.names + ([BACKGROUND] if background else []), model=model, channels=channels,
+        colors=dict(zip(classes.names, classes.colors, strict=True)),  # saved with the episode
+    )  # fmt: skip
 
     def as_class(values: np.ndarray) -> np.ndarray:
         return np.where(values == BACKGROUND_PROMPT, n + 1 if background else 0, values)
@@ -271,6 +284,37 @@ def find_output_layer(viewer, query_layer):
     return None
 
 
+def keep_selection(viewer) -> tuple:
+    """The layer selection as it is now: (selected layers, the active layer, its mode)."""
+    selection = viewer.layers.selection
+    active = selection.active
+    return list(selection), active, getattr(active, "mode", None)
+
+
+def _position(layers, layer) -> int | None:
+    return next((i for i, other in enumerate(layers) if same_layer(other, layer)), None)
+
+
+def place_output_layer(viewer, layer, query_layer, kept: tuple) -> None:
+    """Put a layer the plugin just added where it covers no scribbles, and give the selection back.
+
+    ``layer`` goes directly above ``query_layer`` in the layer list, so below the prompt layers
+    (added after their images); the selected layers, the active layer and its mode become
+    ``kept`` again (``keep_selection`` before adding: napari selects the layer it adds, and the
+    next drag would pan the new layer instead of painting the prompt layer).
+    """
+    layers = viewer.layers
+    query, current = _position(layers, query_layer), _position(layers, layer)
+    if query is not None and current is not None:
+        layers.move(current, query + 1)  # before the layer above the query (pre-move index)
+    selected, active, mode = kept
+    present = [other for other in selected if _position(layers, other) is not None]
+    layers.selection.clear()
+    layers.selection.update(present)
+    if active is not None and mode is not None and _position(layers, active) is not None and active.mode != mode:
+        active.mode = mode
+
+
 def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarray], classes: ClassTable):
     """Write predicted planes into the plugin's output layer for ``query_layer``.
 
@@ -296,10 +340,12 @@ def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarra
         while name in existing:
             name = f"{query_layer.name} labels ({suffix})"
             suffix += 1
+        kept = keep_selection(viewer)
         layer = viewer.add_labels(
             data, name=name, scale=query_layer.scale, translate=query_layer.translate, opacity=0.6
         )
         layer.metadata[OUTPUT_KEY] = query_layer.name
+        place_output_layer(viewer, layer, query_layer, kept)
     else:
         layer.data = data
     layer.metadata[CLASSES_KEY] = names

@@ -4,9 +4,10 @@ napari's × on a dock takes the widget out (``dock.py`` then releases it), and t
 builds a *new* widget afterwards. So when a widget is released, its state is kept for its
 viewer (``keep_state``): the class table itself (names, colours, active row, its undo), the
 supports with their prompt layers, the model choice with its loaded models (no reload), the
-channel, preview and query choices, what was last saved, and whether the first-run hint was
-dismissed. A new widget for that viewer adopts it (``adopt_state``); a widget docked again
-takes its own state back. The state is held per viewer, weakly: a closed viewer drops it.
+channel, preview and query choices, which dock sections are open, what was last saved, and
+whether the first-run hint was dismissed. A new widget for that viewer adopts it
+(``adopt_state``); a widget docked again takes its own state back. The state is held per
+viewer, weakly: a closed viewer drops it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def keep_state(widget) -> None:
         "preview_choice": widget._preview_user_choice,
         "plane_seconds": dict(widget.plane_seconds),
         "query": widget.query_combo.currentText(),
+        "query_picked": widget._query_picked,
+        "sections": {key: section.expanded for key, section in widget.sections.items()},
         "scope": widget.scope_combo.currentText(),
         "saved_signature": getattr(widget, "_saved_signature", None),
         "hint_hidden": widget.hint.dismissed or widget.hint.isHidden(),
@@ -87,7 +90,10 @@ def adopt_state(widget) -> bool:
     widget._refresh_layer_choices()
     if state["query"] in viewer.layers:
         widget.query_combo.setCurrentText(state["query"])
+    widget._query_picked = state["query_picked"] and widget.query_combo.currentText() == state["query"]
     widget.scope_combo.setCurrentText(state["scope"])
+    for key, expanded in state["sections"].items():
+        widget.sections[key].set_expanded(expanded)
     widget._update_channel_choices()
     if widget.channel_combo.findText(state["channel"]) >= 0:
         widget.channel_combo.setCurrentText(state["channel"])

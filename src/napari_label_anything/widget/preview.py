@@ -11,7 +11,12 @@ A full Run always wins: no preview starts while it is busy, starting it drops an
 flight, and an edit made during the run is previewed after it. A preview never downloads a
 model. The "live preview" check box is on by default when a plane costs under ``FAST_PLANE_S``
 (measured on the last run or preview of the chosen model; before any, for the embedded
-'classic' model only), unless the user set it (the box or ``set_live_preview``).
+'classic' model only), unless the user set it (the box or ``set_live_preview``); when it turns
+itself off, the status line says why.
+
+The image previewed is the query chosen in the query combo (by the user or a script), else the
+top-most visible image (``shown_query``): the one on screen. Writing a preview never changes
+the selected layer nor its mode (``layers.place_output_layer``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox
 
+from ..corrections import keep_planes
 from ..labels import class_names
-from .layers import CLASSES_KEY, find_output_layer, model_data, spatial_shape, write_output
+from .feedback import kept_note, kept_planes
+from .layers import CLASSES_KEY, find_output_layer, model_data, same_layer, spatial_shape, write_output
 from .reporting import set_status
-from .run_controller import one_line, same_layer
+from .run_controller import one_line
 from .workers import WorkerLauncher, predict_planes
 
 logger = logging.getLogger(__name__)
@@ -41,11 +48,12 @@ PREVIEW_TOOLTIP = (
 )
 
 
-def preview_job(get_segmenter, episode, data, index, rgb) -> Iterator[tuple[str, Any]]:
+def preview_job(get_segmenter, episode, data, index, rgb, normalise="auto", cancel=None) -> Iterator[tuple[str, Any]]:
     """Worker generator: ``predict_planes`` for one plane, then ("seconds", plane time) measured
-    from the model being ready to the plane being done (loading excluded)."""
+    from the model being ready to the plane being done (loading excluded). ``cancel``: see
+    ``predict_planes`` (a newer edit stops a preview within its plane)."""
     ready = time.perf_counter()
-    for kind, payload in predict_planes(get_segmenter, episode, data, [index], rgb, None, False):
+    for kind, payload in predict_planes(get_segmenter, episode, data, [index], rgb, None, False, normalise, cancel):
         if kind == "model":
             ready = time.perf_counter()
         elif kind == "plane":
@@ -96,7 +104,21 @@ class PreviewActions:
         if self._preview_user_choice is not None:
             return
         seconds = self.plane_seconds.get(self._model_key())
+        was_on = self.preview_check.isChecked()
         self.preview_check.setChecked(seconds < FAST_PLANE_S if seconds is not None else self.model_picker.is_classic())
+        if was_on and not self.preview_check.isChecked():
+            self._say_preview_off(seconds)
+
+    def _say_preview_off(self, seconds: float | None) -> None:
+        """The preview turned itself off: say why on the status line (after what it said)."""
+        if seconds is not None:
+            why = f"a plane took {seconds:.1f} s (over {FAST_PLANE_S:g} s)"
+        else:
+            model = self.model_picker.model_name
+            why = f"no plane of {model} measured yet (on once a plane takes under {FAST_PLANE_S:g} s)"
+        note = f"live preview off: {why}; tick 'live preview' to turn it back on"
+        before = self.status.text()
+        set_status(self.status, f"{before} · {note}" if before and before != "ready" else note)
 
     def _watch_prompt_edits(self, support) -> None:
         for layer in support.layers():
@@ -128,11 +150,12 @@ class PreviewActions:
                 self._previews.stop_all()
             return
         try:
-            query = self._chosen_query()
+            query = self._preview_query()
             episode = self._build_episode(background=self.classes.background_paintable, channels=self.channels)
             if self.model_picker.checkpoint_to_download() is not None:
                 raise ValueError("the model must be downloaded first: press Run once")
             index = self._plane_indices(query, "current plane")[0]
+            kept = kept_planes(self.supports, query).get(index)  # a corrected plane is shown as corrected
             data, rgb = model_data(query, self.channels)
         except Exception as err:  # noqa: BLE001 - an incomplete episode: say why, no notification
             set_status(self.status, f"live preview waits: {one_line(err)}")
@@ -154,10 +177,15 @@ class PreviewActions:
                 return
             if not any(same_layer(layer, query) for layer in self.viewer.layers):
                 return
-            layer = write_preview(self.viewer, query, index, plane["labels"], self.classes)
+            labels, note = plane["labels"], ""
+            if kept is not None:
+                shown = {index: labels}
+                note = "; " + kept_note(keep_planes(shown, {index: kept}))
+                labels = shown[index]
+            layer = write_preview(self.viewer, query, index, labels, self.classes)
             self.preview_stats["written"] += 1
             where = f" plane {index[0] if len(index) == 1 else index}" if index else ""
-            set_status(self.status, f"live preview{where} -> {layer.name!r} ({plane['seconds']:.2f} s)")
+            set_status(self.status, f"live preview{where} -> {layer.name!r} ({plane['seconds']:.2f} s){note}")
             self.note_plane_seconds(plane["seconds"])
 
         def errored(error) -> None:
@@ -171,9 +199,18 @@ class PreviewActions:
                 self.preview_timer.start(0)
 
         self._previews.start(
-            preview_job, self.segmenter_after_encoding, episode, data, index, rgb,
-            yielded=yielded, returned=returned, errored=errored, finished=finished,
+            preview_job, self.segmenter_after_encoding, episode, data, index, rgb, self.normalise,
+            yielded=yielded, returned=returned, errored=errored, finished=finished, cancellable=True,
         )  # fmt: skip
+
+    def _preview_query(self):
+        """The image a preview predicts: the query combo's layer when the user (or a script)
+        chose it, else the image on screen (``shown_query``), else the combo's layer."""
+        if not self._query_picked:
+            shown = shown_query(self.viewer, self.supports)
+            if shown is not None:
+                return shown
+        return self._chosen_query()
 
     def _preview_after_run(self, done: bool) -> None:
         """A full run ended: take its plane time and, when it succeeded, preview the edits made
@@ -184,6 +221,24 @@ class PreviewActions:
         elif self._preview_again:
             self._preview_again = False
             self.prompt_edited()
+
+
+def shown_query(viewer, supports):
+    """The top-most visible image layer that can be a query (None: none is visible).
+
+    Plugin outputs never are (the labels are no Image layer; the uncertainty layer is skipped);
+    an image that is only a support counts only when no other image is visible (a stack can be
+    its own query: the planes not prompted).
+    """
+    from napari.layers import Image
+
+    from .feedback import is_plugin_output
+
+    visible = [layer for layer in reversed(viewer.layers)
+               if isinstance(layer, Image) and layer.visible and not is_plugin_output(layer)]  # fmt: skip
+    only_supports = [support.image for support in supports if not support.query_too]
+    others = [layer for layer in visible if not any(same_layer(layer, image) for image in only_supports)]
+    return (others or visible or [None])[0]
 
 
 def write_preview(viewer, query_layer, index: tuple[int, ...], labels, classes):

@@ -23,7 +23,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .layers import model_data, write_output
+from ..corrections import keep_planes
+from .feedback import kept_note
+from .layers import model_data, same_layer, write_output
 from .reporting import flat, short
 from .run_output import ProgressiveOutput, ProgressiveUncertainty
 from .workers import PredictionError, WorkerLauncher, predict_planes
@@ -36,7 +38,9 @@ class RunView(Protocol):
 
     def run_started(self, total: int) -> None: ...
 
-    def run_progress(self, done: int, total: int) -> None: ...
+    def run_progress(self, done: float, total: int) -> None:
+        """``done`` of ``total`` planes are finished; a fraction is the finished share of the
+        plane in progress (segmenters that predict a plane in steps report it)."""
 
     def run_status(self, text: str) -> None: ...
 
@@ -61,16 +65,8 @@ def run_summary(run: Run) -> str:
     """The text "<model> on <device>, <t> s": what ran (for "auto", the model it resolved to) and how long
     the run took, download and loading included."""
     name, device = run.model or ("the model", "?")
-    return f"{name} on {device}, {time.perf_counter() - run.started:.1f} s"
-
-
-def _unwrapped(layer):
-    """The layer itself: a plugin's viewer hands out napari's PublicOnlyProxy wrappers."""
-    return getattr(layer, "__wrapped__", layer)
-
-
-def same_layer(a, b) -> bool:
-    return _unwrapped(a) is _unwrapped(b)
+    each = ", each plane normalised on its own" if run.normalised == "plane" else ""
+    return f"{name} on {device}{each}, {time.perf_counter() - run.started:.1f} s"
 
 
 @dataclass
@@ -92,6 +88,9 @@ class Run:
     output: ProgressiveOutput | None = None  # the planes written so far, and how to undo them
     uncertainty: ProgressiveUncertainty | None = None  # the same for the uncertainty layer, when asked
     stopping: bool = False  # cancelled or stopped: later planes are not written
+    normalised: str | None = None  # what the run's normalisation resolved to: "stack" or "plane"
+    kept: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)  # planes shown as the user gave them
+    disagreements: dict[tuple[int, ...], int] = field(default_factory=dict)  # per kept plane the run predicted
 
 
 class RunController:
@@ -120,10 +119,19 @@ class RunController:
         download: str | None,
         uncertainty: bool = False,
         channels=None,
+        kept: dict[tuple[int, ...], np.ndarray] | None = None,
+        normalise: str = "auto",
     ):
         """Start predicting ``indices`` of ``query_layer`` in a worker and return the worker.
 
         ``channels``: the colour channels of the query the model sees (``layers.model_data``).
+
+        ``kept``: {plane index: labels} the user corrected (``feedback.kept_planes``): written
+        as they are, whatever the model predicts there (``corrections.keep_planes``); where the
+        model differs is counted in the done message.
+
+        ``normalise``: how a stack's planes are normalised ("auto", "stack" or "plane"); the
+        done message says when each plane was normalised on its own.
 
         ``uncertainty``: also write the uncertainty layer (``feedback.write_uncertainty``), plane
         by plane with the labels, if the segmenter gives uncertainty.
@@ -134,7 +142,7 @@ class RunController:
             raise RuntimeError("a run is already in progress")
         data, rgb = model_data(query_layer, channels)  # a bad channel fails before the run starts
         self.view.run_started(len(indices))
-        run = Run(None, query_layer, [query_layer, *watched], tuple(self.classes.names), len(indices))
+        run = Run(None, query_layer, [query_layer, *watched], tuple(self.classes.names), len(indices), kept=kept or {})
         run.output = ProgressiveOutput(self.viewer, query_layer, self.classes)
         if uncertainty:
             run.uncertainty = ProgressiveUncertainty(self.viewer, query_layer, len(self.classes) + 1)
@@ -149,6 +157,8 @@ class RunController:
                 rgb,
                 download,
                 uncertainty,
+                normalise,
+                cancellable=True,  # a cancel or stop reaches the segmenter within its plane
                 yielded=lambda message: self._on_yielded(run, message),
                 returned=lambda value: self._on_returned(run),
                 errored=lambda error: self._on_errored(run, error),
@@ -161,7 +171,8 @@ class RunController:
         return run.worker
 
     def cancel(self) -> None:
-        """Stop the run after the current plane; the planes it wrote are taken back."""
+        """Stop the run (within the current plane where the segmenter predicts it in steps,
+        else after it); the planes it wrote are taken back."""
         if self.current is not None:
             self.current.stopping = True
         self.launcher.stop_all()
@@ -222,11 +233,20 @@ class RunController:
         if kind == "status":
             self.view.run_status(payload)
             return
+        if kind == "plane_progress":  # (planes done with the share of the one running, total)
+            self.view.run_progress(*payload)
+            return
+        if kind == "normalise":
+            run.normalised = payload
+            return
         if kind == "model":
             run.model = payload
             run.last_event = time.perf_counter()
             return
         index, labels, done, total, uncertainty = payload
+        if index in run.kept:
+            run.disagreements.update(keep_planes({index: labels}, {index: run.kept[index]}))
+            labels = run.kept[index].astype(labels.dtype)
         run.pending[index] = labels
         now = time.perf_counter()
         if run.last_event is not None:
@@ -256,12 +276,14 @@ class RunController:
             self._restore(run)
             run.outcome = ("cancelled", "run cancelled; no layer was changed", None)
             return
-        layer = write_output(self.viewer, run.query, run.pending, self.classes)
+        layer = write_output(self.viewer, run.query, {**run.pending, **run.kept}, self.classes)
         message = f"done: {len(run.pending)} plane(s) -> {layer.name!r}"
         written = run.uncertainty.layer if run.uncertainty is not None else None
         if written is not None and any(same_layer(layer, written) for layer in self.viewer.layers):
             message += f" and {written.name!r}"
         message += f" ({run_summary(run)})"
+        if run.disagreements:
+            message += f"; {kept_note(run.disagreements)}"
         run.outcome = ("done", message, None)
         if run.plane_seconds:
             self.last_plane_seconds = float(np.median(run.plane_seconds))

@@ -23,13 +23,9 @@ import numpy as np
 from ..inference.uncertainty import plane_score
 from ..labels import class_names
 from .feedback import SCORES_KEY, find_uncertainty_layer, write_uncertainty
-from .layers import CLASSES_KEY, find_output_layer, spatial_shape, write_output
+from .layers import CLASSES_KEY, find_output_layer, spatial_shape, unwrapped, write_output
 
 logger = logging.getLogger(__name__)
-
-
-def _unwrapped(layer):
-    return getattr(layer, "__wrapped__", layer)
 
 
 @dataclass
@@ -42,7 +38,7 @@ class _LayerWrites:
 
     def touched(self, layer) -> bool:
         layers = [saved for saved, _ in self.saved] + self.created
-        return any(_unwrapped(layer) is _unwrapped(other) for other in layers)
+        return any(unwrapped(layer) is unwrapped(other) for other in layers)
 
     def keep(self, layer, **before) -> None:
         """Remember ``layer``'s attributes as they are (copies where the run would change them)."""
@@ -51,12 +47,12 @@ class _LayerWrites:
     def undo(self, viewer) -> None:
         """Remove the created layers, put the saved attributes back; a layer the user removed
         meanwhile stays removed. Safe to call twice."""
-        present = {id(_unwrapped(layer)) for layer in viewer.layers}
+        present = {id(unwrapped(layer)) for layer in viewer.layers}
         for layer in self.created:
-            if id(_unwrapped(layer)) in present:
+            if id(unwrapped(layer)) in present:
                 viewer.layers.remove(layer)
         for layer, before in reversed(self.saved):
-            if id(_unwrapped(layer)) not in present:
+            if id(unwrapped(layer)) not in present:
                 continue
             for name, value in before.items():
                 if name == "metadata":  # napari's metadata dict is kept; its contents go back

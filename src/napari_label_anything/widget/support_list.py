@@ -24,8 +24,15 @@ from qtpy.QtWidgets import (
 
 from ..labels import BACKGROUND
 from .feedback import move_to_plane
-from .layers import CLASSES_KEY, SupportLayers, _classes_of, create_support_layers, prompt_counts, spatial_shape
-from .run_controller import same_layer
+from .layers import (
+    CLASSES_KEY,
+    SupportLayers,
+    _classes_of,
+    create_support_layers,
+    prompt_counts,
+    same_layer,
+    spatial_shape,
+)
 
 
 def plane_prompts(support: SupportLayers, n_classes: int) -> dict[tuple[int, ...], dict[str, np.ndarray]]:

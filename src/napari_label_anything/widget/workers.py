@@ -44,17 +44,21 @@ class WorkerLauncher:
         errored: Callable[[Exception], None] | None = None,
         aborted: Callable[[], None] | None = None,
         finished: Callable[[], None] | None = None,
+        cancellable: bool = False,
     ):
         """Run ``generator_function(*args)`` in a napari thread worker and return the worker.
 
         It must be a generator function: napari then makes a generator worker, which can be
-        stopped between yields.
+        stopped between yields. ``cancellable``: also pass it ``cancel=``, a callable that turns
+        true once the worker is asked to stop (``worker.quit()``, ``stop_all``), so that work it
+        runs between two yields can stop at once rather than at its next yield.
         """
         from napari.qt.threading import create_worker
 
+        kwargs = {"cancel": lambda: worker.abort_requested} if cancellable else {}  # called once started
         # _ignore_errors: the ``errored`` callback reports errors; napari would re-raise them
         # in the GUI thread otherwise (an uncaught traceback next to our notification).
-        worker = create_worker(generator_function, *args, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(generator_function, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         # Forgotten first: a ``finished`` callback then sees ``busy`` without this worker. Queued
         # slot calls of one signal can run apart; if the callback ran first, an edit made between
         # it and the removal would be held back for a worker that had already finished.
@@ -73,7 +77,8 @@ class WorkerLauncher:
         return worker
 
     def stop_all(self) -> None:
-        """Ask every running worker to stop at its next yield (i.e. after the current plane)."""
+        """Ask every running worker to stop: at its next yield, and at once for the work of a
+        worker started ``cancellable`` (e.g. within the plane ``predict_planes`` predicts)."""
         for worker in list(self._workers):
             worker.quit()
 
@@ -124,17 +129,28 @@ def predict_planes(
     rgb: bool,
     download: str | None = None,
     uncertainty: bool = False,
+    normalise: str = "auto",
+    cancel: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Generator run in the worker: yields ("status", text), ("model", (name, device)) once the
-    model is loaded (for "auto", the model it resolved to), then
+    model is loaded (for "auto", the model it resolved to), then for each plane
+    ("plane_progress", (done, total)) while it runs (``done`` a float: the planes finished plus
+    the finished share of this one, from segmenters that predict a plane in steps) and
     ("plane", (index, labels, done, total, uncertainty map or None)).
 
     ``uncertainty``: also compute each plane's uncertainty map, in the same pass, when the
     segmenter can (``Segmenter.predict_with_uncertainty``); others give None.
 
+    ``normalise``: "auto", "stack" or "plane" (``Segmenter.iter_predict_stack``); what it
+    resolves to for this query is yielded as ("normalise", "stack" or "plane") before the planes.
+
+    ``cancel``: a callable that turns true when the run is cancelled
+    (``WorkerLauncher.start(cancellable=True)``); the segmenter then stops within its current
+    step (``inference.base.PlaneSteps``) and the generator ends with ("status", "cancelled").
+
     Downloading the checkpoint ``download`` (a hub repo id, when not cached) and loading the
-    model happen here, off the GUI thread; the planes go through ``Segmenter.iter_predict_stack``.
-    A RuntimeError comes out as ``PredictionError`` (see there).
+    model happen here, off the GUI thread; the planes go through ``Segmenter.iter_predict_stack``
+    in a helper thread (``stream_planes``). A RuntimeError comes out as ``PredictionError``.
     """
     try:
         if download is not None:
@@ -143,16 +159,75 @@ def predict_planes(
         segmenter = get_segmenter()
         yield "model", (str(segmenter.name), str(segmenter.device))
         yield "status", f"running {segmenter.name} on {segmenter.device}"
-        total = len(plane_indices)
-        if uncertainty and hasattr(segmenter, "predict_with_uncertainty"):
-            planes = segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb, uncertainty=True)
-        else:
-            if uncertainty:
-                yield "status", f"{segmenter.name} gives no uncertainty: labels only"
-            planes = ((index, labels, None) for index, labels in
-                      segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb))  # fmt: skip
-        for done, (index, labels, uncertainty_map) in enumerate(planes, start=1):
-            yield "plane", (index, labels, done, total, uncertainty_map)
+        with_uncertainty = uncertainty and hasattr(segmenter, "predict_with_uncertainty")
+        if uncertainty and not with_uncertainty:
+            yield "status", f"{segmenter.name} gives no uncertainty: labels only"
+        mode = segmenter.normalisation(query, rgb=rgb, normalise=normalise)
+        yield "normalise", mode
+        options = {"uncertainty": True, "normalise": mode} if with_uncertainty else {"normalise": mode}
+
+        def planes(stop, plane_progress) -> Iterator[tuple]:
+            for item in segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb, cancel=stop,
+                                                     plane_progress=plane_progress, **options):  # fmt: skip
+                yield item if with_uncertainty else (*item, None)
+
+        yield from stream_planes(planes, len(plane_indices), cancel)
     except RuntimeError as err:
         name = "" if type(err) is RuntimeError else f"{type(err).__name__}: "
         raise PredictionError(f"{name}{err}") from err
+
+
+def stream_planes(
+    planes: Callable[[Callable[[], bool], Callable[[int, int], Any]], Iterator[tuple]],
+    total: int,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """Run ``planes(stop, plane_progress)`` in a helper thread; yield what it gives as it comes.
+
+    ``planes`` yields (index, labels, uncertainty map or None) per plane and calls
+    ``plane_progress(done, steps)`` within a plane; here they become ("plane", (index, labels,
+    done, total, uncertainty)) and ("plane_progress", (planes done + done / steps, total)). A
+    napari generator worker acts on ``quit()`` only at a yield, so the plane runs outside this
+    generator: progress comes out while it runs, and ``stop`` turns true as soon as ``cancel``
+    does (or this generator is closed), which a segmenter checks between its steps. A plane
+    cancelled that way ends the generator with ("status", "cancelled"), the yield at which the
+    worker ends as aborted; any other exception of the helper is raised here.
+    """
+    import queue
+    import threading
+
+    from ..inference.base import PredictionCancelled, is_cancelled
+
+    messages: queue.SimpleQueue = queue.SimpleQueue()
+    closed = threading.Event()
+
+    def stop() -> bool:
+        return closed.is_set() or is_cancelled(cancel)
+
+    def work() -> None:
+        try:
+            for item in planes(stop, lambda done, steps: messages.put(("step", done / max(steps, 1)))):
+                messages.put(("plane", item))
+            messages.put(("end", None))
+        except BaseException as err:  # noqa: BLE001 - raised in the generator below
+            messages.put(("error", err))
+
+    threading.Thread(target=work, name="nla-planes", daemon=True).start()
+    done = 0
+    try:
+        while True:
+            kind, payload = messages.get()
+            if kind == "step":
+                yield "plane_progress", (done + min(payload, 1.0), total)
+            elif kind == "plane":
+                done += 1
+                index, labels, uncertainty_map = payload
+                yield "plane", (index, labels, done, total, uncertainty_map)
+            elif kind == "error" and not (isinstance(payload, PredictionCancelled) and stop()):
+                raise payload
+            else:
+                break
+        if is_cancelled(cancel):
+            yield "status", "cancelled"
+    finally:
+        closed.set()

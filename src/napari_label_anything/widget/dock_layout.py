@@ -1,0 +1,176 @@
+"""Where the dock's controls go: fits a laptop screen, Run and the classes always in reach.
+
+Three parts, top to bottom. The class box (the class list and its buttons) stays at the top and
+the run bar (Run / Cancel, the progress bar and the status line) at the bottom: neither ever
+scrolls away. Between them a scroll area holds the rest: the first-run hint, the Model section,
+the supports, the query, and the less-used sections Correct and feed back, Fine-tune and Files.
+The Model, Correct and feed back, Fine-tune and Files sections fold away (``sections.py``);
+they start folded, and the Model header names the chosen model and device. The controls
+keep their attribute names on the widget (``widget.run_button``, ``widget.model_picker``, ...);
+``widget.sections`` holds the foldable sections by key.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QAbstractScrollArea,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .guidance import FirstRunHint, apply_tooltips
+from .model_picker import ModelPicker
+from .reporting import make_status_label
+from .sections import CollapsibleSection, VerticalScrollArea
+
+KEY_RUN = "Alt-R"
+SCOPES = ("current plane", "plane range", "all planes")
+CLASS_ROWS = 10  # rows the class list shows before it scrolls
+SUPPORT_ROWS = 8  # rows the support list shows before it scrolls
+SECTION_TOOLTIPS = {
+    "model": "Show or hide the model choice: model, device, encoder, where image features are kept",
+    "feedback": "Show or hide the correction loop: the uncertainty layer, 'Suggest next plane' and\n"
+    "'Use this plane as support'",
+    "finetune": "Show or hide fine-tuning: train the chosen model on the planes you painted or corrected",
+    "files": "Show or hide saving and loading episodes and exporting the result as TIFF",
+}
+
+
+def build_ui(widget) -> None:
+    """Build the dock's controls on ``widget`` (a ``LabelAnythingWidget``) and lay them out."""
+    widget.model_picker = ModelPicker()
+    class_box = widget._build_class_box()  # class_controls.py
+    widget.hint = FirstRunHint()  # how to scribble, until the first successful run
+    support_box = widget._build_support_box()  # support_list.py
+    for rows, listing in ((CLASS_ROWS, widget.class_list), (SUPPORT_ROWS, widget.support_list)):
+        _fit_rows(listing, rows)
+    query_box = _build_query_box(widget)
+    run_bar = _build_run_bar(widget)
+    widget.sections = {
+        "model": CollapsibleSection("Model", widget.model_picker, False, SECTION_TOOLTIPS["model"]),
+        "feedback": CollapsibleSection(
+            "Correct and feed back", widget._build_feedback_box(), False, SECTION_TOOLTIPS["feedback"]
+        ),  # feedback.py: uncertainty, suggest, correct
+        "finetune": CollapsibleSection(
+            "Fine-tune", widget._build_finetune_box(), False, SECTION_TOOLTIPS["finetune"]
+        ),  # finetune.py: learn from painted planes
+        "files": CollapsibleSection("Files", _build_file_row(widget), False, SECTION_TOOLTIPS["files"]),
+    }
+    picker = widget.model_picker
+    for combo in (picker.model_combo, picker.device_combo):
+        combo.currentIndexChanged.connect(lambda *_: _summarise_model(widget))
+    _summarise_model(widget)
+
+    column = QWidget()
+    column_layout = QVBoxLayout(column)
+    column_layout.setContentsMargins(0, 0, 0, 0)
+    for part in (widget.hint, widget.sections["model"], support_box, query_box,
+                 widget.sections["feedback"], widget.sections["finetune"], widget.sections["files"]):  # fmt: skip
+        column_layout.addWidget(part)
+    column_layout.addStretch()
+    widget.scroll_area = VerticalScrollArea(column)
+
+    layout = QVBoxLayout(widget)
+    layout.addWidget(class_box)
+    layout.addWidget(widget.scroll_area, stretch=1)
+    layout.addWidget(run_bar)
+    apply_tooltips(widget)
+
+
+def _fit_rows(listing, rows: int) -> None:
+    """A list as tall as its rows: three at least, ``rows`` at most (then it scrolls)."""
+    row = listing.fontMetrics().height() + 4
+    listing.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+    listing.setMinimumHeight(3 * row + 2 * listing.frameWidth())
+    listing.setMaximumHeight(rows * row + 2 * listing.frameWidth())
+
+
+NORMALISE_CHOICES = (
+    ("auto", "auto"),
+    ("one range for the stack", "stack"),
+    ("each plane its own", "plane"),
+)
+
+
+def _summarise_model(widget) -> None:
+    picker = widget.model_picker
+    widget.sections["model"].set_summary(f"{picker.model_combo.currentText()}, {picker.device_combo.currentText()}")
+
+
+def _build_query_box(widget) -> QGroupBox:
+    query_box = QGroupBox("Query")
+    form = QFormLayout(query_box)
+    widget.query_combo = QComboBox()
+    widget.scope_combo = QComboBox()
+    widget.scope_combo.addItems(SCOPES)
+    widget.scope_combo.setCurrentText("all planes")
+    widget.range_start, widget.range_stop = QSpinBox(), QSpinBox()
+    range_row = QHBoxLayout()
+    range_row.addWidget(widget.range_start)
+    range_row.addWidget(QLabel("to"))
+    range_row.addWidget(widget.range_stop)
+    form.addRow("image", widget.query_combo)
+    form.addRow("planes", widget.scope_combo)
+    form.addRow("range (axis 0)", range_row)
+    form.addRow("channels", widget._build_channel_combo())  # channels.py
+    widget.normalise_combo = QComboBox()
+    for label, mode in NORMALISE_CHOICES:
+        widget.normalise_combo.addItem(label, mode)
+    widget.normalise_combo.setToolTip(
+        "How the brightness of a stack's planes is read.\n"
+        "auto: each plane on its own scale where the planes differ in brightness (bleaching,\n"
+        "section thickness, illumination), else one scale for the whole stack ('classic' model);\n"
+        "one range for the stack: equal values look alike on every plane;\n"
+        "each plane its own: every plane and support stretched by its own percentiles."
+    )
+    form.addRow("brightness", widget.normalise_combo)
+    form.addRow(widget._build_preview_check())  # preview.py
+    widget.query_combo.currentTextChanged.connect(widget._bound_plane_range)
+    widget.query_combo.currentTextChanged.connect(widget._update_channel_choices)
+    widget.query_combo.currentTextChanged.connect(widget._query_chosen)  # by a script too
+    widget.query_combo.activated.connect(widget._query_chosen)  # the user, even the same image
+    return query_box
+
+
+def _build_run_bar(widget) -> QWidget:
+    """Run / Cancel, the progress bar and the status line: outside the scroll area."""
+    bar = QWidget()
+    layout = QVBoxLayout(bar)
+    layout.setContentsMargins(0, 0, 0, 0)
+    run_row = QHBoxLayout()
+    widget.run_button = QPushButton(f"Run ({KEY_RUN})")
+    widget.run_button.clicked.connect(lambda: widget.run())
+    widget.cancel_button = QPushButton("Cancel")
+    widget.cancel_button.setEnabled(False)
+    widget.cancel_button.clicked.connect(lambda: widget.cancel())
+    run_row.addWidget(widget.run_button)
+    run_row.addWidget(widget.cancel_button)
+    layout.addLayout(run_row)
+    widget.progress = QProgressBar()
+    widget.status = make_status_label("ready")  # selectable; a long message whole in its tooltip
+    layout.addWidget(widget.progress)
+    layout.addWidget(widget.status)
+    return bar
+
+
+def _build_file_row(widget) -> QWidget:
+    files = QWidget()
+    row = QHBoxLayout(files)
+    row.setContentsMargins(0, 0, 0, 0)
+    widget.save_button = QPushButton("save episode…")
+    widget.load_button = QPushButton("load episode…")
+    widget.export_button = QPushButton("export TIFF…")
+    for button, slot in ((widget.save_button, widget._save_episode_dialog),
+                         (widget.load_button, widget._load_episode_dialog),
+                         (widget.export_button, widget._export_dialog)):  # fmt: skip
+        button.clicked.connect(slot)
+        row.addWidget(button)
+    return files
