@@ -9,7 +9,7 @@ import zarr
 
 from conftest import blob_image
 from napari_label_anything.cli import main
-from napari_label_anything.files import read_label_classes
+from napari_label_anything.files import read_label_classes, read_label_metadata
 from napari_label_anything.inference import cluster
 
 
@@ -57,8 +57,7 @@ def assert_same_outputs(expected, actual):
         np.testing.assert_array_equal(read(actual / name), read(expected / name), err_msg=name)
         if name.endswith(".tif"):  # the metadata too (class names, model, the query as given)
             assert read_label_classes(actual / name) == read_label_classes(expected / name)
-            with tifffile.TiffFile(actual / name) as a, tifffile.TiffFile(expected / name) as e:
-                assert a.shaped_metadata == e.shaped_metadata
+            assert read_label_metadata(actual / name) == read_label_metadata(expected / name)
         else:
             assert (
                 zarr.open_group(str(actual / name)).attrs.asdict()

@@ -17,6 +17,7 @@ SOURCE = ROOT / "src" / "napari_label_anything"
 USED_WITHOUT_IMPORT = {
     "npe2": "napari reads the plugin manifest (napari.yaml) through it",
     "torchvision": "segment-anything imports it; pinned as torch's pair",
+    "imagecodecs": "tifffile decodes LZW, zstd, JPEG... TIFFs through it",
 }
 
 

@@ -7,6 +7,9 @@ The public API (importing it does not import torch)::
     episode.add_support(image, labels=painted)
     seg = nla.load_segmenter("pasqualedem/label_anything_sam_1024_coco", device="auto")
     labels = seg.predict(episode, query)
+    objects = nla.split_objects(labels)                        # one label per object
+    table = nla.measure_objects(objects, labels, query, episode.classes)
+    nla.write_measurements(table, "objects.csv")
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ _LAZY = {
     "resolve_device": "device",
     "available_devices": "device",
     "CheckpointNotAvailableError": "checkpoint",
+    "split_objects": "objects",
+    "measure_objects": "objects",
+    "write_measurements": "objects",
 }
 
 __all__ = [
@@ -39,13 +45,17 @@ __all__ = [
     "__version__",
     "available_devices",
     "load_segmenter",
+    "measure_objects",
     "resolve_device",
+    "split_objects",
+    "write_measurements",
 ]
 
 if TYPE_CHECKING:
     from .checkpoint import CheckpointNotAvailableError
     from .device import available_devices, resolve_device
     from .inference import LabelAnythingSegmenter, PlaneSteps, PredictionCancelled, Segmenter, load_segmenter
+    from .objects import measure_objects, split_objects, write_measurements
 
 
 def __getattr__(name: str):

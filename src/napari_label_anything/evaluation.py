@@ -42,7 +42,8 @@ class EvaluationResult:
 
     Attributes:
         miou: mean IoU over the foreground classes with a non-empty union (``metrics.mean_iou``).
-        fb_iou: mean of foreground and background IoU (``metrics.fb_iou``).
+        fb_iou: mean of foreground and background IoU (``metrics.fb_iou``); NaN where the data
+            holds no background (the table prints n/a, JSON null).
         per_class: class name -> IoU, for the foreground classes with a non-empty union (those a
             run never met nor predicted have no IoU and are left out), in compact-id order.
         confusion: (K+1, K+1) int64, rows = ground truth, columns = prediction, compact ids.

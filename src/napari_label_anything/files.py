@@ -1,4 +1,4 @@
-"""Reading images and writing label images (TIFF with class names in the metadata)."""
+"""Reading images and writing label images (ImageJ TIFF with class names in the metadata)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from typing import Any
 
 import numpy as np
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
-IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp")
+from .image_reader import (  # noqa: F401 - image reading lives in image_reader; these names stay importable here
+    IMAGE_SUFFIXES,
+    TIFF_SUFFIXES,
+    VENDOR_SUFFIXES,
+    read_image,
+    read_image_with_axes,
+)
+
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 
 
@@ -48,28 +54,6 @@ def _process_umask() -> int:
     return mask
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a TIFF (any dimensionality, via tifffile) or a PNG/JPEG/BMP (via Pillow)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
-    try:
-        if path.name.lower().endswith(TIFF_SUFFIXES):
-            import tifffile
-
-            array = np.asarray(tifffile.imread(path))
-        else:
-            from PIL import Image
-
-            with Image.open(path) as image:
-                array = np.asarray(image)
-    except Exception as err:  # noqa: BLE001 - tifffile and Pillow raise many types for damaged files
-        raise ValueError(f"{path} is not a readable image ({type(err).__name__}: {err})") from None
-    if array.size == 0:
-        raise ValueError(f"{path} is not a readable image: it holds no pixels (damaged or empty file)")
-    return array
-
-
 def image_base_name(path: str | os.PathLike) -> str:
     """A file's name without its image suffix: ``a.b.ome.tif`` -> ``a.b``, ``x.ome.zarr`` -> ``x``
     (other names keep only their stem)."""
@@ -96,30 +80,120 @@ def check_writable_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
+METADATA_KEY = "napari_label_anything"  # the JSON metadata of the TIFFs written here
+IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+IMAGEJ_MAX_BYTES = 2**32 - 2**25  # ImageJ TIFFs are never BigTIFF: larger images are written as plain TIFF
+
+
 def write_labels(
     path: str | os.PathLike,
     labels: np.ndarray,
     classes: Sequence[str],
     extra: dict[str, Any] | None = None,
+    colors: Sequence[str | None] | None = None,
 ) -> Path:
-    """Write a label image as TIFF, atomically; the class names travel in its JSON metadata.
+    """Write a label image as an ImageJ TIFF, atomically, with its class names.
 
-    The metadata (``ImageDescription``) holds ``{"classes": {"0": "background", "1": ...}, ...}``;
-    ``read_label_classes`` reads it back.
+    Args:
+        labels: (Y, X), (Z, Y, X) or (T, Z, Y, X) non-negative integers (value k = class k).
+            Integers other than uint8/uint16 are stored as the smallest of them that holds
+            their values (what ImageJ reads); labels that fit neither, or more dimensions, are
+            written as a plain TIFF with the JSON metadata only.
+        classes: names of classes 1..N (value 0 is the background).
+        extra: more JSON metadata (e.g. the model, the query).
+        colors: '#rrggbb' of classes 1..N (None or missing: ``labels.default_color``).
+
+    Fiji opens it with the class names in Image > Show Info ("Info", and "Properties"
+    ``label_0`` = "background", ``label_1`` = ...) and a colour LUT (uint8 labels; class k's
+    colour at value k, a "background" class black). The JSON metadata
+    ``{"classes": {"0": "background", "1": ...}, ...}`` travels under ``napari_label_anything``
+    in the ImageJ description; ``read_label_classes`` / ``read_label_metadata`` read it back
+    (from these files and from the plain TIFFs written before).
     """
-    import tifffile
+    from .labels import class_names
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    labels = _imagej_labels(np.asarray(labels))
+    names = class_names(classes)
     metadata = {"classes": label_names(classes), **(extra or {})}
+    imagej: dict[str, Any] = {
+        "Info": "\n".join(["napari-label-anything label image", *(f"{k} = {n}" for k, n in names.items())]),
+        "Properties": {f"label_{k}": name for k, name in names.items()},
+    }
+    if labels.dtype == np.uint8:
+        imagej["LUTs"] = [_label_lut(list(classes), colors)]
+    axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(labels.ndim)
+    return write_tiff(path, labels, metadata, axes, imagej)
+
+
+def _imagej_labels(labels: np.ndarray) -> np.ndarray:
+    """uint8/uint16 labels as they are; other non-negative integers that fit uint16 as the
+    smallest unsigned type holding them; anything else unchanged."""
+    from .labels import labels_dtype
+
+    if labels.dtype in IMAGEJ_DTYPES[:2] or labels.dtype.kind not in "biu" or labels.size == 0:
+        return labels
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high > np.iinfo(np.uint16).max:
+        return labels
+    return labels.astype(labels_dtype(high))
+
+
+def _label_lut(classes: list[str], colors: Sequence[str | None] | None) -> np.ndarray:
+    """(3, 256) uint8 ImageJ LUT: 0 black, value k the colour of class k (a "background" class
+    black; values above the classes the default colours)."""
+    from .labels import default_color, is_background_name
+
+    lut = np.zeros((3, 256), dtype=np.uint8)
+    given = list(colors or [])
+    for k in range(1, 256):
+        if k <= len(classes) and is_background_name(classes[k - 1]):
+            continue
+        color = (given[k - 1] if k <= len(given) else None) or default_color(k)
+        lut[:, k] = [int(color.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)]
+    return lut
+
+
+def write_tiff(
+    path: str | os.PathLike,
+    data: np.ndarray | Iterator[np.ndarray],
+    metadata: dict[str, Any],
+    axes: str | None,
+    imagej: dict[str, Any] | None = None,
+    shape: Sequence[int] | None = None,
+    dtype: Any = None,
+) -> Path:
+    """Write ``data`` as a zlib-compressed TIFF, atomically: an ImageJ hyperstack where ImageJ
+    can hold it, else a plain (Big)TIFF.
+
+    Args:
+        data: an array, or an iterator of (Y, X) pages in C order (then ``shape`` and ``dtype``
+            are required): written as they come, so a large image never sits in memory whole.
+        metadata: JSON-ready; stored under ``napari_label_anything`` (``read_label_metadata``).
+        axes: ImageJ axes (a subsequence of "TZCYX", one letter per dimension) or None.
+        imagej: ImageJ metadata ("Info", "Properties", "Labels", "Ranges", "LUTs"...), used
+            only in an ImageJ TIFF.
+
+    ImageJ takes uint8, uint16 or float32 images under 4 GB; others get the plain TIFF.
+    """
+    import tifffile
+
+    shape = tuple(np.shape(data)) if shape is None else tuple(int(n) for n in shape)
+    dtype = np.dtype(getattr(data, "dtype", None) if dtype is None else dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    as_imagej = axes is not None and len(axes) == len(shape) and dtype in IMAGEJ_DTYPES and nbytes <= IMAGEJ_MAX_BYTES
+    described = {METADATA_KEY: json.dumps(metadata)}
+    if as_imagej:
+        options = {"imagej": True, "metadata": {"axes": axes, **(imagej or {}), **described}}
+    else:
+        options = {"metadata": described, "bigtiff": nbytes > IMAGEJ_MAX_BYTES}
+    if not isinstance(data, np.ndarray):
+        options.update(shape=shape, dtype=dtype)
+    path = Path(path)
     with atomic_write(path) as partial:
-        tifffile.imwrite(
-            partial,
-            labels,
-            photometric="minisblack",  # a 3- or 4-plane label stack is not a colour image
-            metadata={"napari_label_anything": json.dumps(metadata)},
-            compression="zlib",
-        )
+        # minisblack: a 3- or 4-plane stack is not a colour image
+        tifffile.imwrite(partial, data, photometric="minisblack", compression="zlib", **options)
     return path
 
 
@@ -130,16 +204,23 @@ def label_names(classes: Sequence[str]) -> dict[str, str]:
     return {str(k): name for k, name in class_names(classes).items()}
 
 
-def read_label_classes(path: str | os.PathLike) -> dict[int, str]:
-    """Class names stored by ``write_labels`` ({} when the TIFF has none)."""
+def read_label_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata ``write_labels`` / ``write_tiff`` stored in a TIFF ({} when it has none):
+    from an ImageJ description, or from the JSON description of plain TIFFs."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        metadata = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-    raw = metadata.get("napari_label_anything")
-    if not raw:
-        return {}
-    return {int(k): v for k, v in json.loads(raw)["classes"].items()}
+        if tif.shaped_metadata:
+            raw = tif.shaped_metadata[0].get(METADATA_KEY)
+        else:
+            raw = (tif.imagej_metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def read_label_classes(path: str | os.PathLike) -> dict[int, str]:
+    """Class names stored by ``write_labels`` ({} when the TIFF has none)."""
+    metadata = read_label_metadata(path)
+    return {int(k): v for k, v in metadata.get("classes", {}).items()}
 
 
 def overlay_png(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> Path:

@@ -10,7 +10,8 @@ Defaults are the correct definitions:
 - ``mean_iou``: mean IoU over the *foreground* classes whose union (ground truth or prediction)
   is non-empty during the run;
 - ``fb_iou``: the mean of the foreground IoU and the background IoU, foreground meaning "any
-  class" (``pred > 0`` against ``gt > 0``).
+  class" (``pred > 0`` against ``gt > 0``); undefined (NaN) where the ground truth has no
+  background.
 
 The official Label Anything numbers use other definitions (README §7.13); they are offered under
 their own names so they are never confused with the defaults: ``strict_miou`` (its "mIoU"),
@@ -163,8 +164,14 @@ def background_iou(confusion: ConfusionMatrix | np.ndarray) -> float:
 
 def fb_iou(confusion: ConfusionMatrix | np.ndarray) -> float:
     """FB-IoU: the mean of ``foreground_iou`` and ``background_iou`` (the usual definition of the
-    few-shot literature). If only one of them is defined it is returned alone; NaN if neither is."""
-    values = [value for value in (foreground_iou(confusion), background_iou(confusion)) if not np.isnan(value)]
+    few-shot literature). NaN where the ground truth holds no background: telling foreground
+    from background is then not measured (an N-way run whose queries are all classes would
+    score 1.0 for predicting no background). Without ground-truth foreground the background
+    IoU alone; NaN if neither is defined."""
+    matrix = _matrix(confusion)
+    if not matrix[0].any():
+        return float("nan")
+    values = [value for value in (foreground_iou(matrix), background_iou(matrix)) if not np.isnan(value)]
     return float(np.mean(values)) if values else float("nan")
 
 

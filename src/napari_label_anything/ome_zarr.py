@@ -5,7 +5,8 @@ A labels output ``<name>_labels.ome.zarr`` is a zarr (format 2) group holding on
 ``t``/``z``/``y``/``x``), ``image-label`` (a colour and the class name of every label value) and
 ``napari_label_anything`` (``{"classes": {"0": "background", ...}, ...}``, as in the TIFFs).
 napari's builtin reader opens it (``viewer.open(path, layer_type="labels")``), as does
-``napari-ome-zarr``.
+``napari-ome-zarr``. A class probability image (``create_probabilities``, see
+``probabilities.py``) is the same kind of group, with a channel axis and ``omero`` channel names.
 
 It is written atomically: into a hidden ``.<name>.*.part`` folder beside the target, renamed
 into place once complete (``create_labels`` ... ``commit``), so a crash never leaves a
@@ -91,11 +92,66 @@ def create_labels(
 
     Fill it through ``open_labels(folder)``, then ``commit(folder, target)`` (or ``discard``).
     """
+    shape = tuple(int(s) for s in shape)
+    attributes = labels_attributes(len(shape), classes, extra)  # checks the number of axes first
+    return _create(target, shape, dtype, attributes)
+
+
+def create_probabilities(
+    target: str | os.PathLike,
+    shape: Sequence[int],
+    channel_axis: int,
+    dtype: Any,
+    names: Sequence[str],
+    metadata: dict[str, Any],
+) -> Path:
+    """Create an empty class probability image (``probabilities.py``) in a temporary folder
+    beside ``target``; fill it through ``open_labels(folder)``, then ``commit`` or ``discard``.
+
+    ``shape`` has the channel at ``channel_axis`` (NGFF order: t, c, z, y, x); the channels are
+    named in the ``omero`` metadata (napari-ome-zarr shows them as layer names) and in
+    ``napari_label_anything`` (``metadata``, with ``"channels": {"0": "background", ...}``).
+    """
+    shape = tuple(int(s) for s in shape)
+    names_of_axes = {3: "cyx", 4: "czyx", 5: "tczyx"}.get(len(shape))
+    if names_of_axes is None or names_of_axes.index("c") != channel_axis:
+        raise ValueError(f"a probability image of shape {shape} has no NGFF axes with the channel at {channel_axis}")
+    kinds = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+    top = 1.0 if np.dtype(dtype) == np.float32 else 255.0
+    attributes = {
+        "multiscales": [
+            {
+                "version": NGFF_VERSION,
+                "name": "probabilities",
+                "axes": [{"name": n, "type": kinds[n]} for n in names_of_axes],
+                "datasets": [
+                    {"path": ARRAY, "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(shape)}]}
+                ],
+            }
+        ],
+        "omero": {
+            "channels": [
+                {
+                    "label": str(name),
+                    "color": "FFFFFF",
+                    "active": c == 0,
+                    "window": {"start": 0.0, "end": top, "min": 0.0, "max": top},
+                }
+                for c, name in enumerate(names)
+            ],  # fmt: skip
+            "rdefs": {"model": "greyscale"},
+        },
+        "napari_label_anything": metadata,
+    }
+    return _create(target, shape, dtype, attributes)
+
+
+def _create(target: str | os.PathLike, shape: tuple[int, ...], dtype: Any, attributes: dict[str, Any]) -> Path:
+    """An image group of one array ``0`` (all 0, one chunk per plane) in a temporary folder beside
+    ``target``."""
     import zarr
 
     target = Path(target)
-    shape = tuple(int(s) for s in shape)
-    attributes = labels_attributes(len(shape), classes, extra)  # checks the number of axes first
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
     try:
@@ -113,7 +169,7 @@ def create_labels(
 
 
 def open_labels(folder: str | os.PathLike, mode: str = "r+"):
-    """The labels array of a labels image (being written, or committed)."""
+    """The array of a labels (or probability) image, being written or committed."""
     import zarr
 
     return zarr.open_array(str(Path(folder) / ARRAY), mode=mode)

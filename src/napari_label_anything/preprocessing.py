@@ -26,7 +26,7 @@ DEFAULT_PERCENTILES = (0.5, 99.5)
 RANGE_SAMPLE = 4_000_000  # values read to find a stack's intensity range
 PER_PLANE = "plane"  # a value_range meaning "this image's own percentiles", uint8 included
 NORMALISE_MODES = ("auto", "stack", "plane")  # how the planes of a stack are normalised
-DRIFT_SHARE = 0.08  # a plane whose median moves this share of the stack's range has drifted
+DRIFT_SHARE = 0.15  # a plane whose levels move this share of the stack's range has drifted
 DRIFT_PLANES = 32  # planes sampled to tell whether brightness drifts through a stack
 
 
@@ -75,6 +75,14 @@ def select_channels(image, channels) -> np.ndarray:
     shape = tuple(image.shape)
     if len(shape) < 3 or shape[-1] not in (3, MAX_COLOUR_CHANNELS):
         raise ValueError(f"channels apply to colour images (..., Y, X, 3 or 4); this one has shape {shape}")
+    return pick_channels(image, channels)
+
+
+def pick_channels(image, channels) -> np.ndarray:
+    """``select_channels``' rule for a trailing channel axis of any length (e.g. the 2 or 6
+    channels of a hyperstack that ``files.read_image`` returns as (..., Y, X, C)): one channel
+    -> that grey (..., Y, X) image, several -> their mean, dtype kept; lazy arrays stay lazy.
+    ``channels`` must be given (an int or a sequence of ints)."""
     if not isinstance(image, np.ndarray):
         return ChannelSelection(image, channels)
     chosen = check_channels(channels, image.shape[-1])
@@ -206,16 +214,17 @@ def check_normalise(normalise: str) -> str:
 
 def brightness_drifts(planes, share: float = DRIFT_SHARE) -> bool:
     """Whether the planes of a stack differ in brightness (bleaching, section thickness,
-    illumination): some plane's median lies more than ``share`` of the stack's intensity range
-    (0.5th..99.5th percentiles over the planes) from the median of the planes' medians.
+    illumination): some plane's median *and* 98th percentile both lie more than ``share`` of the
+    stack's intensity range (0.5th..99.5th percentiles over the planes) from the planes' usual
+    values (the median over planes of each), in the same direction.
 
     Args:
         planes: a sequence of 2D (Y, X[, C]) planes, e.g. evenly spaced planes of the stack
             (``stacks.sample_planes``); each is subsampled to about 65,000 values.
 
-    The median is the background level where objects are sparse (fluorescence), so a plane
-    with fewer objects does not count as darker; in a dense image (EM) it follows the whole
-    plane's brightness.
+    A plane whose whole intensity distribution moved has drifted; one whose median moved alone
+    (a plane with more or fewer objects, or another image of the same kind) has not, so its
+    content is not stretched to look like the others'.
     """
     samples = []
     for plane in planes:
@@ -227,8 +236,10 @@ def brightness_drifts(planes, share: float = DRIFT_SHARE) -> bool:
     low, high = np.percentile(np.concatenate(samples), DEFAULT_PERCENTILES)
     if not high > low:
         return False
-    medians = np.array([np.median(s) for s in samples])
-    return bool(np.max(np.abs(medians - np.median(medians))) > share * (high - low))
+    levels = np.array([np.percentile(s, (50, 98)) for s in samples])  # (planes, 2)
+    shift = (levels - np.median(levels, axis=0)) / (high - low)
+    moved = (np.abs(shift) > share).all(axis=1) & (np.sign(shift[:, 0]) == np.sign(shift[:, 1]))
+    return bool(moved.any())
 
 
 def _intensity_sample(image) -> np.ndarray:

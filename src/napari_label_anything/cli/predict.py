@@ -30,8 +30,9 @@ def add_parser(sub) -> None:
         "predict",
         help="segment images, stacks, folders and zarr arrays from an episode",
         description="Segment every input with one episode. A folder stands for the images in it "
-        "(TIFF, PNG, JPEG, BMP, .zarr); a .zarr path is a zarr array or an OME-Zarr image (first "
-        "level), read plane by plane.",
+        "(TIFF, PNG, JPEG, BMP, .zarr; CZI, ND2, LIF with the [bioio] extra); a .zarr path is a zarr array or "
+        "an OME-Zarr image (first level), read plane by plane. Hyperstack and OME-TIFF axes come from the files: "
+        "T and Z are planes, C the channels (docs/files.md).",
     )
     predict.add_argument("queries", nargs="+", help="images, stacks, folders or .zarr arrays / OME-Zarr images")
     predict.add_argument("--model", required=True, help="hub repo id or checkpoint folder")
@@ -49,9 +50,26 @@ def add_parser(sub) -> None:
         help="tiff (<name>_labels.tif, default) or ome-zarr (<name>_labels.ome.zarr, written plane by plane)",
     )  # fmt: skip
     predict.add_argument("--recursive", action="store_true", help="also take the inputs in sub-folders of folders")
+    predict.add_argument(
+        "--objects", action="store_true",
+        help="also split each output into objects (one label per object; touching objects of a class split by a "
+        "watershed) and measure them: <name>_objects.tif and <name>_objects.csv (class, area/volume, mean "
+        "intensity, centroid, bounding box) beside each output; 2D images and 3D stacks, in one process",
+    )  # fmt: skip
+    predict.add_argument(
+        "--probabilities", nargs="?", const="float32", choices=("float32", "uint8"), metavar="DTYPE",
+        help="also write each input's class probabilities, one channel per class with the background first: "
+        "<name>_probabilities.tif (ImageJ hyperstack) or .ome.zarr (--format), plane by plane; DTYPE float32 "
+        "(0..1, default) or uint8 (0..255); in one process",
+    )  # fmt: skip
     predict.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     add_encoder_option(predict)
     predict.add_argument("--axis", type=int, default=0, help="plane axis of stacks (default 0)")
+    predict.add_argument(
+        "--channels",
+        help="the channels the model sees of inputs with a channel axis other than colour (e.g. a 2-channel "
+        "hyperstack): one (0) is read as a grey image, several (0,2) as their mean; docs/files.md",
+    )
     predict.add_argument("--class-rows", help="class-token rows, e.g. 0,28,37 (default 0..N)")
     predict.add_argument(
         "--normalise",
@@ -117,7 +135,8 @@ def add_supports(episode, image, labels, name: str) -> None:
 def plan(args: argparse.Namespace) -> list:
     """The jobs of a run, every one checked (readable input, planes, unique free output)."""
     from ..files import check_writable_folder
-    from ..inference.batch import FORMATS, BatchJob, check_job, expand_inputs, output_paths
+    from ..inference import batch
+    from ..inference.batch import FORMATS, BatchJob, check_job, existing_outputs, expand_inputs, output_paths
 
     try:
         rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
@@ -128,7 +147,7 @@ def plan(args: argparse.Namespace) -> list:
         options["normalise"] = args.normalise
     inputs = expand_inputs(args.queries, recursive=args.recursive)
     targets = output_paths(inputs, args.out, FORMATS[args.format])
-    existing = [str(t) for t in targets if t.exists()]
+    existing = existing_outputs(targets, objects=args.objects)
     if existing and not args.overwrite:
         raise ValueError(f"output(s) exist: {', '.join(existing)}; pass --overwrite or choose another --out")
     check_writable_folder(args.out)
@@ -140,10 +159,15 @@ def plan(args: argparse.Namespace) -> list:
             print(f"note: the {CLASSIC} model has no image encoder; --encoder {args.encoder} is not used")
         else:
             metadata["encoder"] = args.encoder
+    channels = batch.parse_channels(args.channels)
+    more = {"probabilities": args.probabilities}
     jobs = [
-        BatchJob(str(source), str(target), args.format, args.axis, options, metadata)
+        BatchJob(str(source), str(target), args.format, args.axis, options, metadata, args.objects, channels, **more)
         for source, target in zip(inputs, targets, strict=True)
     ]
+    taken = [str(path) for path in map(batch.probabilities_path, jobs) if args.probabilities and path.exists()]
+    if taken and not args.overwrite:
+        raise ValueError(f"output(s) exist: {', '.join(taken)}; pass --overwrite or choose another --out")
     for job in jobs:
         check_job(job)
     return jobs
@@ -154,8 +178,12 @@ def run(args: argparse.Namespace) -> int:
 
     episode = episode_from_args(args)
     episode.validate()
-    jobs = plan(args)
     distributed = args.workers is not None or args.scheduler
+    if distributed and args.objects:
+        raise ValueError("--objects runs in one process: leave out --workers / --scheduler")
+    if distributed and args.probabilities:
+        raise ValueError("--probabilities runs in one process: leave out --workers / --scheduler")
+    jobs = plan(args)
     if distributed:
         from ..inference.cluster import require_distributed
 
@@ -181,6 +209,10 @@ def run(args: argparse.Namespace) -> int:
 
             result = run_job(segmenter, episode, job, progress=progress)
         _report(result)
+        if job.probabilities:
+            from ..inference.batch import probabilities_path
+
+            print(f"  class probabilities ({job.probabilities}) -> {probabilities_path(job)}")
     return 0
 
 

@@ -70,9 +70,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.official:
         summary["official"] = {k: _mean([r.official[k] for r in results]) for k in results[0].official}
     if len(results) > 1:
-        print(f"mean over seeds {seeds[0]}..{seeds[-1]}: mIoU {summary['miou']:.4f}, FB-IoU {summary['fb_iou']:.4f}")
+        print(f"mean over seeds {seeds[0]}..{seeds[-1]}: mIoU {_score(summary['miou'])}, "
+              f"FB-IoU {_score(summary['fb_iou'])}")  # fmt: skip
         if args.official:
-            print("official: " + ", ".join(f"{k} {v:.4f}" for k, v in summary["official"].items()))
+            print("official: " + ", ".join(f"{k} {_score(v)}" for k, v in summary["official"].items()))
     if args.json:
         from ..files import atomic_write
 
@@ -80,6 +81,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             partial.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
+
+
+def _score(value: float | None) -> str:
+    """A score for the console: 4 decimals, or "n/a" where it is undefined (None or NaN; e.g.
+    FB-IoU on data without background)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -126,8 +133,8 @@ def _report(result) -> None:
     if losses:
         print(f"{result.steps} step(s); loss {losses[0]:.4f} -> {losses[-1]:.4f}")
     if result.before is not None and result.after is not None:
-        print(f"held-out mIoU {result.before['miou']:.4f} -> {result.after['miou']:.4f}, "
-              f"FB-IoU {result.before['fb_iou']:.4f} -> {result.after['fb_iou']:.4f}")  # fmt: skip
+        print(f"held-out mIoU {_score(result.before['miou'])} -> {_score(result.after['miou'])}, "
+              f"FB-IoU {_score(result.before['fb_iou'])} -> {_score(result.after['fb_iou'])}")  # fmt: skip
     if result.cancelled:
         print("stopped early; the state reached is saved and resumable")
     print(f"checkpoint: {result.checkpoint}")

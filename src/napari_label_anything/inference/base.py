@@ -136,6 +136,7 @@ class Segmenter(ABC):
         uncertainty: bool = False,
         normalise: str = "auto",
         plane_progress: ProgressCallback | None = None,
+        probabilities: bool = False,
         **options: Any,
     ) -> Iterator[tuple]:
         """Yield ``(plane_index, labels)`` for each plane of ``stack`` (see ``predict_stack``).
@@ -149,7 +150,9 @@ class Segmenter(ABC):
         that predict it in steps (``PlaneSteps``), which also report them to
         ``plane_progress(done, total)``. With ``uncertainty=True`` it yields
         ``(plane_index, labels, uncertainty)`` instead, both from one
-        ``predict_with_uncertainty`` call per plane.
+        ``predict_with_uncertainty`` call per plane. With ``probabilities=True`` it yields
+        ``(plane_index, labels, proba)``: the plane's (N+1, Y, X) float32 ``predict_proba`` and the
+        labels ``predict`` gives from that same prediction (not with ``uncertainty``).
         """
         stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
@@ -162,7 +165,14 @@ class Segmenter(ABC):
             options["value_range"] = PER_PLANE if per_plane else self._stack_range(stack)
         elif check_normalise(normalise) == "plane":
             raise ValueError("pass either value_range or normalise='plane', not both")
-        if uncertainty:
+        if uncertainty and probabilities:
+            raise ValueError("ask for uncertainty or for probabilities, not both")
+        if probabilities:
+
+            def predict_plane(plane, **extra):
+                with PlaneSteps(plane_progress, cancel):
+                    return self._proba_and_labels(episode, plane, **options, **extra)[::-1]
+        elif uncertainty:
 
             def predict_plane(plane, **extra):
                 with PlaneSteps(plane_progress, cancel):
@@ -174,7 +184,7 @@ class Segmenter(ABC):
                     return self.predict(episode, plane, **options, **extra)
 
         for index, result in self._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options):
-            yield (index, *result) if uncertainty else (index, result)
+            yield (index, *result) if uncertainty or probabilities else (index, result)
 
     #: whether "auto" may normalise plane by plane (supports included): segmenters whose
     #: supports follow the same per-image rule as their queries

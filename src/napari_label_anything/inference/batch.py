@@ -20,7 +20,8 @@ import numpy as np
 
 from .. import ome_zarr
 from ..episode import Episode
-from ..files import IMAGE_SUFFIXES, TIFF_SUFFIXES, image_base_name, read_image
+from ..files import IMAGE_SUFFIXES, image_base_name, read_image
+from ..image_reader import ImageInfo, probe_image
 from ..labels import labels_dtype
 from ..stacks import StackLayout, stack_layout
 
@@ -52,7 +53,7 @@ def expand_inputs(paths: Sequence[str | os.PathLike], recursive: bool = False) -
         if path.is_dir() and not ome_zarr.is_zarr_path(path):
             found = _inputs_in(path, recursive)
             if not found:
-                kinds = "TIFF, PNG, JPEG, BMP or .zarr"
+                kinds = "TIFF, PNG, JPEG, BMP, CZI, ND2, LIF or .zarr"
                 raise ValueError(
                     f"folder {path} holds no {kinds} input{' (searched recursively)' if recursive else ''}"
                 )
@@ -60,7 +61,7 @@ def expand_inputs(paths: Sequence[str | os.PathLike], recursive: bool = False) -
         elif is_input(path):
             expanded.append(path)
         else:
-            raise ValueError(f"{path} is not an image (TIFF, PNG, JPEG, BMP) nor a .zarr array")
+            raise ValueError(f"{path} is not an image (TIFF, PNG, JPEG, BMP, CZI, ND2, LIF) nor a .zarr array")
     return expanded
 
 
@@ -110,26 +111,23 @@ def output_paths(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
 
 
 def probe(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of an input, reading as little as possible (headers only for TIFF and zarr).
+    """Shape and dtype of an input, in the order ``files.read_image`` gives (headers, and a TIFF's
+    first page decoded; see ``input_info``).
 
     Raises:
         ValueError: for a damaged or unreadable input.
     """
-    path = Path(path)
+    info = input_info(path)
+    return info.shape, info.dtype
+
+
+def input_info(path: str | os.PathLike) -> ImageInfo:
+    """What ``open_query`` will return for an input, decoded far enough to fail before a model
+    loads (``image_reader.probe_image``); a zarr input's ``axes`` are "" (its shape says)."""
     if ome_zarr.is_zarr_path(path):
         array = ome_zarr.open_image(path)
-        return tuple(array.shape), np.dtype(array.dtype)
-    try:
-        if path.name.lower().endswith(TIFF_SUFFIXES):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                return tuple(series.shape), np.dtype(series.dtype)
-    except Exception as err:  # noqa: BLE001 - tifffile raises many types for damaged files
-        raise ValueError(f"{path} is not a readable image ({type(err).__name__}: {err})") from None
-    image = read_image(path)  # PNG, JPEG, BMP: decoded to know the exact array (they are small)
-    return image.shape, image.dtype
+        return ImageInfo(tuple(array.shape), np.dtype(array.dtype), "", "")
+    return probe_image(path)
 
 
 def open_query(path: str | os.PathLike):
@@ -137,13 +135,16 @@ def open_query(path: str | os.PathLike):
     return ome_zarr.open_image(path) if ome_zarr.is_zarr_path(path) else read_image(path)
 
 
-def model_query(job: BatchJob, episode: Episode):
-    """The job's query as the model sees it: a colour query reduced to the episode's channels
-    (``Episode.channels``, the napari widget's choice; lazy inputs stay lazy). A grey query,
+def model_query(job: BatchJob, episode: Episode, query=None):
+    """The job's query (``query``: the input already opened) as the model sees it: reduced to the
+    job's ``channels`` (``predict --channels``), else a colour query to the episode's channels
+    (``Episode.channels``, the napari widget's choice); lazy inputs stay lazy. A grey query,
     or an episode for all channels, is read as it is."""
-    from ..preprocessing import select_channels
+    from ..preprocessing import pick_channels, select_channels
 
-    query = open_query(job.source)
+    query = open_query(job.source) if query is None else query
+    if job.channels is not None:
+        return pick_channels(query, job.channels)
     if episode.channels is not None and job.layout(query.shape).rgb:
         query = select_channels(query, episode.channels)
     return query
@@ -151,7 +152,9 @@ def model_query(job: BatchJob, episode: Episode):
 
 @dataclass(frozen=True)
 class BatchJob:
-    """One input and its output. ``options`` go to ``Segmenter.predict_stack`` (e.g. class_rows)."""
+    """One input and its output. ``options`` go to ``Segmenter.predict_stack`` (e.g. class_rows);
+    ``objects``: also write the objects TIFF and their measurements CSV beside the output
+    (``objects.write_objects_outputs``)."""
 
     source: str
     target: str
@@ -159,8 +162,14 @@ class BatchJob:
     axis: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    objects: bool = False
+    channels: tuple[int, ...] | None = None  # the input's channels the model sees (None: grey / colour as is)
+    probabilities: str | None = None  # also write the class probabilities ("float32" / "uint8"): probabilities_path
 
     def layout(self, shape: Sequence[int]) -> StackLayout:
+        """The planes of an input of ``shape`` (the input's, channel axis included)."""
+        if self.channels is not None:  # the chosen channels become one grey image
+            return stack_layout(tuple(shape)[:-1], self.axis, rgb=False)
         return stack_layout(tuple(shape), self.axis)
 
 
@@ -186,19 +195,76 @@ class _CountingOut:
 
 
 def check_job(job: BatchJob) -> StackLayout:
-    """Everything about a job that can be checked before the model loads (readable input, planes, axes)."""
-    shape, _ = probe(job.source)
+    """Everything about a job that can be checked before the model loads (readable input, planes,
+    axes, channels)."""
+    info = input_info(job.source)
+    shape = info.shape
+    check_channels_of(job, info)
     try:
         layout = job.layout(shape)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{job.source}: {err}") from None
     if job.format == "ome-zarr":
         ome_zarr.axes(len(layout.labels_shape))
+        if job.probabilities:  # NGFF: at most t and z besides the class channel
+            from ..probabilities import channel_position
+
+            channel_position(len(layout.plane_axes), zarr=True)
+    if job.objects and len(layout.labels_shape) > 3:
+        raise ValueError(f"{job.source}: objects are split in 2D images and 3D stacks, not {layout.labels_shape}")
     return layout
 
 
+def check_channels_of(job: BatchJob, info: ImageInfo) -> None:
+    """An input whose channels are not colour needs the job's ``channels``: 2 or 5+ channels, or
+    4 channels of a C axis (a hyperstack's fourth channel is no alpha; RGBA samples are colour).
+    ``channels`` need an input with a channel axis. ValueError naming the input."""
+    from ..preprocessing import MAX_COLOUR_CHANNELS, check_channels
+    from ..stacks import MIN_PLANE_SIDE
+
+    shape = info.shape
+    if info.axes:  # a file: its axes say
+        n = info.channels
+    else:  # a zarr array: a short trailing axis is a channel axis
+        n = shape[-1] if len(shape) >= 3 and shape[-1] < MIN_PLANE_SIDE else 0
+    if job.channels is None:
+        colour = n == 3 or (n == MAX_COLOUR_CHANNELS and "C" not in info.file_axes)
+        if n and not colour and info.axes:
+            raise ValueError(
+                f"{job.source} has {n} channels (axes {info.file_axes or info.axes}); the models see grey or colour "
+                "(RGB, RGBA) images: choose the channels they see with --channels (one channel is read as a grey "
+                "image, several as their mean)"
+            )
+        return
+    if not n:
+        raise ValueError(f"{job.source} has no channel axis (axes {info.axes or shape}); leave out --channels for it")
+    try:
+        check_channels(job.channels, n)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{job.source}: {err}") from None
+
+
+def parse_channels(text: str | None) -> tuple[int, ...] | None:
+    """``--channels`` text ("0" or "0,2") as a tuple of channel indices; None for None."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise ValueError(f"--channels must be comma-separated channel numbers (0 is the first), got {text!r}") from None
+
+
+def existing_outputs(targets: Sequence[str | os.PathLike], objects: bool = False) -> list[str]:
+    """The outputs of these targets that exist already (with ``objects``, their objects files too)."""
+    from ..objects import objects_paths
+
+    paths = [p for t in targets for p in (Path(t), *(objects_paths(t) if objects else ()))]
+    return [str(p) for p in paths if p.exists()]
+
+
 def create_output(job: BatchJob, episode: Episode, shape: Sequence[int]) -> Path:
-    """For an OME-Zarr job: its empty labels image in a temporary folder (see ``ome_zarr.create_labels``)."""
+    """For an OME-Zarr job whose input has ``shape``: its empty labels image in a temporary folder
+    (see ``ome_zarr.create_labels``)."""
     layout = job.layout(shape)
     return ome_zarr.create_labels(
         job.target, layout.labels_shape, labels_dtype(episode.n_classes), episode.classes, _metadata(job)
@@ -224,37 +290,102 @@ def predict_planes(
     """
     query = model_query(job, episode)
     out = _CountingOut(ome_zarr.open_labels(folder), episode.n_classes + 1)
-    segmenter.predict_stack(
-        episode, query, axis=job.axis, planes=planes, progress=progress, cancel=cancel, out=out, **job.options
-    )
+    _predict_stack(segmenter, episode, job, query, out, progress, cancel, planes)
     return out.counts
 
 
-def run_job(segmenter, episode: Episode, job: BatchJob, progress: Callable[[int, int], Any] | None = None) -> JobResult:
-    """Predict one input into its output, written atomically (TIFF, or OME-Zarr plane by plane)."""
+def probabilities_path(job: BatchJob) -> Path:
+    """Where a job's probability map goes: beside its labels, ``<name>_probabilities.tif`` or
+    ``<name>_probabilities.ome.zarr`` (``--format``)."""
+    from ..probabilities import SUFFIXES
+
+    labels_suffix = FORMATS.get(job.format, "")
+    base = job.target[: -len(labels_suffix)] if labels_suffix and job.target.endswith(labels_suffix) else job.target
+    return Path(base + SUFFIXES[job.format])
+
+
+def _predict_stack(segmenter, episode: Episode, job: BatchJob, query, out, progress, cancel, planes=None):
+    """``predict_stack`` of the job's query into ``out`` (None: a new array, returned). With
+    ``job.probabilities`` the same prediction, plane by plane, also writes the probability map
+    (``probabilities.write_probabilities``, at ``probabilities_path(job)``)."""
+    if not job.probabilities:
+        return segmenter.predict_stack(
+            episode, query, axis=job.axis, planes=planes, progress=progress, cancel=cancel, out=out, **job.options
+        )
+    from ..probabilities import channel_names, probability_planes, write_probabilities
+    from ..stacks import stack_layout
+
+    if planes is not None:
+        raise ValueError("probabilities are written for whole inputs, in one process")
+    layout = stack_layout(tuple(query.shape), job.axis)
+    if out is None:
+        out = np.zeros(layout.labels_shape, dtype=labels_dtype(episode.n_classes))
+    predicted = probability_planes(
+        segmenter, episode, query, job.axis, labels_out=out, progress=progress, cancel=cancel, **job.options
+    )
+    sizes = [layout.shape[a] for a in layout.plane_axes]
+    names = channel_names(episode.classes)
+    write_probabilities(probabilities_path(job), predicted, sizes, layout.spatial_shape, names, job.probabilities,
+                        _metadata(job))  # fmt: skip
+    return out
+
+
+def run_job(
+    segmenter,
+    episode: Episode,
+    job: BatchJob,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> JobResult:
+    """Predict one input into its output, written atomically (TIFF, or OME-Zarr plane by plane).
+
+    ``cancel`` (a callable or ``threading.Event``) stops the prediction with
+    ``PredictionCancelled``, between planes and within one (``PlaneSteps``), and once more
+    before the output is written: nothing is written.
+    """
     from ..files import write_labels
+    from .base import PredictionCancelled, is_cancelled
+
+    def check_cancel() -> None:
+        if is_cancelled(cancel):
+            raise PredictionCancelled("prediction cancelled")
 
     start = time.perf_counter()
-    query = model_query(job, episode)
-    layout = job.layout(query.shape)
+    source = open_query(job.source)
+    query = model_query(job, episode, source)
+    layout = job.layout(source.shape)
     if job.format == "ome-zarr":
-        folder = create_output(job, episode, query.shape)
+        folder = create_output(job, episode, source.shape)
         try:
-            counts = predict_planes(segmenter, episode, job, folder, progress=progress)
+            counts = predict_planes(segmenter, episode, job, folder, progress=progress, cancel=cancel)
+            check_cancel()
             ome_zarr.commit(folder, job.target)
         except BaseException:
             ome_zarr.discard(folder)
             raise
     elif job.format == "tiff":
-        labels = segmenter.predict_stack(episode, query, axis=job.axis, progress=progress, **job.options)
-        write_labels(job.target, labels, episode.classes, _metadata(job))
+        labels = _predict_stack(segmenter, episode, job, query, None, progress, cancel)
+        check_cancel()
+        colors = [episode.colors.get(name) for name in episode.classes]  # Fiji's LUT as the widget showed them
+        write_labels(job.target, labels, episode.classes, _metadata(job), colors)
         counts = np.bincount(labels.ravel(), minlength=episode.n_classes + 1)
     else:
         raise ValueError(f"unknown output format {job.format!r}; choose one of {', '.join(FORMATS)}")
+    if job.objects:
+        from ..objects import write_objects_outputs
+
+        labels = labels if job.format == "tiff" else ome_zarr.open_labels(job.target, mode="r")
+        write_objects_outputs(job.target, labels, query, episode.classes, _metadata(job))
     return JobResult(job.source, job.target, layout.n_planes, time.perf_counter() - start, count_names(episode, counts))
 
 
 def count_names(episode: Episode, counts: np.ndarray) -> dict[str, int]:
-    from ..labels import class_names
+    """Pixels per class name, every label value counted: a class named "background" (the
+    widget's background scribbles) adds to the background's count."""
+    from ..labels import BACKGROUND, class_names, is_background_name
 
-    return {name: int(counts[k]) if k < len(counts) else 0 for k, name in class_names(episode.classes).items()}
+    named: dict[str, int] = {}
+    for k, name in class_names(episode.classes).items():
+        key = BACKGROUND if is_background_name(name) else name
+        named[key] = named.get(key, 0) + (int(counts[k]) if k < len(counts) else 0)
+    return named

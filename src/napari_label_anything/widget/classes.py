@@ -15,17 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 from psygnal import Signal
 
-from ..labels import BACKGROUND
+from ..labels import (  # noqa: F401 - re-exported: their home is labels.py
+    BACKGROUND_COLOR,
+    BACKGROUND_PROMPT,
+    PALETTE,
+    default_color,
+    is_background_name,
+)
 
-BACKGROUND_PROMPT = 255  # a background scribble in a prompt layer (0 there is "not prompted")
 MAX_CLASSES = BACKGROUND_PROMPT - 1  # the prompt value of background stays free
-BACKGROUND_COLOR = "#8c8c8c"
-
-# Distinct, colour-blind-friendly colours (Okabe-Ito first); class k uses PALETTE[(k-1) % n].
-PALETTE = (
-    "#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7",
-    "#8dd3c7", "#fb8072", "#80b1d3", "#b3de69", "#fccde5", "#bebada", "#ffed6f",
-)  # fmt: skip
 
 
 @dataclass
@@ -34,18 +32,10 @@ class ClassInfo:
     color: str  # "#rrggbb"
 
 
-def default_color(k: int) -> str:
-    return PALETTE[(k - 1) % len(PALETTE)]
-
-
 def rgba(color: str) -> np.ndarray:
     """'#rrggbb' -> (4,) float RGBA in 0..1."""
     color = color.lstrip("#")
     return np.array([int(color[i : i + 2], 16) / 255 for i in (0, 2, 4)] + [1.0])
-
-
-def is_background_name(name: str) -> bool:
-    return name.strip().lower() == BACKGROUND
 
 
 class ClassTable:

@@ -1,4 +1,4 @@
-"""The Label Anything dock widget: classes, supports, query, run/cancel, files.
+"""The Label Anything dock widget: classes, supports, query, run/cancel, objects, batch, files.
 
 Thin by design: it collects prompts from layers into an ``Episode`` (``layers.py``), runs a
 ``Segmenter`` in a worker, one run at a time (``run_controller.py``, ``workers.py``), and
@@ -14,6 +14,8 @@ From napari's console::
     widget.classes.add("nucleus"); widget.add_support(viewer.layers["image"])
     worker = widget.run(viewer.layers["query"], scope="all")   # returns the napari worker
     widget.episode                                               # the Episode built from the layers
+    layer, table = widget.split_objects()                        # "<query> objects" and its table
+    worker = widget.run_batch("in/", "out/", format="ome-zarr")  # a folder, as `predict` runs it
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QFileDialog, QWidget
 
 from ..stacks import stack_layout
+from .batch import BatchActions
 from .channels import ChannelControls
 from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
 from .classes import ClassTable
@@ -41,8 +44,10 @@ from .layers import (
     spatial_shape,
     supports_to_episode,
 )
+from .object_table import ObjectsActions
 from .persistence import adopt_state, forget_state, keep_state
 from .preview import PreviewActions
+from .probability_export import ProbabilityExport
 from .reporting import notify as _notify
 from .reporting import set_status
 from .run_controller import RunController, one_line
@@ -64,6 +69,9 @@ class LabelAnythingWidget(
     SupportActions,
     FeedbackActions,
     FinetuneActions,
+    ObjectsActions,
+    BatchActions,
+    ProbabilityExport,
     QWidget,
 ):
     """Few-shot multi-class segmentation from prompts on support images."""
@@ -259,8 +267,8 @@ class LabelAnythingWidget(
         if self.closed:
             _notify("warning", "the Label Anything widget is closed; open it again to run")
             return None
-        if self.runs.busy or self.finetuning:
-            _notify("warning", "a run or fine-tuning is already in progress: wait for it or press Cancel / Stop")
+        if self.runs.busy or self.finetuning or self.batching:
+            _notify("warning", "a run, batch or fine-tuning is in progress: wait for it or press Cancel / Stop")
             return None
         try:
             query_layer = query_layer or self._chosen_query()
@@ -441,6 +449,7 @@ class LabelAnythingWidget(
         self.cancel_preview()
         self.stop_encoding()
         self._stop_finetuning()
+        self._stop_batch()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self._refresh_layer_choices)
         for key, action in self._actions.items():

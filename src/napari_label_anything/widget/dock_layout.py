@@ -3,11 +3,11 @@
 Three parts, top to bottom. The class box (the class list and its buttons) stays at the top and
 the run bar (Run / Cancel, the progress bar and the status line) at the bottom: neither ever
 scrolls away. Between them a scroll area holds the rest: the first-run hint, the Model section,
-the supports, the query, and the less-used sections Correct and feed back, Fine-tune and Files.
-The Model, Correct and feed back, Fine-tune and Files sections fold away (``sections.py``);
-they start folded, and the Model header names the chosen model and device. The controls
-keep their attribute names on the widget (``widget.run_button``, ``widget.model_picker``, ...);
-``widget.sections`` holds the foldable sections by key.
+the supports, the query, and the less-used sections Correct and feed back, Objects, Fine-tune,
+Batch and Files. The Model section and those fold away (``sections.py``); they start folded,
+and the Model header names the chosen model and device. The controls keep their attribute names
+on the widget (``widget.run_button``, ``widget.model_picker``, ...); ``widget.sections`` holds
+the foldable sections by key.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ SECTION_TOOLTIPS = {
     "feedback": "Show or hide the correction loop: the uncertainty layer, 'Suggest next plane' and\n"
     "'Use this plane as support'",
     "finetune": "Show or hide fine-tuning: train the chosen model on the planes you painted or corrected",
-    "files": "Show or hide saving and loading episodes and exporting the result as TIFF",
+    "objects": "Show or hide objects: the result split into one label per object, measured in a table",
+    "batch": "Show or hide batch runs: the current examples and model over a folder of files",
+    "files": "Show or hide saving and loading episodes, exporting the result as TIFF and the class probabilities",
 }
 
 
@@ -62,6 +64,12 @@ def build_ui(widget) -> None:
         "finetune": CollapsibleSection(
             "Fine-tune", widget._build_finetune_box(), False, SECTION_TOOLTIPS["finetune"]
         ),  # finetune.py: learn from painted planes
+        "objects": CollapsibleSection(
+            "Objects", widget._build_objects_box(), False, SECTION_TOOLTIPS["objects"]
+        ),  # object_table.py: split, measure, table
+        "batch": CollapsibleSection(
+            "Batch", widget._build_batch_box(), False, SECTION_TOOLTIPS["batch"]
+        ),  # batch.py: a folder of files, as predict
         "files": CollapsibleSection("Files", _build_file_row(widget), False, SECTION_TOOLTIPS["files"]),
     }
     picker = widget.model_picker
@@ -72,8 +80,9 @@ def build_ui(widget) -> None:
     column = QWidget()
     column_layout = QVBoxLayout(column)
     column_layout.setContentsMargins(0, 0, 0, 0)
-    for part in (widget.hint, widget.sections["model"], support_box, query_box,
-                 widget.sections["feedback"], widget.sections["finetune"], widget.sections["files"]):  # fmt: skip
+    for part in (widget.hint, widget.sections["model"], support_box, query_box, widget.sections["feedback"],
+                 widget.sections["objects"], widget.sections["finetune"], widget.sections["batch"],
+                 widget.sections["files"]):  # fmt: skip
         column_layout.addWidget(part)
     column_layout.addStretch()
     widget.scroll_area = VerticalScrollArea(column)
@@ -163,14 +172,18 @@ def _build_run_bar(widget) -> QWidget:
 
 def _build_file_row(widget) -> QWidget:
     files = QWidget()
-    row = QHBoxLayout(files)
-    row.setContentsMargins(0, 0, 0, 0)
+    rows = QVBoxLayout(files)
+    rows.setContentsMargins(0, 0, 0, 0)
     widget.save_button = QPushButton("save episode…")
     widget.load_button = QPushButton("load episode…")
     widget.export_button = QPushButton("export TIFF…")
-    for button, slot in ((widget.save_button, widget._save_episode_dialog),
-                         (widget.load_button, widget._load_episode_dialog),
-                         (widget.export_button, widget._export_dialog)):  # fmt: skip
-        button.clicked.connect(slot)
-        row.addWidget(button)
+    widget.probabilities_button = QPushButton("export probabilities…")  # probability_export.py
+    for pair in (((widget.save_button, widget._save_episode_dialog), (widget.load_button, widget._load_episode_dialog)),
+                 ((widget.export_button, widget._export_dialog),
+                  (widget.probabilities_button, widget._export_probabilities_dialog))):  # fmt: skip
+        row = QHBoxLayout()
+        for button, slot in pair:
+            button.clicked.connect(slot)
+            row.addWidget(button)
+        rows.addLayout(row)
     return files

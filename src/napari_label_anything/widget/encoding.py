@@ -116,7 +116,7 @@ class SupportEncoding:
     def _encode_now(self) -> None:
         if self.closed:
             return
-        if self.finetuning:  # it scores with the same segmenter; encode at the next edit or Run
+        if self.finetuning or self.batching:  # they use the same segmenter; encode at the next edit or Run
             return
         if self.runs.busy or self._previews.busy or self._encodings.busy:
             self.encode_timer.start()  # after them: the model is used by one worker at a time

@@ -1,4 +1,5 @@
-"""The widget's files: read an .episode into layers, export an output layer as TIFF.
+"""The widget's files: read an .episode into layers (also for the npe2 reader while the widget is
+open), export an output layer as TIFF.
 
 Errors come out as ``ValueError``/``OSError`` with a message naming the file; the dock widget's
 buttons turn them into one notification. A damaged episode changes nothing: the file is read
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..episode_layers import background_mapping
 from ..labels import labels_dtype
 from ..preprocessing import select_channels
 from . import reporting
-from .classes import BACKGROUND_PROMPT, default_color, is_background_name
+from .classes import BACKGROUND_PROMPT, default_color
 from .layers import find_output_layer, same_layer, spatial_shape
 from .run_controller import one_line
 
@@ -32,22 +34,6 @@ def read_episode(path: str | Path):
         raise
     except Exception as err:  # noqa: BLE001 - a damaged file can fail in many ways
         raise ValueError(f"{path} is not a readable episode file ({type(err).__name__}: {one_line(err)})") from err
-
-
-def background_mapping(classes: list[str]) -> tuple[list[str], np.ndarray]:
-    """An episode's classes without the one named "background", and a lookup table from its
-    label values to the widget's: that class becomes ``BACKGROUND_PROMPT`` (the background
-    row), the classes after it move down by one."""
-    names = [c for c in classes if not is_background_name(c)]
-    lookup = np.zeros(len(classes) + 1, dtype=np.int64)
-    k = 0
-    for value, name in enumerate(classes, start=1):
-        if is_background_name(name):
-            lookup[value] = BACKGROUND_PROMPT
-        else:
-            k += 1
-            lookup[value] = k
-    return names, lookup
 
 
 def _stack_plane(viewer, support, channels=None):
@@ -129,6 +115,25 @@ def load_episode_into(widget, path: str | Path):
     return episode
 
 
+def load_into_open_widget(path: str | Path, viewer=None) -> bool:
+    """Load an .episode into the Label Anything widget docked in ``viewer`` (default: napari's
+    current viewer), as its "load episode…" does; False when no open widget is there (the npe2
+    reader then opens the episode as layers)."""
+    import napari
+
+    from .dock import LabelAnythingWidget
+
+    viewer = viewer or napari.current_viewer()
+    if viewer is None:
+        return False
+    docked = [getattr(w, "native", w) for w in viewer.window.dock_widgets.values()]
+    widget = next((w for w in docked if isinstance(w, LabelAnythingWidget) and not w.closed), None)
+    if widget is None:
+        return False
+    widget.load_episode(path)
+    return True
+
+
 def export_output(viewer, query_layer, classes, path: str | Path) -> tuple[Path, str]:
     """Write the plugin's output layer for ``query_layer`` as TIFF; returns (path, layer name)."""
     from ..files import write_labels
@@ -136,5 +141,5 @@ def export_output(viewer, query_layer, classes, path: str | Path) -> tuple[Path,
     layer = find_output_layer(viewer, query_layer)
     if layer is None:
         raise ValueError(f"no prediction for {query_layer.name!r} yet: press Run first")
-    path = write_labels(path, np.asarray(layer.data), classes.names, {"query": query_layer.name})
+    path = write_labels(path, np.asarray(layer.data), classes.names, {"query": query_layer.name}, classes.colors)
     return path, layer.name

@@ -130,8 +130,8 @@ class FinetuneActions:
         The result (``finetune_session.FinetuneOutcome``) lands in ``self.finetune_outcome``; the
         new model is registered as ``name`` and chosen in the model picker.
         """
-        if self.finetuning or self.runs.busy:
-            raise ValueError("wait for the current run or fine-tuning to finish")
+        if self.finetuning or self.runs.busy or self.batching:
+            raise ValueError("wait for the current run, batch or fine-tuning to finish")
         from ..finetune_session import split_held_out
 
         episode = self._build_episode(background=False, channels=self.channels)  # as runs see them

@@ -55,6 +55,8 @@ TOOLTIPS = {
     "to reuse later or in scripts",
     "load_button": "Open an .episode file: recreates its images, scribble layers and classes",
     "export_button": "Save the result ('<image> labels') as a TIFF file with the class names inside",
+    "probabilities_button": "Compute the query's class probabilities with the current examples and save them:\n"
+    "one channel per class, background first, float32 (0..1) or uint8 (0..255), as TIFF or OME-Zarr",
     "progress": "Planes done in the current run",
 }
 

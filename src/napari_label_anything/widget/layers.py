@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..episode import Episode, count_prompts
-from ..labels import BACKGROUND, class_names, labels_dtype
+from ..labels import BACKGROUND, CLASSES_KEY, class_names, labels_dtype  # CLASSES_KEY: {value: name}
 from ..preprocessing import select_channels
 from .classes import BACKGROUND_PROMPT, ClassTable, rgba
 
 OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query layer's name
-CLASSES_KEY = "label_anything_classes"  # metadata: {label value: class name}
 
 
 def unwrapped(layer):

@@ -141,7 +141,7 @@ class PreviewActions:
         self._previews.stop_all()
 
     def _preview_now(self) -> None:
-        if self.closed or not self.live_preview or self.finetuning:  # one user of the segmenter at a time
+        if self.closed or not self.live_preview or self.finetuning or self.batching:  # one segmenter user
             return
         if self.runs.busy or self._previews.busy:  # after the run (run_ended) or that preview
             self._preview_again = True

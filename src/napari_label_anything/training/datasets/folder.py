@@ -2,8 +2,9 @@
 
 Accepted layouts (images: anything ``files.read_image`` reads; labels: integer images):
 
-* a folder with ``images/`` and ``labels/`` subfolders, files paired by base name
-  (``images/a.png`` with ``labels/a.tif`` or ``labels/a_labels.tif``);
+* a folder with an image subfolder (``images/``, ``image/``, ``imgs/`` or ``img/``) and a label
+  subfolder (``labels/``, ``label/``, ``masks/`` or ``mask/``; any letter case), files paired by
+  base name (``images/a.png`` with ``labels/a.tif``, ``labels/a_labels.tif`` or ``mask/a_mask.png``);
 * one folder holding ``x.tif`` beside ``x_labels.tif``: the plugin's export naming
   (``<name>_labels.tif`` from the widget, the demo and ``predict``);
 * an image folder plus a separate labels folder (``labels=`` argument), e.g. the output folder
@@ -29,6 +30,9 @@ from ...files import IMAGE_SUFFIXES, TIFF_SUFFIXES, image_base_name, read_image,
 from .base import Sample, build_index, classes_present, instances_from_labels
 
 LABELS_SUFFIX = "_labels"
+IMAGE_FOLDERS = ("images", "image", "imgs", "img")  # subfolder pairs, in this order of preference
+LABEL_FOLDERS = ("labels", "label", "masks", "mask")
+LABEL_FILE_SUFFIXES = (LABELS_SUFFIX, "_label", "_masks", "_mask")  # what a label file's name may add in them
 IGNORED_SUFFIXES = ("_overlay", "_support")  # pictures the demo writes beside its labels
 MAX_NAMED = 8  # how many offending files an error message lists
 
@@ -151,21 +155,25 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _is_image(p))
 
 
-def _by_base_name(files: list[Path], strip: str | None, role: str) -> dict[str, Path]:
+def _by_base_name(files: list[Path], strip: tuple[str, ...], role: str, keep=frozenset()) -> dict[str, Path]:
+    """{base name: file}; a base ending in one of ``strip`` loses it, unless the whole base is in ``keep``."""
     found: dict[str, Path] = {}
     for path in files:
         base = image_base_name(path)
-        if strip and base.endswith(strip) and len(base) > len(strip):
-            base = base[: -len(strip)]
+        suffix = next((s for s in strip if base.endswith(s) and len(base) > len(s)), None)
+        if suffix and base not in keep:
+            base = base[: -len(suffix)]
         if base in found:
             raise ValueError(f"two {role} files share the base name {base!r}: {found[base].name} and {path.name}")
         found[base] = path
     return found
 
 
-def _pair(images: list[Path], labels: list[Path], where: Path) -> list[tuple[Path, Path]]:
-    image_by_base = _by_base_name(images, None, "image")
-    labels_by_base = _by_base_name(labels, LABELS_SUFFIX, "label")
+def _pair(
+    images: list[Path], labels: list[Path], where: Path, strip: tuple[str, ...] = (LABELS_SUFFIX,)
+) -> list[tuple[Path, Path]]:
+    image_by_base = _by_base_name(images, (), "image")
+    labels_by_base = _by_base_name(labels, strip, "label", keep=set(image_by_base))
     lonely_images = sorted(p.name for b, p in image_by_base.items() if b not in labels_by_base)
     lonely_labels = sorted(p.name for b, p in labels_by_base.items() if b not in image_by_base)
     if lonely_images or lonely_labels:
@@ -198,22 +206,32 @@ def _find_pairs(path: Path, labels: Path | None) -> list[tuple[Path, Path]]:
         elif not labels.is_file():
             raise ValueError(f"FolderDataset: image file {path} needs a labels file, got the folder {labels}")
         return [(path, labels)]
+    strip: tuple[str, ...] = (LABELS_SUFFIX,)
     if labels is not None:
         if not labels.is_dir():
             raise ValueError(f"FolderDataset: image folder {path} needs a labels folder, got the file {labels}")
         images, label_files = _images_in(path), _images_in(labels)
-    elif (path / "images").is_dir() and (path / "labels").is_dir():
-        images, label_files = _images_in(path / "images"), _images_in(path / "labels")
+    elif (folders := _subfolders(path)) is not None:
+        images, label_files, strip = _images_in(folders[0]), _images_in(folders[1]), LABEL_FILE_SUFFIXES
     else:
         everything = [p for p in _images_in(path) if not image_base_name(p).endswith(IGNORED_SUFFIXES)]
         label_files = [p for p in everything if image_base_name(p).endswith(LABELS_SUFFIX)]
         images = [p for p in everything if p not in label_files]
     if not images and not label_files:
         raise ValueError(
-            f"{path}: no image files found (looked for {', '.join(IMAGE_SUFFIXES)} as images/ + labels/, "
-            f"or x.tif beside x_labels.tif)"
+            f"{path}: no image files found (looked for {', '.join(IMAGE_SUFFIXES)} as images/ + labels/ "
+            "(or img/ + mask/ ...), or x.tif beside x_labels.tif)"
         )
-    return _pair(images, label_files, path)
+    return _pair(images, label_files, path, strip)
+
+
+def _subfolders(path: Path) -> tuple[Path, Path] | None:
+    """The first image subfolder and label subfolder of ``path`` (``IMAGE_FOLDERS``,
+    ``LABEL_FOLDERS``, any letter case), or None without both."""
+    found = {p.name.lower(): p for p in sorted(path.iterdir()) if p.is_dir()}
+    image = next((found[n] for n in IMAGE_FOLDERS if n in found), None)
+    label = next((found[n] for n in LABEL_FOLDERS if n in found), None)
+    return (image, label) if image is not None and label is not None else None
 
 
 def _read_labels(path: Path) -> np.ndarray:
@@ -238,19 +256,9 @@ def _read_labels(path: Path) -> np.ndarray:
 
 def _image_shape(path: Path) -> tuple[int, ...]:
     """The array shape ``read_image`` would return, from the file header."""
-    try:
-        if path.name.lower().endswith(TIFF_SUFFIXES):
-            import tifffile
+    from ...image_reader import probe_image
 
-            with tifffile.TiffFile(path) as tif:
-                return tuple(tif.series[0].shape)
-        from PIL import Image
-
-        with Image.open(path) as image:
-            bands = len(image.getbands())
-            return (image.height, image.width) if bands == 1 else (image.height, image.width, bands)
-    except Exception as err:  # noqa: BLE001 - tifffile and Pillow raise many types for damaged files
-        raise ValueError(f"{path} is not a readable image ({type(err).__name__}: {err})") from None
+    return probe_image(path, decode=False).shape
 
 
 def _check_shapes(image_path: Path, image_shape: tuple, labels_path: Path, labels_shape: tuple) -> None:

@@ -1,0 +1,299 @@
+"""The dock's Batch panel: the current episode over a folder of files, as ``predict`` runs it.
+
+``BatchActions`` is mixed into ``LabelAnythingWidget``. The jobs are planned with the batch code
+of the command line (``inference.batch``: inputs expanded, unique output names, existing outputs
+refused unless overwrite is ticked, a writable folder, every input checked) before the model
+loads, and each runs through ``batch.run_job`` (TIFF or OME-Zarr, optionally with objects) in a
+worker: the episode and model are the ones a Run uses. Stop cancels within the file in progress
+(``PlaneSteps``): its output is never written (``run_job`` writes atomically); the files
+finished before it are kept. The form is a magicgui ``Container`` built widget by widget (no
+annotations to resolve, so this module may use ``from __future__ import annotations``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
+
+from .workers import PredictionError, download_with_status, import_torch_stack
+
+PROGRESS_PER_PLANE = 100
+OVERWRITE_HINT = "tick 'overwrite' or choose another output folder"
+FORM_TOOLTIPS = {
+    "input": "The folder of images to segment (TIFF, PNG, JPEG, BMP, .zarr / OME-Zarr)",
+    "recursive": "Also segment the images in the folders inside the input folder",
+    "output": "Where the label images go (<name>_labels.tif or <name>_labels.ome.zarr); created if needed",
+    "format": "tiff: one <name>_labels.tif per input, the class names inside;\n"
+    "ome-zarr: <name>_labels.ome.zarr, written plane by plane (for large stacks)",
+    "overwrite": "Replace outputs that exist already; unticked, the batch refuses to start when one exists",
+    "objects": "Also split each result into objects and measure them: <name>_objects.tif (one label per\n"
+    "object) and <name>_objects.csv (class, size, mean intensity, centroid, box) beside it",
+}
+
+
+def plan_batch(
+    folder: str | Path,
+    out: str | Path,
+    recursive: bool = False,
+    format: str = "tiff",
+    overwrite: bool = False,
+    objects: bool = False,
+    options: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[list, list[int]]:
+    """The batch's jobs (``inference.batch.BatchJob``) and each one's number of planes, every
+    input checked as ``predict`` checks it. Raises ValueError / FileNotFoundError."""
+    from ..files import check_writable_folder
+    from ..inference.batch import FORMATS, BatchJob, check_job, existing_outputs, expand_inputs, output_paths
+
+    if format not in FORMATS:
+        raise ValueError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
+    if not str(folder).strip():
+        raise ValueError("choose an input folder")
+    if not str(out).strip():
+        raise ValueError("choose an output folder")
+    inputs = expand_inputs([folder], recursive=recursive)
+    targets = output_paths(inputs, out, FORMATS[format])
+    existing = existing_outputs(targets, objects=objects)
+    if existing and not overwrite:
+        raise ValueError(f"output(s) exist: {', '.join(existing)}; {OVERWRITE_HINT}")
+    check_writable_folder(out)
+    jobs = [
+        BatchJob(str(source), str(target), format, 0, dict(options or {}), dict(metadata or {}), objects=objects)
+        for source, target in zip(inputs, targets, strict=True)
+    ]
+    return jobs, [check_job(job).n_planes for job in jobs]
+
+
+def batch_job(
+    get_segmenter: Callable[[], Any],
+    episode,
+    jobs: list,
+    planes: list[int],
+    download: str | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """Generator run in the worker: ("status", text), ("model", (name, device)), then per file
+    ("file", (i, n, source)), ("progress", (planes done, planes in all)) after each plane and
+    ("result", ``JobResult``) once its output is written; returns the results.
+
+    Each file runs in a helper thread, so progress comes out as it goes and ``cancel`` (the
+    worker's stop request) reaches ``run_job`` within its plane; a cancelled file writes
+    nothing and the generator ends with ("status", "cancelled").
+    """
+    import queue
+    import threading
+
+    from ..inference.base import PredictionCancelled, is_cancelled
+    from ..inference.batch import run_job
+
+    try:
+        if download is not None:
+            yield from download_with_status(download)
+        yield "status", "loading model"
+        segmenter = get_segmenter()
+        yield "model", (str(segmenter.name), str(segmenter.device))
+        total, done, results = sum(planes), 0, []
+        for i, (job, n_planes) in enumerate(zip(jobs, planes, strict=True)):
+            if is_cancelled(cancel):
+                break
+            yield "file", (i, len(jobs), job.source)
+            messages: queue.SimpleQueue = queue.SimpleQueue()
+
+            def work(job=job, messages=messages) -> None:
+                try:
+                    result = run_job(segmenter, episode, job, progress=lambda d, _t: messages.put(("plane", d)),
+                                     cancel=lambda: is_cancelled(cancel))  # fmt: skip
+                    messages.put(("done", result))
+                except BaseException as err:  # noqa: BLE001 - raised in the generator below
+                    messages.put(("error", err))
+
+            threading.Thread(target=work, name="nla-batch", daemon=True).start()
+            while True:
+                kind, payload = messages.get()
+                if kind == "plane":
+                    yield "progress", (done + payload, total)
+                    continue
+                if kind == "done":
+                    done += n_planes
+                    results.append(payload)
+                    yield "result", payload
+                elif isinstance(payload, PredictionCancelled) and is_cancelled(cancel):
+                    yield "status", "cancelled"
+                    return results
+                else:
+                    raise payload
+                break
+        if is_cancelled(cancel):
+            yield "status", "cancelled"
+        return results
+    except RuntimeError as err:  # superqt swallows a worker's RuntimeError (workers.PredictionError)
+        name = "" if type(err) is RuntimeError else f"{type(err).__name__}: "
+        raise PredictionError(f"{name}{err}") from err
+
+
+class BatchActions:
+    """The Batch panel of the dock widget (mixed into ``LabelAnythingWidget``)."""
+
+    def _build_batch_box(self) -> QGroupBox:
+        from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
+
+        from ..inference.batch import FORMATS
+        from .workers import WorkerLauncher
+
+        self._batch_launcher = WorkerLauncher()
+        self._batch_worker = None
+        self.batch_results: list = []
+        self.batch_outcome: str | None = None  # "done", "cancelled" or "failed" once a batch ended
+        tips = FORM_TOOLTIPS
+        self.batch_input = FileEdit(mode="d", label="input folder", tooltip=tips["input"])
+        self.batch_recursive = CheckBox(text="include sub-folders", value=False, tooltip=tips["recursive"])
+        self.batch_output = FileEdit(mode="d", label="output folder", tooltip=tips["output"])
+        self.batch_format = ComboBox(choices=tuple(FORMATS), value="tiff", label="format", tooltip=tips["format"])
+        self.batch_overwrite = CheckBox(text="overwrite", value=False, tooltip=tips["overwrite"])
+        self.batch_objects = CheckBox(text="objects too", value=False, tooltip=tips["objects"])
+        fields = [self.batch_input, self.batch_recursive, self.batch_output, self.batch_format]
+        self.batch_form = Container(widgets=[*fields, self.batch_overwrite, self.batch_objects])
+        for edit in (self.batch_input, self.batch_output):  # the tooltip on the parts the user points at
+            edit.line_edit.native.setToolTip(edit.tooltip)
+            edit.choose_btn.native.setToolTip(f"Choose the {edit.label} in a folder dialog")
+        self.batch_form.native.layout().setContentsMargins(0, 0, 0, 0)
+        box = QGroupBox("Batch")
+        layout = QVBoxLayout(box)
+        layout.addWidget(self.batch_form.native)
+        row = QHBoxLayout()
+        self.batch_button = QPushButton("Run batch")
+        self.batch_button.setToolTip(
+            "Segment every image of the input folder with the current classes, examples and model\n"
+            "(as Run does) and write the results to the output folder; napari stays usable"
+        )
+        self.batch_button.clicked.connect(lambda: self._guard(self._run_batch_from_form, "cannot run the batch"))
+        self.batch_stop_button = QPushButton("Stop")
+        self.batch_stop_button.setToolTip(
+            "Stop the batch within the file in progress: that file's output is not written; files\nfinished before stay"
+        )
+        self.batch_stop_button.setEnabled(False)
+        self.batch_stop_button.clicked.connect(self.cancel_batch)
+        row.addWidget(self.batch_button)
+        row.addWidget(self.batch_stop_button)
+        layout.addLayout(row)
+        self.batch_progress = QProgressBar()
+        self.batch_progress.setToolTip("Planes done in the batch, all files together")
+        self.batch_status = QLabel("")
+        self.batch_status.setWordWrap(True)
+        layout.addWidget(self.batch_progress)
+        layout.addWidget(self.batch_status)
+        return box
+
+    @property
+    def batching(self) -> bool:
+        return self._batch_launcher.busy
+
+    def _run_batch_from_form(self):
+        return self.run_batch(
+            self.batch_input.line_edit.value, self.batch_output.line_edit.value, self.batch_recursive.value,
+            self.batch_format.value, self.batch_overwrite.value, self.batch_objects.value,
+        )  # fmt: skip
+
+    def run_batch(self, folder, out, recursive: bool = False, format: str = "tiff", overwrite: bool = False,
+                  objects: bool = False):  # fmt: skip
+        """Segment every image of ``folder`` into ``out`` in a worker, as ``predict`` does; returns the worker.
+
+        The episode and model are those a Run uses; ``format`` "tiff" or "ome-zarr";
+        ``objects``: also ``<name>_objects.tif`` and ``.csv``. Everything is checked before the
+        model loads (ValueError / FileNotFoundError). ``batch_results`` collects each file's
+        ``JobResult``; ``batch_outcome`` says how the batch ended.
+        """
+        if self.closed:
+            raise ValueError("the Label Anything widget is closed; open it again")
+        if self.batching or self.runs.busy or self.finetuning:
+            raise ValueError("a run, batch or fine-tuning is in progress: wait for it or stop it")
+        picker = self.model_picker
+        episode = self._run_episode()
+        metadata = {"model": picker.model_name}
+        if picker.encoder != "torch" and not picker.is_classic():
+            metadata["encoder"] = picker.encoder
+        options = {} if self.normalise == "auto" else {"normalise": self.normalise}
+        jobs, planes = plan_batch(folder, out, recursive, format, overwrite, objects, options, metadata)
+        import_torch_stack()
+        download = picker.checkpoint_to_download()
+        self.cancel_preview()
+        self.batch_results, self.batch_outcome = [], None
+        self._batch_started = time.perf_counter()
+        self.batch_progress.setRange(0, max(sum(planes), 1) * PROGRESS_PER_PLANE)
+        self.batch_progress.setValue(0)
+        self.batch_button.setEnabled(False)
+        self.batch_stop_button.setEnabled(True)
+        self.batch_status.setText(f"{len(jobs)} file(s) to {out}: starting")
+        self._batch_worker = self._batch_launcher.start(
+            batch_job, self.segmenter_after_encoding, episode, jobs, planes, download, cancellable=True,
+            yielded=self._on_batch_message, returned=self._on_batch_returned, errored=self._on_batch_error,
+            aborted=self._on_batch_aborted, finished=self._on_batch_finished,
+        )  # fmt: skip
+        return self._batch_worker
+
+    def cancel_batch(self) -> None:
+        """Stop the batch within the file in progress (its output is not written)."""
+        if self.batching:
+            self.batch_status.setText("stopping…")
+        self._batch_launcher.stop_all()
+
+    def _on_batch_message(self, message) -> None:
+        if self.closed:
+            return
+        kind, payload = message
+        if kind == "status":
+            self.batch_status.setText(payload)
+        elif kind == "model":
+            self.batch_status.setText(f"running {payload[0]} on {payload[1]}")
+        elif kind == "file":
+            i, n, source = payload
+            self.batch_status.setText(f"file {i + 1}/{n}: {Path(source).name}")
+        elif kind == "progress":
+            self.batch_progress.setValue(round(payload[0] * PROGRESS_PER_PLANE))
+        elif kind == "result":
+            self.batch_results.append(payload)
+
+    def _on_batch_returned(self, _results) -> None:
+        if self.batch_outcome is None:
+            self.batch_outcome = "cancelled" if self._batch_worker.abort_requested else "done"
+        self._batch_ended()
+
+    def _on_batch_aborted(self) -> None:
+        self.batch_outcome = "cancelled"
+        self._batch_ended()
+
+    def _on_batch_error(self, err: BaseException) -> None:
+        self.batch_outcome = "failed"
+        self._batch_ended()
+        self._report_error("the batch failed", err)
+
+    def _batch_ended(self) -> None:
+        if self.closed:
+            return
+        seconds = time.perf_counter() - self._batch_started
+        done = len(self.batch_results)
+        outputs = Path(self.batch_results[-1].target).parent if self.batch_results else None
+        if self.batch_outcome == "done":
+            self.batch_progress.setValue(self.batch_progress.maximum())
+            self.batch_status.setText(f"{done} file(s) in {seconds:.1f} s -> {outputs}")
+        elif self.batch_outcome == "cancelled":
+            self.batch_status.setText(f"stopped after {done} file(s): their outputs are kept, the file in progress "
+                                      "wrote nothing")  # fmt: skip
+        else:
+            self.batch_status.setText(f"failed after {done} file(s); see the notification")
+
+    def _on_batch_finished(self) -> None:
+        if self.closed:
+            return
+        self.batch_button.setEnabled(True)
+        self.batch_stop_button.setEnabled(False)
+        self.schedule_encoding()  # encoding.py: what changed during the batch
+
+    def _stop_batch(self) -> None:
+        """Called when the widget is released: stop a batch within its file in progress."""
+        self._batch_launcher.stop_all()
