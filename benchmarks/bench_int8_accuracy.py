@@ -101,7 +101,7 @@ def run_config(config: str, cases: dict) -> list[dict]:
     from napari_label_anything.inference import LabelAnythingSegmenter
 
     model = build_model(config)
-    reference = LabelAnythingSegmenter(model, device="cpu", name=config)
+    reference = LabelAnythingSegmenter(model, device="cpu", name=config, encoder="torch")
     rows = []
     for backend in BACKENDS:
         t0 = time.perf_counter()

@@ -117,7 +117,7 @@ def main() -> None:
     stack = rng.integers(0, 60000, (args.planes, *shape)).astype(np.uint16)
     result = {"config": args.config, "supports": args.supports, "planes": args.planes}
 
-    reference = LabelAnythingSegmenter(model, device=args.device, name=f"random-{args.config}")
+    reference = LabelAnythingSegmenter(model, device=args.device, name=f"random-{args.config}", encoder="torch")
     result["device"] = reference.device
     per_plane_official = float("nan")
     if not args.skip_official:

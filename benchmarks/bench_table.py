@@ -4,7 +4,8 @@ Rows are a model configuration (``tiny-sam`` / ``tiny-mae``: the checkpoints in
 ``tests/data/reference/{sam_like,mae_like}`` loaded with ``checkpoint.load_model``; ``mae480`` /
 ``sam1024``: the full-size release configurations with random weights, nothing downloaded)
 times an encoder backend (``torch``, ``onnx``, ``onnx-int8`` on the CPU; ``torch``, ``torch-bf16``,
-``torch-fp16`` on CUDA, each at every ``--batch-sizes``). Columns:
+``torch-fp16`` on CUDA, each at every ``--batch-sizes``; ``auto``: the default, whichever of them it
+resolves to). Columns:
 
 - ``setup s``: building the segmenter (the ONNX export and int8 quantisation on first use, cached
   afterwards);
@@ -50,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "reference"
 CONFIGS = ("tiny-sam", "tiny-mae", "mae480", "sam1024")
 PRECISION_OF = {
+    "auto": "float32",  # the default: onnx on a CPU, torch on CUDA (encoder_backends.resolve_encoder)
     "torch": "float32",
     "onnx": "float32",
     "onnx-int8": "float32",  # the network around the int8 encoder runs float32
@@ -161,7 +163,7 @@ def run_row(config: str, backend: str, batch: int, planes: int, device: str, rep
         model,
         device=device,
         name=config,
-        encoder=backend if backend.startswith("onnx") else "torch",
+        encoder=backend if backend.startswith("onnx") or backend == "auto" else "torch",
         batch_size=batch,
         precision=PRECISION_OF[backend],
         cache_size=max(32, batch),
@@ -176,6 +178,7 @@ def run_row(config: str, backend: str, batch: int, planes: int, device: str, rep
         "device": segmenter.device,
         "threads": torch.get_num_threads(),
         "setup_s": setup,
+        "encoder_backend": segmenter.encoder_backend,  # what "auto" ran
         "onnx_exported_now": getattr(segmenter.encoder, "exported_now", None),
         "onnx_quantized_now": getattr(segmenter.encoder, "quantized_now", None),
     }
@@ -254,7 +257,7 @@ def run_official(config: str, planes: int, device: str) -> dict:
     from napari_label_anything.model_inputs import build_prompt_arrays
 
     rng = np.random.default_rng(0)
-    segmenter = LabelAnythingSegmenter(build_model(config), device=device, name=config)
+    segmenter = LabelAnythingSegmenter(build_model(config), device=device, name=config, encoder="torch")
     model, clock = segmenter.model, Clock(segmenter.device_obj.type)
     episode = make_episode(rng)
     stack = make_stack(rng, planes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -19,6 +21,11 @@ import_torch()
 # Golden data of the official implementation, kept in the repository (tests/data/reference/README.md)
 # so that a fresh clone tests everything. NLA_REFERENCE_DIR points the suite at another copy.
 REFERENCE = Path(os.environ.get("NLA_REFERENCE_DIR", Path(__file__).resolve().parent / "data" / "reference"))
+
+# The ONNX encoders the suite exports (encoder="auto" is ONNX Runtime on a CPU) go to a folder of
+# this session, shared by its tests (cached by weights digest), never into the user's cache.
+ONNX_CACHE = tempfile.mkdtemp(prefix="nla-tests-cache-")
+os.environ["NLA_CACHE_DIR"] = ONNX_CACHE
 
 
 def require_reference() -> Path:
@@ -38,18 +45,20 @@ def manifest(reference) -> dict:
     return json.loads((reference / "manifest.json").read_text())
 
 
+# PyTorch, the reference the parity tests compare with the official code (and whose model keeps
+# its image encoder); the default encoder's own tests are in test_default_encoder.py.
 @pytest.fixture(scope="session")
 def sam_like_segmenter(reference):
     import napari_label_anything as nla
 
-    return nla.load_segmenter(str(reference / "sam_like"), device="cpu")
+    return nla.load_segmenter(str(reference / "sam_like"), device="cpu", encoder="torch")
 
 
 @pytest.fixture(scope="session")
 def mae_like_segmenter(reference):
     import napari_label_anything as nla
 
-    return nla.load_segmenter(str(reference / "mae_like"), device="cpu")
+    return nla.load_segmenter(str(reference / "mae_like"), device="cpu", encoder="torch")
 
 
 @pytest.fixture
@@ -95,6 +104,10 @@ def blob_image(shape=(96, 128), seed=0) -> tuple[np.ndarray, np.ndarray]:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA device; the only tests allowed to skip")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(ONNX_CACHE, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -25,7 +25,7 @@ def cache_dir(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", ["sam_like", "mae_like"])
 def test_onnx_gives_the_torch_numbers(reference, episode, name):
     model = load_model(reference / name)
-    eager = LabelAnythingSegmenter(model, device="cpu")
+    eager = LabelAnythingSegmenter(model, device="cpu", encoder="torch")
     onnx = LabelAnythingSegmenter(model, device="cpu", encoder="onnx")
     query = blob_image((80, 100), seed=4)[0]
     torch.testing.assert_close(onnx.features(query), eager.features(query), rtol=1e-4, atol=1e-5)
@@ -52,7 +52,8 @@ def test_export_is_cached_by_weights_digest(reference, cache_dir):
 
 def test_bad_backend_choices(reference, monkeypatch):
     model = load_model(reference / "mae_like")
-    with pytest.raises(ValueError, match="unknown encoder backend 'tensorrt'; choose one of torch, onnx, onnx-int8"):
+    choices = "choose one of auto, torch, onnx, onnx-int8"
+    with pytest.raises(ValueError, match=f"unknown encoder backend 'tensorrt'; {choices}"):
         make_encoder("tensorrt", model)
     for backend in ("onnx", "onnx-int8"):
         with pytest.raises(ValueError, match="run on the CPU only; on cuda choose the torch encoder"):
@@ -85,7 +86,7 @@ def test_load_segmenter_passes_every_option_and_drops_the_torch_encoder_with_onn
     assert (segmenter.batch_size, segmenter.tiling, segmenter.encoder.name) == (2, "resize", "onnx")
     assert segmenter.model.image_encoder is None  # the exported encoder serves every image
     assert segmenter.predict(episode, blob_image(seed=3)[0]).shape == (96, 128)
-    eager = load_segmenter(str(reference / "sam_like"), device="cpu", tiling="tile")
+    eager = load_segmenter(str(reference / "sam_like"), device="cpu", tiling="tile", encoder="torch")
     assert eager.tiling == "tile" and eager.model.image_encoder is not None
     assert eager.weights_digest == segmenter.weights_digest  # store entries are shared
 
@@ -124,7 +125,7 @@ INT8_LABEL_AGREEMENT = 0.99
 @pytest.mark.parametrize("name", ["sam_like", "mae_like"])
 def test_int8_stays_close_to_float32(reference, episode, name):
     model = load_model(reference / name)
-    eager = LabelAnythingSegmenter(model, device="cpu")
+    eager = LabelAnythingSegmenter(model, device="cpu", encoder="torch")
     int8 = LabelAnythingSegmenter(model, device="cpu", encoder="onnx-int8")
     assert (int8.encoder.name, int8.encoder.precision) == ("onnx-int8", "int8")
     query = blob_image((80, 100), seed=4)[0]
@@ -192,7 +193,7 @@ def test_int8_features_are_stored_apart_from_float32_ones(reference, tmp_path):
     image = blob_image(seed=2)[0]
     int8 = load_segmenter(str(reference / "mae_like"), device="cpu", encoder="onnx-int8", embeddings=store)
     int8.features(image)
-    eager = load_segmenter(str(reference / "mae_like"), device="cpu", embeddings=store)
+    eager = load_segmenter(str(reference / "mae_like"), device="cpu", embeddings=store, encoder="torch")
     eager.features(image)
     assert eager.stats["store_hits"] == 0  # approximate features never stand in for float32 ones
     onnx = load_segmenter(str(reference / "mae_like"), device="cpu", encoder="onnx", embeddings=store)
@@ -228,7 +229,7 @@ def test_predict_cli_and_cluster_workers_offer_every_backend(reference, episode,
     with pytest.raises(SystemExit):
         main([*args, "--encoder", "int4"])
     err = capsys.readouterr().err.replace("'", "")  # Python 3.12+ quotes the choices
-    assert "invalid choice: int4 (choose from torch, onnx, onnx-int8)" in err
+    assert "invalid choice: int4 (choose from auto, torch, onnx, onnx-int8)" in err
     monkeypatch.setattr(cluster, "_SEGMENTERS", {})  # this process is no worker: leave its state as it was
     monkeypatch.setattr(cluster, "_STATS", {"loads": {}, "tasks": 0})
     spec = cluster.ModelSpec(model, "cpu", None, "onnx-int8")

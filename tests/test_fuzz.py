@@ -2,11 +2,13 @@
 
 Every call must either succeed with the documented output (shape, dtype, value range) or raise
 one of the clean errors (``ValueError``/``TypeError``) — never anything else — and a refused
-``add_support`` must leave the episode exactly as it was.
+``add_support`` must leave the episode exactly as it was. Mutated ``.episode`` bytes load or
+give a ``ValueError``/``OSError`` of one line.
 """
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -158,6 +160,70 @@ def test_episode_file_round_trip(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "e.episode"
     episode.save(path)
     assert nla.Episode.load(path).signature() == episode.signature()
+
+
+@pytest.fixture(scope="module")
+def episode_files(tmp_path_factory) -> dict[str, bytes]:
+    """A small episode file's bytes (a support from a stack, with context; points, boxes, labels),
+    as ``save`` writes it (deflated) and with stored members (headers in the file as they are)."""
+    stack = np.random.default_rng(0).integers(0, 255, (3, 40, 60)).astype(np.uint16)  # members over 4 KiB
+    labels = np.zeros((40, 60), np.uint8)
+    labels[2:5, 3:7] = 1
+    episode = nla.Episode(["a", "b"], colors={"a": "#ff0000"})
+    episode.add_support(stack, labels=np.stack([labels] * 3), points=[(8, 9, 2)], boxes=[(1, 1, 6, 6, "b")], plane=1)
+    path = tmp_path_factory.mktemp("episode") / "e.episode"
+    episode.save(path)
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    stored = io.BytesIO()
+    np.savez(stored, **arrays)
+    return {"deflated": path.read_bytes(), "stored": stored.getvalue()}
+
+
+def places(raw: bytes) -> list[list[int]]:
+    """Offsets where a mutation is most telling: [compression methods and name lengths of the zip
+    headers, every byte of the .npy headers that lie in the file as they are], each non-empty."""
+    fields, headers = [], []
+    for mark, offsets in ((b"PK\x03\x04", (8, 26)), (b"PK\x01\x02", (10, 28))):
+        at = raw.find(mark)
+        while at >= 0:
+            fields += [at + offset for offset in offsets if at + offset < len(raw)]
+            at = raw.find(mark, at + 1)
+    at = raw.find(b"{'descr'")
+    while at >= 0:
+        end = raw.find(b"}", at)
+        headers += range(at, len(raw) if end < 0 else end + 1)
+        at = raw.find(b"{'descr'", at + 1)
+    return [found for found in (fields, headers) if found]
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_episode_files_load_or_refuse_in_one_line(episode_files, tmp_path_factory, data):
+    """Flipped, overwritten, inserted, deleted bytes and truncation: ``Episode.load`` gives an
+    episode or a ``ValueError``/``OSError`` of one short line, never another exception."""
+    raw = bytearray(episode_files[data.draw(st.sampled_from(sorted(episode_files)))])
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.one_of(st.integers(0, len(raw) - 1), *map(st.sampled_from, places(bytes(raw)))))
+        kind = data.draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        if kind == "flip":
+            raw[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif kind == "set":
+            raw[at] = data.draw(st.sampled_from([0, 0xFF, ord("("), ord(")"), ord("9"), ord("'")]))
+        elif kind == "insert":
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del raw[at : at + data.draw(st.integers(1, 8))]
+        else:
+            del raw[at:]
+        if not raw:
+            break
+    path = tmp_path_factory.mktemp("mutated") / "m.episode"
+    path.write_bytes(bytes(raw))
+    try:
+        nla.Episode.load(path)
+    except (ValueError, OSError) as err:
+        assert "\n" not in str(err) and len(str(err)) < 2000, str(err)
 
 
 @pytest.fixture(scope="module")

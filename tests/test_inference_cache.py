@@ -73,7 +73,8 @@ def _lookup(keys, memory, store, computed, stats):
         return [np.full(3, len(k), np.float32) for k in missing]
 
     names = ("memory", "store", "computed")
-    return tiered_lookup(keys, memory, store, lambda k: EmbeddingStore.signature(k, None, "w", {}), compute,
+    signature = lambda k: EmbeddingStore.signature(k, None, "w", {}, ((3,), np.float32))  # noqa: E731
+    return tiered_lookup(keys, memory, store, signature, compute,
                          load=np.asarray, save=np.asarray, stats=stats, names=names)  # fmt: skip
 
 

@@ -45,6 +45,7 @@ def test_features_embedded_by_the_cli_are_reused(qtbot, make_napari_viewer, refe
     assert main(["embed", "--model", str(reference / "mae_like"), "--cache", str(folder), str(tmp_path / "stack.tif"),
                  "--quiet"]) == 0  # fmt: skip
     viewer, widget = open_widget(make_napari_viewer, reference, stack, folder)
+    widget.model_picker.set_encoder("torch")
     run_and_wait(qtbot, widget)
     stats = widget.model_picker.get_segmenter().stats
     assert stats["store_hits"] == 3 and stats["encoded_images"] == 1  # only the support was new
@@ -66,17 +67,17 @@ def test_features_embedded_by_the_cli_are_reused(qtbot, make_napari_viewer, refe
 
 
 def test_the_encoder_choice_offers_every_backend(qtbot):
-    from napari_label_anything.inference.encoder_backends import ENCODER_BACKENDS
+    from napari_label_anything.inference.encoder_backends import ENCODER_OPTIONS
     from napari_label_anything.widget.model_picker import ModelPicker
 
     picker = ModelPicker()
     qtbot.addWidget(picker)
     combo = picker.encoder_combo
-    assert tuple(combo.itemData(i) for i in range(combo.count())) == ENCODER_BACKENDS
-    assert picker.encoder == "torch"  # never int8 unless chosen
-    assert "int8" in combo.itemText(2) and "approximate" in combo.itemText(2) and "int8" in combo.toolTip()
+    assert tuple(combo.itemData(i) for i in range(combo.count())) == ENCODER_OPTIONS
+    assert picker.encoder == "auto" and combo.itemText(0).startswith("auto (ONNX Runtime on a CPU")
+    assert "int8" in combo.itemText(3) and "approximate" in combo.itemText(3) and "int8" in combo.toolTip()
     picker.set_encoder("onnx-int8")
-    assert picker.encoder == "onnx-int8"
+    assert picker.encoder == "onnx-int8"  # never int8 unless chosen: the default is auto
     with pytest.raises(ValueError, match="unknown encoder backend 'int4'"):
         picker.set_encoder("int4")
     assert picker.encoder == "onnx-int8"

@@ -154,7 +154,7 @@ def test_two_quick_runs_never_run_at_once(qtbot, gated):
     second = widget.run(viewer.layers["stack"])
     assert first is not None and second is None
     notes = [str(n.message) for n in new_notifications(before)]
-    assert len(notes) == 1 and "already in progress" in notes[0]
+    assert len(notes) == 1 and "in progress: wait for it" in notes[0]
     assert widget.status.text() != "ready"
     finish(qtbot, first, segmenter)
     assert segmenter.calls == 1

@@ -220,22 +220,29 @@ def load_weights(model: LabelAnything, state_dict: dict[str, torch.Tensor], sour
 
 
 def check_finite(state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Refuse weights holding NaN or infinity: such a model would only ever predict garbage.
+    """Refuse weights that are not finite floating-point numbers: integer or boolean tensors (no
+    weight of this model is one; such a file was not written for it), NaN or infinity (a model
+    that would only ever predict garbage).
 
     Raises:
-        ValueError: naming the first tensors that hold non-finite values.
+        ValueError: one line naming the first offending tensors.
     """
     import torch
 
-    bad = [
-        key
-        for key, value in state_dict.items()
-        if torch.is_floating_point(value) and not bool(torch.isfinite(value).all())
-    ]
+    def named(keys: list[str]) -> str:
+        return f"{len(keys)} tensor(s): {', '.join(keys[:10])}" + (", ..." if len(keys) > 10 else "")
+
+    not_float = [f"{key} ({str(value.dtype).removeprefix('torch.')})" for key, value in state_dict.items()
+                 if not torch.is_floating_point(value)]  # fmt: skip
+    if not_float:
+        raise ValueError(
+            f"{source} holds weights that are not floating-point numbers in {named(not_float)}; "
+            "it is damaged or not a checkpoint of this model"
+        )
+    bad = [key for key, value in state_dict.items() if not bool(torch.isfinite(value).all())]
     if bad:
         raise ValueError(
-            f"{source} holds NaN or infinite weights in {len(bad)} tensor(s): {', '.join(bad[:10])}; "
-            "the file is damaged or the training diverged"
+            f"{source} holds NaN or infinite weights in {named(bad)}; the file is damaged or the training diverged"
         )
 
 

@@ -16,8 +16,6 @@ import io
 import json
 import os
 import re
-import zipfile
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +25,15 @@ import numpy as np
 
 from .files import atomic_write
 from .labels import as_labels
+from .limits import brief, short
+from .npz_reader import NpzError, NpzReader
 from .stacks import is_index, reach_window
 
 FORMAT_NAME = "napari-label-anything.episode"
 # bool, signed and unsigned integers, floats: no complex, datetime/timedelta, strings or objects
 IMAGE_DTYPE_KINDS = "biuf"
 FORMAT_VERSION = 1
+HEADER_BYTES = 64 << 20  # the most an episode file's JSON header may declare
 # Planes kept on each side of a support taken from a stack (``Support.context``): what a
 # depth-aware segmenter may look at. The embedded default's depth kernels reach exactly this far.
 CONTEXT_REACH = 8
@@ -64,17 +65,17 @@ def check_image(image: Any, what: str = "image") -> np.ndarray:
 def _class_id(value: Any, names: list[str], what: str) -> int:
     if isinstance(value, str):
         if value not in names:
-            raise ValueError(f"{what}: unknown class {value!r}; classes are {names}")
+            raise ValueError(f"{what}: unknown class {brief(value)}; classes are {brief(names)}")
         return names.index(value) + 1
     try:
         is_integer = not isinstance(value, (bool, np.bool_)) and float(value).is_integer()
     except (TypeError, ValueError, OverflowError):
         is_integer = False
     if not is_integer:
-        raise ValueError(f"{what}: class must be an integer 1..{len(names)} or a class name, got {value!r}")
+        raise ValueError(f"{what}: class must be an integer 1..{len(names)} or a class name, got {brief(value)}")
     k = int(value)
     if not 1 <= k <= len(names):
-        raise ValueError(f"{what}: unknown class {k}; valid classes are 1..{len(names)} ({names})")
+        raise ValueError(f"{what}: unknown class {k}; valid classes are 1..{len(names)} ({brief(names)})")
     return k
 
 
@@ -145,7 +146,7 @@ def _as_rows(values: Any, width: int, what: str, names: list[str]) -> np.ndarray
 def _class_name(value: Any) -> str:
     """A class name given as a number (e.g. from a spreadsheet) becomes its text; anything else is refused."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"class names must be strings, got {type(value).__name__} {value!r}")
+        raise TypeError(f"class names must be strings, got {type(value).__name__} {brief(value)}")
     return str(value)
 
 
@@ -237,15 +238,16 @@ class Episode:
         colors: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
-            hint = f"; for one class write [{classes!r}]" if isinstance(classes, str) else ""
-            raise TypeError(f"classes must be a list of class names, got {type(classes).__name__} {classes!r}{hint}")
+            hint = f"; for one class write [{brief(classes)}]" if isinstance(classes, str) else ""
+            got = f"{type(classes).__name__} {brief(classes)}"
+            raise TypeError(f"classes must be a list of class names, got {got}{hint}")
         names = [c if isinstance(c, str) else _class_name(c) for c in classes]
         if not names:
             raise ValueError("an episode needs at least one class")
         if len(set(names)) != len(names):
-            raise ValueError(f"class names must be unique, got {names}")
+            raise ValueError(f"class names must be unique, got {brief(names)}")
         if any(not n.strip() for n in names):
-            raise ValueError(f"class names must not be empty or blank, got {names}")
+            raise ValueError(f"class names must not be empty or blank, got {brief(names)}")
         if model is not None and not isinstance(model, str):
             raise TypeError(f"model must be a model name or path (str), got {type(model).__name__}")
         self.classes: list[str] = names
@@ -286,9 +288,10 @@ class Episode:
         colors = {}
         for name, color in value.items():
             if name not in self.classes:
-                raise ValueError(f"colors names {name!r}, which is not a class of this episode ({self.classes})")
+                classes = brief(self.classes)
+                raise ValueError(f"colors names {brief(name)}, which is not a class of this episode ({classes})")
             if not isinstance(color, str) or not re.fullmatch(r"#[0-9a-fA-F]{6}", color):
-                raise ValueError(f"the colour of class {name!r} must be '#rrggbb', got {color!r}")
+                raise ValueError(f"the colour of class {brief(name)} must be '#rrggbb', got {brief(color)}")
             colors[name] = color.lower()
         self._colors = colors
 
@@ -354,7 +357,7 @@ class Episode:
             if low < 0 or high > self.n_classes:
                 raise ValueError(
                     f"labels hold values {low:g}..{high:g} but only 0..{self.n_classes} exist "
-                    f"(0 = unprompted, 1..{self.n_classes} = {self.classes})"
+                    f"(0 = unprompted, 1..{self.n_classes} = {brief(self.classes)})"
                 )
             label_array = label_array.astype(np.int64)
             if high == 0:
@@ -425,7 +428,8 @@ class Episode:
         colours) to one file.
 
         The file is a NumPy ``.npz`` archive (arrays plus a JSON header); it is read back
-        with ``allow_pickle=False``, so loading an episode never runs code. It is written
+        without pickle (``npz_reader``: numeric arrays only), so loading an episode never runs
+        code. It is written
         atomically: an interrupted save leaves the previous file as it was.
         """
         path = Path(path)
@@ -457,49 +461,42 @@ class Episode:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Episode:
+    def load(cls, path: str | os.PathLike, max_pixels: int | None = None) -> Episode:
         """Read an episode written by ``save``.
+
+        The file is untrusted: only the members its header names are read, and each one's
+        declared size is checked before it is decompressed (``npz_reader``: at most
+        ``max_pixels`` pixels an array, default ``limits.max_pixels()``, and the memory
+        available); nothing is unpickled.
 
         Raises:
             FileNotFoundError: there is no such file.
-            ValueError: the file is not an episode file, is truncated or damaged, or holds
-                prompts that do not validate; the message names the file and the problem.
+            ValueError: the file is not an episode file, is truncated or damaged, declares
+                arrays beyond the budget, or holds prompts that do not validate; one line
+                naming the file and the problem.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no such episode file: {path}")
-        try:
-            with np.load(os.fspath(path), allow_pickle=False) as archive:
-                data = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-            raise ValueError(f"{path} is not a readable episode file (truncated or not an episode): {err}") from None
-        try:
-            meta = json.loads(bytes(data["meta"]).decode())
-        except (KeyError, TypeError, ValueError):  # no header, not UTF-8, not JSON
-            raise ValueError(f"{path} is not an episode file (no valid header)") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(f"{path} is not an episode file (format {found!r})")
-        version = meta.get("version", 0)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer version (format {version!r}); please upgrade")
-        supports = meta.get("supports")
-        if not isinstance(supports, list) or not all(isinstance(info, dict) for info in supports):
-            raise ValueError(f"{path} is damaged: its header's 'supports' is not a list of support records")
-        try:
-            episode = cls(
-                meta.get("classes"), model=meta.get("model"), channels=meta.get("channels"), colors=meta.get("colors")
-            )
-        except (TypeError, ValueError) as err:
-            what = "bad classes, model or channels (or colours)"
-            raise ValueError(f"{path} is damaged: {what} in its header: {err}") from None
+        with NpzReader(path, "episode file", max_pixels) as archive:
+            meta = _read_header(archive)
+            supports = meta.get("supports")
+            if not isinstance(supports, list) or not all(isinstance(info, dict) for info in supports):
+                raise ValueError(f"{path} is damaged: its header's 'supports' is not a list of support records")
+            try:
+                episode = cls(meta.get("classes"), model=meta.get("model"), channels=meta.get("channels"),
+                              colors=meta.get("colors"))  # fmt: skip
+            except (TypeError, ValueError) as err:
+                what = "bad classes, model or channels (or colours)"
+                raise ValueError(f"{path} is damaged: {what} in its header: {short(str(err))}") from None
+            data = archive.read(_members(supports))
         for i, info in enumerate(supports):
             try:
                 labels = data[f"support{i}.labels"] if info.get("has_labels") else None
                 points, boxes = data[f"support{i}.points"], data[f"support{i}.boxes"]
                 context_index = info.get("context_index")
                 if context_index is not None and not is_index(context_index):
-                    raise ValueError(f"context_index must be an integer, got {context_index!r}")
+                    raise ValueError(f"context_index must be an integer, got {brief(context_index)}")
                 with_context = context_index is not None
                 support = episode.add_support(
                     data[f"support{i}.context" if with_context else f"support{i}.image"],
@@ -512,7 +509,35 @@ class Episode:
                 if with_context and not np.array_equal(support.image, data[f"support{i}.image"]):
                     raise ValueError("its image is not the plane its context names")
             except KeyError as err:
-                raise ValueError(f"{path} is damaged: missing {err}") from None
+                raise ValueError(f"{path} is damaged: missing {short(str(err))}") from None
             except (TypeError, ValueError, OverflowError) as err:
-                raise ValueError(f"{path} is damaged: support {i + 1}: {err}") from None
+                raise ValueError(f"{path} is damaged: support {i + 1}: {short(str(err))}") from None
         return episode
+
+
+def _read_header(archive: NpzReader) -> dict[str, Any]:
+    """An episode file's JSON header, its format and version checked."""
+    path = archive.path
+    try:
+        meta = json.loads(bytes(archive.read(["meta"], max_pixels=HEADER_BYTES)["meta"]).decode())
+    except NpzError:  # unreadable, or a header beyond the budget
+        raise
+    except (KeyError, TypeError, ValueError, RecursionError):  # none, not UTF-8 or JSON, nested too deep
+        raise ValueError(f"{path} is not an episode file (no valid header)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path} is not an episode file (format {brief(found)})")
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer version (format {brief(version)}); please upgrade")
+    return meta
+
+
+def _members(supports: list[dict[str, Any]]) -> list[str]:
+    """The archive members the supports of a header need (nothing else is ever read)."""
+    names = []
+    for i, info in enumerate(supports):
+        names += [f"support{i}.image", f"support{i}.points", f"support{i}.boxes"]
+        names += [f"support{i}.labels"] * bool(info.get("has_labels"))
+        names += [f"support{i}.context"] * (info.get("context_index") is not None)
+    return names

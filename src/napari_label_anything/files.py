@@ -47,6 +47,20 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def write_error(what: str, err: BaseException) -> OSError:
+    """One-line OSError "could not write {what}: {reason}" for a write that failed (``err``: an
+    OSError, or safetensors' ``SafetensorError``, which reports a full disk as "StorageFull");
+    a full disk says so in words and keeps ``errno.ENOSPC``."""
+    import errno
+
+    code = getattr(err, "errno", None)
+    text = (getattr(err, "strerror", None) or str(err)) if code is not None else str(err)
+    full = code == errno.ENOSPC or "StorageFull" in text or "No space left" in text
+    error = OSError(f"could not write {what}: {'no space left on the disk' if full else ' '.join(text.split())}")
+    error.errno = errno.ENOSPC if full else code
+    return error
+
+
 @functools.cache
 def _process_umask() -> int:
     mask = os.umask(0o022)

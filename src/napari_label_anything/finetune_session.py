@@ -140,6 +140,7 @@ def finetune_episode(
         FinetuneOutcome with the held-out mIoU before and after.
     """
     from .inference import load_segmenter
+    from .training.checkpointing import check_previous_run
     from .training.trainer import finetune
 
     if not hasattr(segmenter, "model") or not hasattr(segmenter.model, "encode_images"):
@@ -150,6 +151,7 @@ def finetune_episode(
     episode.validate()
     learn, held = split_held_out(episode, held_out)
     out = Path(out)
+    check_previous_run(out, None, options.get("resume"), options.get("overwrite", False))  # before writing into out
     out.mkdir(parents=True, exist_ok=True)
     before = held_out_miou(segmenter, episode, held)
     data = _subset(episode, learn).save(out / "finetune-data.episode")
@@ -162,7 +164,8 @@ def finetune_episode(
     )  # fmt: skip
     after = None
     if not result.cancelled and result.checkpoint is not None:
-        tuned = load_segmenter(os.fspath(result.checkpoint), device=device)
+        # PyTorch: a few held-out planes cost less than a one-off ONNX export of the new weights.
+        tuned = load_segmenter(os.fspath(result.checkpoint), device=device, encoder="torch")
         after = held_out_miou(tuned, episode, held)
     return FinetuneOutcome(
         checkpoint=result.checkpoint,

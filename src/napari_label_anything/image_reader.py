@@ -8,8 +8,15 @@ Every image the package reads goes through here (``files.read_image`` is this mo
   OME-XML of an OME-TIFF, the ImageJ hyperstack's T/Z/C, tifffile's own shape metadata), so the
   channels of a hyperstack, an OME-TIFF or a planar (channel-first) RGB TIFF become the trailing
   channel axis, never planes. The first series (and, for pyramids, its full resolution) is read.
-* PNG, JPEG, BMP through Pillow: (Y, X) or (Y, X, C).
+* PNG, JPEG, BMP through Pillow: (Y, X) or (Y, X, C); a 16-bit PNG through imagecodecs (Pillow
+  keeps only the high byte of 16-bit colour).
 * CZI, ND2, LIF through bioio (the optional ``[bioio]`` extra), first scene.
+
+What is read is what the file means (``docs/files.md``, "Colour models and bit depths"): CMYK
+(JPEG, Adobe-inverted and YCCK included; TIFF) becomes RGB; palette PNGs/BMPs their colours
+(grey when the palette is grey); grey + alpha the grey; a TIFF of 2 to 7 bits per sample is
+scaled to 0..255 (uint8 is read as 0..255 by the intensity rule); 1-bit is bool; 9 to 15 bits
+keep their values (a 12-bit TIFF is uint16 0..4095).
 
 The axis order contract: ``axes`` has one letter per array axis. Y and X are the plane; C, when
 present, is the last axis and holds the channels (a file's samples ``S`` or channels ``C``);
@@ -207,7 +214,30 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
 
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
-        return series.asarray(), series.axes
+        array, axes, page = series.asarray(), series.axes, series.keyframe
+    if _is_cmyk_tiff(page) and "S" in axes:
+        array = np.moveaxis(_cmyk_to_rgb(np.moveaxis(array, axes.index("S"), -1)), -1, axes.index("S"))
+    bits = int(page.bitspersample)
+    if array.dtype == np.uint8 and 1 < bits < 8:  # 0..2**bits-1: scaled, so that 0..255 holds its range
+        array = np.rint(array * (255.0 / (2**bits - 1))).astype(np.uint8)
+    return array, axes
+
+
+def _is_cmyk_tiff(page) -> bool:
+    """A TIFF page of separated CMYK inks (photometric SEPARATED, InkSet CMYK or absent)."""
+    import tifffile
+
+    inkset = page.tags.valueof(332, 1)  # InkSet: 1 = CMYK, 2 = other inks (left as channels)
+    return page.photometric == tifffile.PHOTOMETRIC.SEPARATED and inkset == 1 and page.samplesperpixel >= 4
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    """(..., 4+) CMYK (0 = no ink) -> (..., 3) RGB of the same dtype: (top - ink) * (top - K) / top;
+    samples after K (alpha) are dropped."""
+    top = float(np.iinfo(cmyk.dtype).max) if cmyk.dtype.kind in "ui" else 1.0
+    ink = cmyk[..., :3].astype(np.float64)
+    rgb = (top - ink) * (top - cmyk[..., 3:4].astype(np.float64)) / top
+    return (np.rint(rgb) if cmyk.dtype.kind in "ui" else rgb).astype(cmyk.dtype)
 
 
 def _probe_tiff(path: Path, decode: bool) -> tuple[tuple[int, ...], np.dtype, str]:
@@ -221,7 +251,10 @@ def _probe_tiff(path: Path, decode: bool) -> tuple[tuple[int, ...], np.dtype, st
                 _decode_some(first)
             if _data_end(series) > tif.filehandle.size:
                 raise EOFError("its image data ends past the end of the file (truncated)")
-        return tuple(series.shape), series.dtype, series.axes
+        shape = list(series.shape)
+        if _is_cmyk_tiff(series.keyframe) and "S" in series.axes:  # read as RGB
+            shape[series.axes.index("S")] = 3
+        return tuple(shape), series.dtype, series.axes
 
 
 def _data_end(series) -> int:
@@ -244,11 +277,60 @@ def _decode_some(page) -> None:
             break
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Pillow modes read as another mode: CMYK (Pillow undoes Adobe's inverted CMYK and YCCK) and
+# other colour models -> RGB; palette -> RGB (or L: ``_pillow_mode``); grey + alpha -> grey.
+PILLOW_CONVERSIONS = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "P": "RGB", "PA": "RGB",
+                      "LA": "L", "La": "L"}  # fmt: skip
+
+
+def _png_header(path: Path) -> tuple[int, int, int, int] | None:
+    """(height, width, bit depth, colour type) from a PNG's IHDR; None for any other file."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big"), head[24], head[25]
+
+
+def _png16_shape(header: tuple[int, int, int, int]) -> tuple[int, ...]:
+    """What a 16-bit PNG is read as: grey (+ alpha: grey) (Y, X), RGB (Y, X, 3), RGBA (Y, X, 4)."""
+    height, width, _, colour_type = header
+    samples = {0: 1, 2: 3, 4: 1, 6: 4}.get(colour_type, 1)
+    return (height, width) if samples == 1 else (height, width, samples)
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit PNG at its full depth (Pillow reads 16-bit colour as 8-bit)."""
+    import imagecodecs
+
+    if not getattr(imagecodecs, "PNG", None) or not imagecodecs.PNG.available:
+        raise FileProblem("a 16-bit PNG needs imagecodecs' PNG codec, which this installation lacks")
+    array = np.asarray(imagecodecs.png_decode(path.read_bytes()))
+    if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha: the grey
+        array = array[..., 0]
+    return array
+
+
+def _pillow_mode(image) -> str | None:
+    """The mode ``image`` is read as when not its own (``PILLOW_CONVERSIONS``; a palette of greys is L)."""
+    target = PILLOW_CONVERSIONS.get(image.mode)
+    if image.mode == "P":
+        palette = np.asarray(image.getpalette() or [0, 0, 0])[: 3 * 256].reshape(-1, 3)  # RGB triples
+        if (palette == palette[:, :1]).all():
+            return "L"
+    return target
+
+
 def _read_pillow(path: Path) -> np.ndarray:
     from PIL import Image
 
+    header = _png_header(path)
+    if header is not None and header[2] == 16:
+        return _read_png16(path)
     with Image.open(path) as image:
-        return np.asarray(image)
+        mode = _pillow_mode(image)
+        return np.asarray(image.convert(mode) if mode else image)
 
 
 def _pillow_header(path: Path) -> ImageInfo | None:
@@ -256,8 +338,12 @@ def _pillow_header(path: Path) -> ImageInfo | None:
     from PIL import Image, ImageMode
 
     try:
+        png = _png_header(path)
+        if png is not None and png[2] == 16:
+            shape = _png16_shape(png)
+            return ImageInfo(shape, np.dtype(np.uint16), "YX" if len(shape) == 2 else "YXC", "")
         with Image.open(path) as image:
-            mode, (width, height) = ImageMode.getmode(image.mode), image.size
+            mode, (width, height) = ImageMode.getmode(_pillow_mode(image) or image.mode), image.size
     except Exception:  # noqa: BLE001 - read_image_with_axes says what is wrong
         return None
     typestr = getattr(mode, "typestr", None)

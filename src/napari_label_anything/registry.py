@@ -6,13 +6,16 @@ Label Anything checkpoint already on this machine, else ``classic`` (never a reg
 model: those are chosen by name).
 
 Local folders are registered in ``models.json`` under the user config folder
-(``NAPARI_LABEL_ANYTHING_HOME`` overrides it).
+(``NAPARI_LABEL_ANYTHING_HOME`` overrides it), changed under an exclusive lock (``models.json.lock``)
+so that registrations running at once keep every entry.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,21 +125,33 @@ def register_local_model(name: str, folder: str | os.PathLike) -> Path:
     if name in (CLASSIC, AUTO) or find_known(name) is not None:
         raise ValueError(f"{name!r} is a reserved model name")
     folder = resolve_checkpoint(Path(folder).expanduser().resolve())
-    entries = {k: str(v) for k, v in local_models().items()}
-    entries[name] = str(folder)
-    _write_entries(entries)
+    with _locked_entries() as entries:
+        entries[name] = str(folder)
     return folder
 
 
 def unregister_local_model(name: str) -> None:
-    entries = {k: str(v) for k, v in local_models().items()}
-    if entries.pop(name, None) is None:
-        raise ValueError(f"no local model named {name!r}")
-    _write_entries(entries)
+    with _locked_entries() as entries:
+        if entries.pop(name, None) is None:
+            raise ValueError(f"no local model named {name!r}")
+
+
+@contextmanager
+def _locked_entries() -> Iterator[dict[str, str]]:
+    """The registered entries to change in the ``with`` block, read and written back under an
+    exclusive lock (``claims.locked``: models.json.lock beside it), so registrations running at
+    once all keep theirs; nothing is written when the block raises."""
+    from .claims import locked
+
+    with locked(_local_file()):
+        entries = {k: str(v) for k, v in local_models().items()}
+        yield entries
+        _write_entries(entries)
 
 
 def _write_entries(entries: dict[str, str]) -> None:
-    """Replace the local models file at once (a crash never leaves it half-written)."""
+    """Replace the local models file at once (a crash never leaves it half-written); callers hold
+    the lock (``_locked_entries``)."""
     from .files import atomic_write
 
     _local_file().parent.mkdir(parents=True, exist_ok=True)

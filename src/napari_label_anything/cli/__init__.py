@@ -10,6 +10,7 @@ script's entry point.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +30,8 @@ def _embed(args: argparse.Namespace) -> int:
     missing = [q for q in args.images if not Path(q).is_file()]
     if missing:
         raise FileNotFoundError(f"no such image file(s): {', '.join(missing)}")
-    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache, encoder=args.encoder)
+    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache, encoder=args.encoder,
+                               on_status=predict.say)  # fmt: skip
     if getattr(segmenter, "store", None) is None:
         raise ValueError(f"{segmenter.name} has no image features to precompute; choose a Label Anything model")
     for path in args.images:
@@ -77,8 +79,8 @@ def _demo(args: argparse.Namespace) -> int:
     episode = sample.episode()
     prompted = int((sample.scribbles > 0).sum())
     step(f"loaded sample: {sample.description[:30]}..., {prompted} scribbled px")
-    segmenter = load_segmenter(args.model, device=args.device)
-    step(f"loaded model {segmenter.name!r} on {segmenter.device}")
+    segmenter = load_segmenter(args.model, device=args.device, on_status=predict.say)
+    step(f"loaded model {segmenter.name!r} on {segmenter.device}{predict.encoder_summary(segmenter)}")
     if sample.query.ndim == sample.support.ndim:
         segmenter.predict(episode, sample.support)  # fits / encodes the supports once
         step("prepared the episode (fit or encode supports)")
@@ -185,14 +187,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_CHARS = 300  # an error line longer than this keeps its start and its end (what to do)
+TRACEBACK_VARIABLE = "NAPARI_LABEL_ANYTHING_TRACEBACK"  # set to 1: unexpected errors show their traceback
+# The user's input or environment, not our bugs: one line, no traceback.
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, RuntimeError, MemoryError, ArithmeticError, ImportError)
+
+
+def error_line(err: BaseException) -> str:
+    """``error: ...``: the message of ``err`` on one line (whitespace runs become one space),
+    at most ``MAX_ERROR_CHARS`` characters: a longer one keeps its first and last characters
+    around an ellipsis (an episode of 100,000 classes does not print them all)."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    if not isinstance(err, EXPECTED_ERRORS):
+        message = f"{type(err).__name__}: {message} (unexpected; {TRACEBACK_VARIABLE}=1 shows the traceback)"
+    if len(message) > MAX_ERROR_CHARS:
+        tail = MAX_ERROR_CHARS // 3
+        message = f"{message[: MAX_ERROR_CHARS - tail - 3]} … {message[-tail:]}"
+    return f"error: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as err:
-        # One line, no traceback: these are the user's input or environment, not our bugs.
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except Exception as err:
+        if not isinstance(err, EXPECTED_ERRORS) and os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        print(error_line(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; files written so far are complete, none is half-written", file=sys.stderr)

@@ -1,28 +1,39 @@
 """``napari-label-anything predict``: an episode over files, folders, stacks and zarr arrays.
 
 Everything that can fail on the user's input (episode, inputs, output names and folder, plane
-axes, dask.distributed being installed) is checked before the model loads; the work itself is
-``inference.batch`` (one process) or ``inference.cluster`` (``--workers`` / ``--scheduler``).
+axes, dask.distributed being installed) is checked before the model loads, and the outputs are
+claimed for the run (``batch.claimed_outputs``); the work itself is ``inference.batch`` (one
+process) or ``inference.cluster`` (``--workers`` / ``--scheduler``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 
 def add_encoder_option(parser: argparse.ArgumentParser) -> None:
     """``--encoder``, as ``predict`` and ``embed`` take it."""
-    from ..inference.encoder_backends import ENCODER_BACKENDS
+    from ..inference.encoder_backends import ENCODER_OPTIONS
 
     parser.add_argument(
-        "--encoder", choices=ENCODER_BACKENDS, default="torch",
-        help="image encoder of Label Anything models: torch (default); onnx: exported once to ONNX, the same "
+        "--encoder", choices=ENCODER_OPTIONS, default="auto",
+        help="image encoder of Label Anything models: auto (default: onnx on a CPU when ONNX Runtime is "
+        "installed, else torch; torch on CUDA/MPS); torch; onnx: exported once to ONNX (cached), the same "
         "results, faster on a CPU; onnx-int8: that export with int8 weights, faster still but approximate "
-        "(README, 'Speed options'). The ONNX ones run on the CPU only",
+        "(docs/benchmarks.md). The ONNX ones run on the CPU only",
     )  # fmt: skip
+
+
+def say(message: str) -> None:
+    """A progress line of a one-off step (``load_segmenter``'s ``on_status``), on stderr."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 def add_parser(sub) -> None:
@@ -136,7 +147,7 @@ def plan(args: argparse.Namespace) -> list:
     """The jobs of a run, every one checked (readable input, planes, unique free output)."""
     from ..files import check_writable_folder
     from ..inference import batch
-    from ..inference.batch import FORMATS, BatchJob, check_job, existing_outputs, expand_inputs, output_paths
+    from ..inference.batch import FORMATS, BatchJob, check_job, expand_inputs, output_paths
 
     try:
         rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
@@ -145,37 +156,35 @@ def plan(args: argparse.Namespace) -> list:
     options = {"class_rows": rows} if rows is not None else {}
     if args.normalise != "auto":
         options["normalise"] = args.normalise
-    inputs = expand_inputs(args.queries, recursive=args.recursive)
+    inputs = expand_inputs(args.queries, recursive=args.recursive, skip=[p for p in (args.out, args.cache) if p])
     targets = output_paths(inputs, args.out, FORMATS[args.format])
-    existing = existing_outputs(targets, objects=args.objects)
-    if existing and not args.overwrite:
-        raise ValueError(f"output(s) exist: {', '.join(existing)}; pass --overwrite or choose another --out")
-    check_writable_folder(args.out)
     metadata = {"model": args.model}
     if args.encoder != "torch":  # the outputs say how they were made (onnx-int8 is approximate)
+        from ..device import resolve_device
+        from ..inference.encoder_backends import resolve_encoder
         from ..registry import CLASSIC, resolve_model_name
 
-        if resolve_model_name(args.model) == CLASSIC:  # no image encoder to swap
+        if resolve_model_name(args.model) != CLASSIC:  # classic has no image encoder to swap
+            encoder = resolve_encoder(args.encoder, resolve_device(args.device).type)
+            if encoder != "torch":
+                metadata["encoder"] = encoder
+        elif args.encoder != "auto":
             print(f"note: the {CLASSIC} model has no image encoder; --encoder {args.encoder} is not used")
-        else:
-            metadata["encoder"] = args.encoder
     channels = batch.parse_channels(args.channels)
     more = {"probabilities": args.probabilities}
     jobs = [
         BatchJob(str(source), str(target), args.format, args.axis, options, metadata, args.objects, channels, **more)
         for source, target in zip(inputs, targets, strict=True)
     ]
-    taken = [str(path) for path in map(batch.probabilities_path, jobs) if args.probabilities and path.exists()]
-    if taken and not args.overwrite:
-        raise ValueError(f"output(s) exist: {', '.join(taken)}; pass --overwrite or choose another --out")
+    if not args.overwrite:
+        batch.refuse_existing(jobs)
+    check_writable_folder(args.out)
     for job in jobs:
         check_job(job)
     return jobs
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     episode = episode_from_args(args)
     episode.validate()
     distributed = args.workers is not None or args.scheduler
@@ -190,18 +199,28 @@ def run(args: argparse.Namespace) -> int:
         require_distributed()
         if args.planes_per_task < 1:
             raise ValueError(f"--planes-per-task must be at least 1, got {args.planes_per_task}")
-        return _run_on_cluster(args, episode, jobs)
+    from ..inference.batch import claimed_outputs
+
+    with claimed_outputs(jobs, overwrite=args.overwrite) as notes:  # a second run into these names stops
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return _run_on_cluster(args, episode, jobs) if distributed else _run_here(args, episode, jobs)
+
+
+def _run_here(args: argparse.Namespace, episode, jobs) -> int:
+    from tqdm import tqdm
 
     from ..inference import load_segmenter
     from ..inference.batch import run_job
 
     start = time.perf_counter()
-    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache, encoder=args.encoder)
-    print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s")
+    segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache, encoder=args.encoder,
+                               on_status=say)  # fmt: skip
+    print(f"model: {segmenter!r} loaded in {time.perf_counter() - start:.1f} s{encoder_summary(segmenter)}")
     if args.cache and getattr(segmenter, "store", None) is None:
         print(f"note: {segmenter.name} has no image features to cache; --cache is not used")
     for job in jobs:
-        with tqdm(desc=Path(job.source).name, unit="plane", disable=args.quiet) as bar:
+        with tqdm(desc=Path(job.source).name, unit="plane", disable=args.quiet) as bar, missing_chunks_as_lines():
 
             def progress(done: int, total: int, bar=bar) -> None:
                 bar.total = total
@@ -214,6 +233,37 @@ def run(args: argparse.Namespace) -> int:
 
             print(f"  class probabilities ({job.probabilities}) -> {probabilities_path(job)}")
     return 0
+
+
+@contextmanager
+def missing_chunks_as_lines():
+    """Within the block, a zarr input's ``MissingChunksWarning`` (one per plane) is printed as one
+    line ``warning: ...`` on stderr, above the progress bar; other warnings as usual."""
+    import warnings
+
+    from tqdm import tqdm
+
+    from ..ome_zarr import MissingChunksWarning
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, MissingChunksWarning):
+                return shown(message, category, filename, lineno, file, line)
+            tqdm.write(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+        warnings.simplefilter("always", MissingChunksWarning)  # the input warns once per plane itself
+        warnings.showwarning = show
+        yield
+
+
+def encoder_summary(segmenter) -> str:
+    """The end of the model line: the image encoder that runs (for Label Anything models)."""
+    from ..inference.encoder_backends import encoder_label
+
+    label = encoder_label(segmenter)
+    return "" if label is None else f"; image encoder: {label}"
 
 
 def _report(result) -> None:

@@ -100,13 +100,17 @@ def _train(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
     config = TrainConfig.from_file(args.config)
-    resume = True if str(args.resume).lower() in ("true", "latest") else args.resume
-    changes = {k: v for k, v in (("out", args.out), ("device", args.device), ("resume", resume)) if v}
+    changes = {k: v for k, v in (("out", args.out), ("device", args.device), ("resume", _resume(args))) if v}
     if changes:
         config = config.replace(**changes)
-    result = train(config)
+    result = train(config, overwrite=args.overwrite)
     _report(result)
     return 0
+
+
+def _resume(args: argparse.Namespace):
+    """``--resume``: True for latest / true (the newest checkpoint in out), else the folder given."""
+    return True if str(args.resume).lower() in ("true", "latest") else args.resume
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -121,6 +125,7 @@ def _finetune(args: argparse.Namespace) -> int:
     result = finetune(
         args.model, data, args.out, steps=args.steps, validation=validation, lr=args.lr,
         freeze_encoder=not args.unfreeze_encoder, device=args.device, seed=args.seed, register_as=args.register,
+        overwrite=args.overwrite, **({"resume": _resume(args)} if args.resume else {}),
     )  # fmt: skip
     _report(result)
     if args.register:
@@ -140,6 +145,14 @@ def _report(result) -> None:
     print(f"checkpoint: {result.checkpoint}")
 
 
+def _add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an earlier run in the output folder (its final/, checkpoints and log are removed first); "
+        "without it, or --resume, a folder holding a run is refused",
+    )  # fmt: skip
+
+
 def add_parsers(sub) -> None:
     """Add ``train``, ``finetune`` and ``evaluate`` to the command line's subparsers."""
     train = sub.add_parser("train", help="train or continue training from a config file (YAML or JSON)")
@@ -147,6 +160,7 @@ def add_parsers(sub) -> None:
     train.add_argument("--out", help="output folder (overrides the config's out)")
     train.add_argument("--device", help="auto, cuda, mps or cpu (overrides the config)")
     train.add_argument("--resume", help="a checkpoint folder, or latest (= true) for the newest in out")
+    _add_overwrite_option(train)
     train.set_defaults(func=_train)
 
     finetune = sub.add_parser("finetune", help="fine-tune a model on your own labelled images or episodes")
@@ -160,6 +174,8 @@ def add_parsers(sub) -> None:
     finetune.add_argument("--register", metavar="NAME", help="register the result under NAME (model picker)")
     finetune.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     finetune.add_argument("--seed", type=int, default=0, help="seed of episodes and initialisation (default 0)")
+    finetune.add_argument("--resume", help="continue the run in --out: latest (its newest checkpoint) or a folder")
+    _add_overwrite_option(finetune)
     finetune.set_defaults(func=_finetune)
 
     evaluate = sub.add_parser("evaluate", help="N-way K-shot mIoU / FB-IoU of a model on a dataset")

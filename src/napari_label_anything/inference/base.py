@@ -157,6 +157,8 @@ class Segmenter(ABC):
         stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
         episode.validate()
+        plane_shape = (*layout.spatial_shape, *(layout.shape[-1:] if layout.rgb else ()))
+        self.check_plane_memory(episode, plane_shape, np.dtype(stack.dtype))  # before any plane is read
         indices = layout.plane_indices() if planes is None else layout.check_planes(planes)
         if is_cancelled(cancel):  # before the brightness check reads any plane
             raise PredictionCancelled("prediction cancelled")
@@ -185,6 +187,12 @@ class Segmenter(ABC):
 
         for index, result in self._predict_planes(episode, stack, layout, indices, cancel, predict_plane, options):
             yield (index, *result) if uncertainty or probabilities else (index, result)
+
+    def check_plane_memory(self, episode: Episode, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Refuse, before any plane is read, planes of ``shape`` (Y, X[, C]) and ``dtype`` this
+        segmenter could not predict in the memory available (a ``MemoryError``); this default
+        refuses nothing."""
+        return None
 
     #: whether "auto" may normalise plane by plane (supports included): segmenters whose
     #: supports follow the same per-image rule as their queries

@@ -2,9 +2,10 @@
 
 What the CLI's ``predict`` runs, in one process or on dask workers (``cluster.py``): inputs are
 expanded and checked (shape, plane layout) before any model loads; every input gets its own
-output name (never two the same); ``run_job`` predicts an input plane by plane into its output
-(a TIFF, or an OME-Zarr labels image filled plane by plane, so memory does not grow with the
-stack). No dask here.
+output name (never two the same), claimed for the run (``claimed_outputs``: a second run into
+the same names stops); outputs of this package are never inputs (``is_own_output``); ``run_job``
+predicts an input plane by plane into its output (a TIFF, or an OME-Zarr labels image filled
+plane by plane, so memory does not grow with the stack). No dask here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from ..episode import Episode
 from ..files import IMAGE_SUFFIXES, image_base_name, read_image
 from ..image_reader import ImageInfo, probe_image
 from ..labels import labels_dtype
+from ..limits import check_planes
 from ..stacks import StackLayout, stack_layout
 
 FORMATS = {"tiff": "_labels.tif", "ome-zarr": "_labels.ome.zarr"}
@@ -38,41 +41,72 @@ def is_input(path: Path) -> bool:
     return path.is_file() and name.endswith(IMAGE_SUFFIXES)
 
 
-def expand_inputs(paths: Sequence[str | os.PathLike], recursive: bool = False) -> list[Path]:
+def expand_inputs(
+    paths: Sequence[str | os.PathLike], recursive: bool = False, skip: Sequence[str | os.PathLike] = ()
+) -> list[Path]:
     """Files and zarr arrays as given; a folder becomes the inputs in it (sorted by name).
+
+    Outputs of this package are never inputs: a folder's label images, objects images and
+    probability maps (``is_own_output``) are passed over, and so are the folders in ``skip``
+    (the run's output and cache folders) when sub-folders are searched. An output named as an input
+    is refused.
 
     Raises:
         FileNotFoundError: for a path that does not exist.
-        ValueError: for a folder holding no input, or an unknown file type.
+        ValueError: for a folder holding no input, an unknown file type, or an output named as an input.
     """
     expanded: list[Path] = []
+    skipped = {Path(p).resolve() for p in skip}
     for given in paths:
         path = Path(given)
         if not path.exists():
             raise FileNotFoundError(f"no such query file or folder: {path}")
         if path.is_dir() and not ome_zarr.is_zarr_path(path):
-            found = _inputs_in(path, recursive)
+            outputs: list[Path] = []
+            found = _inputs_in(path, recursive, skipped, outputs)
             if not found:
                 kinds = "TIFF, PNG, JPEG, BMP, CZI, ND2, LIF or .zarr"
+                passed = f"; {len(outputs)} output(s) of napari-label-anything passed over" if outputs else ""
                 raise ValueError(
-                    f"folder {path} holds no {kinds} input{' (searched recursively)' if recursive else ''}"
+                    f"folder {path} holds no {kinds} input{' (searched recursively)' if recursive else ''}{passed}"
                 )
             expanded.extend(found)
         elif is_input(path):
+            if is_own_output(path):
+                raise ValueError(f"{path} is an output of napari-label-anything (its metadata says so), not an input")
             expanded.append(path)
         else:
             raise ValueError(f"{path} is not an image (TIFF, PNG, JPEG, BMP, CZI, ND2, LIF) nor a .zarr array")
     return expanded
 
 
-def _inputs_in(folder: Path, recursive: bool) -> list[Path]:
+def _inputs_in(folder: Path, recursive: bool, skipped: set[Path], outputs: list[Path]) -> list[Path]:
     found = []
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if is_input(entry):
-            found.append(entry)
+            (outputs if is_own_output(entry) else found).append(entry)
         elif recursive and entry.is_dir() and not entry.name.startswith(".") and not ome_zarr.is_zarr_path(entry):
-            found.extend(_inputs_in(entry, recursive))
+            if entry.resolve() not in skipped:
+                found.extend(_inputs_in(entry, recursive, skipped, outputs))
     return found
+
+
+def is_own_output(path: str | os.PathLike) -> bool:
+    """Whether ``path`` was written by this package: a TIFF carrying its JSON metadata (label,
+    objects and probability images), or a zarr group with its attributes (OME-Zarr outputs)."""
+    from ..files import METADATA_KEY, TIFF_SUFFIXES, read_label_metadata
+
+    path = Path(path)
+    try:
+        if ome_zarr.is_zarr_path(path):
+            import zarr
+
+            return METADATA_KEY in zarr.open(str(path), mode="r").attrs
+        if path.name.lower().endswith(TIFF_SUFFIXES):
+            return bool(read_label_metadata(path))
+    except Exception:  # noqa: BLE001 - an unreadable input is not ours; reading it reports the damage
+        return False
+    return False
 
 
 def output_paths(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, suffix: str) -> list[Path]:
@@ -123,10 +157,11 @@ def probe(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
 
 def input_info(path: str | os.PathLike) -> ImageInfo:
     """What ``open_query`` will return for an input, decoded far enough to fail before a model
-    loads (``image_reader.probe_image``); a zarr input's ``axes`` are "" (its shape says)."""
+    loads (``image_reader.probe_image``); a zarr input's ``axes`` are those of its OME-Zarr
+    metadata (``ome_zarr.ZarrImage``), "" for a zarr array without (its shape says)."""
     if ome_zarr.is_zarr_path(path):
         array = ome_zarr.open_image(path)
-        return ImageInfo(tuple(array.shape), np.dtype(array.dtype), "", "")
+        return ImageInfo(tuple(array.shape), np.dtype(array.dtype), array.axes, array.file_axes)
     return probe_image(path)
 
 
@@ -204,6 +239,7 @@ def check_job(job: BatchJob) -> StackLayout:
         layout = job.layout(shape)
     except (ValueError, TypeError) as err:
         raise ValueError(f"{job.source}: {err}") from None
+    check_planes(layout.n_planes, job.source)  # a small file may declare any number of planes
     if job.format == "ome-zarr":
         ome_zarr.axes(len(layout.labels_shape))
         if job.probabilities:  # NGFF: at most t and z besides the class channel
@@ -254,20 +290,45 @@ def parse_channels(text: str | None) -> tuple[int, ...] | None:
         raise ValueError(f"--channels must be comma-separated channel numbers (0 is the first), got {text!r}") from None
 
 
-def existing_outputs(targets: Sequence[str | os.PathLike], objects: bool = False) -> list[str]:
-    """The outputs of these targets that exist already (with ``objects``, their objects files too)."""
+def job_outputs(job: BatchJob) -> list[Path]:
+    """Every path ``run_job`` writes for ``job``: its labels, objects files, probability map."""
     from ..objects import objects_paths
 
-    paths = [p for t in targets for p in (Path(t), *(objects_paths(t) if objects else ()))]
-    return [str(p) for p in paths if p.exists()]
+    paths = [Path(job.target), *(objects_paths(job.target) if job.objects else ())]
+    return paths + ([probabilities_path(job)] if job.probabilities else [])
+
+
+OVERWRITE_HINT = "pass --overwrite or choose another --out"
+
+
+def refuse_existing(jobs: Sequence[BatchJob], hint: str = OVERWRITE_HINT) -> None:
+    """ValueError naming the outputs of ``jobs`` that exist already (``hint``: what to do), if any."""
+    existing = [str(p) for job in jobs for p in job_outputs(job) if p.exists()]
+    if existing:
+        raise ValueError(f"output(s) exist: {', '.join(existing)}; {hint}")
+
+
+@contextmanager
+def claimed_outputs(jobs: Sequence[BatchJob], overwrite: bool = False, hint: str = OVERWRITE_HINT):
+    """Claim every output of ``jobs`` for the ``with`` block (``claims.claimed``: a second run
+    into the same names stops with ``claims.OutputClaimed``), then refuse outputs that exist
+    unless ``overwrite`` (``refuse_existing`` again, under the claims: a run that ended meanwhile
+    may have written them). Yields the notes of claims taken over from runs that died."""
+    from ..claims import claimed
+
+    with claimed(p for job in jobs for p in job_outputs(job)) as claims:
+        if not overwrite:
+            refuse_existing(jobs, hint)
+        yield [c.note for c in claims if c.note]
 
 
 def create_output(job: BatchJob, episode: Episode, shape: Sequence[int]) -> Path:
     """For an OME-Zarr job whose input has ``shape``: its empty labels image in a temporary folder
-    (see ``ome_zarr.create_labels``)."""
+    (see ``ome_zarr.create_labels``), its axes named as the input's (``ome_zarr.label_axes_of``)."""
     layout = job.layout(shape)
+    named = ome_zarr.label_axes_of(job.source, len(layout.labels_shape)) if job.axis == 0 else None
     return ome_zarr.create_labels(
-        job.target, layout.labels_shape, labels_dtype(episode.n_classes), episode.classes, _metadata(job)
+        job.target, layout.labels_shape, labels_dtype(episode.n_classes), episode.classes, _metadata(job), named
     )
 
 

@@ -102,6 +102,16 @@ def tiered_lookup(
             found[key] = value
             memory.put(key, value)
             if store is not None:
-                store.put(signatures[key], save(value))
+                _store(store, signatures[key], save(value))
         stats[computed] += len(missing)
     return [found[key] for key in keys]
+
+
+def _store(store: Any, signature: dict, array: Any) -> None:
+    """``store.put``; a write that fails (a full cache disk) is one OSError naming the cache folder."""
+    try:
+        store.put(signature, array)
+    except OSError as err:
+        from ..files import write_error
+
+        raise write_error(f"image features into the cache folder {getattr(store, 'folder', store)}", err) from None

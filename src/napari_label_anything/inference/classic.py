@@ -62,6 +62,11 @@ def _is_per_plane(value_range) -> bool:
     return isinstance(value_range, str) and value_range == PER_PLANE
 
 
+def _is_colour(episode: Episode) -> bool:
+    """Whether an episode's images are featurised as colour: any of its supports is."""
+    return any(s.image.ndim == 3 for s in episode.supports)
+
+
 def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Row/column indices of the pixels within ``radius`` of (y, x), clipped to the image."""
     cy, cx, r = int(round(y)), int(round(x)), int(np.ceil(radius))
@@ -293,6 +298,20 @@ class ClassicSegmenter(Segmenter):
         need = bytes_per_pixel * shape[0] * shape[1] + band * BYTES_PER_FEATURE_PIXEL
         check_memory(shape, int(need), what)
 
+    def check_plane_memory(self, episode: Episode, shape: tuple[int, ...], dtype: np.dtype, read: bool = True) -> None:
+        """Refuse a query plane whose prediction would not fit, before it is read (``read``: its
+        raw pixels counted too) and before it is normalised: normalising's float64 and float32
+        copies, or the normalised copy, the class probabilities (smoothed through a copy) and the
+        labels, with one band of features; for a stack plane seen with its neighbours
+        (``uses_depth``), those planes first. ``FeatureMemoryError`` names the need."""
+        if read and self.uses_depth(episode):
+            self._check_depth_memory(shape[:2], 2 * CONTEXT_REACH + 1, np.dtype(dtype).itemsize)
+        channels = min(shape[2], 3) if len(shape) == 3 else 1
+        kept = 4 * (3 if _is_colour(episode) else 1)
+        predicting = kept + 4 * (episode.n_classes + 2) + 2
+        raw = np.dtype(dtype).itemsize * (shape[2] if len(shape) == 3 else 1) + 1 if read else 0
+        self._check_memory(shape, raw + max(12 * channels + kept, predicting), "predicting the classes")
+
     def prompt_pixels(self, support: Support, background_class: int | None = None):
         """Training pixels of the prompts of one support (the rules in the class docstring).
 
@@ -404,7 +423,7 @@ class ClassicSegmenter(Segmenter):
         # beside a corrected plane fed back whole): the rule runs on those supports only.
         inferred = [background_class is None or not (t == 0).any() for t in targets]
         implicit = any(inferred)
-        colour = any(s.image.ndim == 3 for s in episode.supports)
+        colour = _is_colour(episode)
         value_range = PER_PLANE if per_plane else self._episode_range(episode)
         images = [self.image01(s.image, value_range, colour) for s in episode.supports]
         depths = [self.depth((s.context, s.context_index), value_range) if depth else None for s in episode.supports]
@@ -470,6 +489,7 @@ class ClassicSegmenter(Segmenter):
             context = None
         steps, total = current_steps(), self._n_steps(query.shape)  # the threads below get steps.check
         steps.check()
+        self.check_plane_memory(episode, query.shape, query.dtype, read=False)  # before it is normalised
         fitted = self.fit(episode, depth=context is not None, per_plane=_is_per_plane(value_range))
         steps.step(1, total)
         value_range = self._query_range(query, value_range, fitted.value_range)
@@ -481,7 +501,6 @@ class ClassicSegmenter(Segmenter):
         if plane_depth is not None and plane_depth.planes.shape[1:] != image01.shape[:2]:
             raise ValueError(f"context planes are {plane_depth.planes.shape[1:]} but the query is {image01.shape[:2]}")
         size = episode.n_classes + 1
-        self._check_memory(image01.shape, 4 * size + 1, "predicting the classes")
         proba = np.zeros((size, *image01.shape[:2]), np.float32)
         columns = fitted.classifier.classes_.astype(np.intp)
         bands = feature_bands(image01, self.sigma_min, self.sigma_max, n_jobs=self.n_jobs, depth=plane_depth,
@@ -547,8 +566,6 @@ class ClassicSegmenter(Segmenter):
         if is_cancelled(cancel):
             raise PredictionCancelled("prediction cancelled")
         fitted_range = self.fit(episode, depth=True, per_plane=_is_per_plane(options.get("value_range"))).value_range
-        itemsize = np.dtype(getattr(stack, "dtype", np.float32)).itemsize
-        self._check_depth_memory(layout.spatial_shape, 2 * CONTEXT_REACH + 1, itemsize)
         stack_range = None  # one range for every plane, when neither the caller nor the episode has one
         read: dict[tuple[int, ...], np.ndarray] = {}  # raw planes in reach, each read once
         prepared: dict[tuple[int, ...], np.ndarray] = {}  # the same as Depth.planes holds them

@@ -5,7 +5,8 @@
 ``feature_bands`` yields them band by band (each band computed with a margin of
 ``feature_margin`` rows and cropped, so bands join without seams); ``features_at`` gathers the
 features of chosen pixels without holding the whole stack. ``check_memory`` refuses, before
-allocating, an image whose features would not fit in the available memory.
+allocating, an image whose features would not fit in the memory this process may still use
+(``limits.available_memory``: free memory, cgroup limits and rlimits).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..limits import available_memory
 from .thread_pools import run_threaded
 
 _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
@@ -340,24 +342,6 @@ def features_at(
         if len(pick):
             out[pick] = band.reshape(-1, band.shape[-1])[flat_index[pick] - r0 * width]
     return out
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to this process now, or None where that cannot be told."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def check_memory(shape: tuple[int, ...], n_bytes: int, what: str) -> None:

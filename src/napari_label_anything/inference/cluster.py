@@ -49,7 +49,7 @@ class ModelSpec:
     name: str
     device: str = "auto"
     embeddings: str | None = None
-    encoder: str = "torch"
+    encoder: str = "auto"
 
 
 def worker_segmenter(spec: ModelSpec):
@@ -82,6 +82,25 @@ def _planes_task(
     segmenter = worker_segmenter(spec)
     with _LOCK:
         return predict_planes(segmenter, episode, job, folder, planes=planes, cancel=stopped.is_set)
+
+
+def workers_lost(err: BaseException) -> RuntimeError | None:
+    """A one-line RuntimeError for a run whose workers were lost (a task cancelled because its
+    workers or the scheduler went away, or a task whose workers all died); None for other errors."""
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    if isinstance(err, FutureCancelledError):
+        reason = " ".join(f"{err.reason} {err.msg or ''}".split())
+        return RuntimeError(
+            f"the dask workers were lost: {reason}; outputs finished before are kept, none is half-written"
+        )
+    if isinstance(err, KilledWorker):
+        return RuntimeError(
+            f"the dask workers were lost: every worker that ran task {err.task!r} died (out of memory? see the "
+            "worker logs); outputs finished before are kept, none is half-written"
+        )
+    return None
 
 
 def worker_stats() -> dict[str, Any]:
@@ -176,7 +195,7 @@ def run_batch(
                 )  # fmt: skip
             if done is not None:
                 done(results[i], n_planes)  # results[i] stays None until the input's last chunk
-    except BaseException:
+    except BaseException as err:
         # A cancelled task that is already running goes on writing into its folder (and zarr would
         # re-create a removed one), so tasks are told to stop and awaited before folders are removed.
         try:
@@ -184,7 +203,13 @@ def run_batch(
             wait(list(futures), timeout=STOP_TIMEOUT_S)
         except Exception:  # a lost scheduler or a timeout: remove what can be removed
             pass
-        client.cancel(list(futures))
+        try:
+            client.cancel(list(futures))
+        except Exception:  # noqa: BLE001 - the scheduler may be gone with the workers
+            pass
+        lost = workers_lost(err)
+        if lost is not None:
+            raise lost from None
         raise
     finally:
         from .. import ome_zarr

@@ -2,32 +2,51 @@
 
 The image encoder is nearly all of a prediction's cost on a CPU. ONNX Runtime's CPU kernels run
 it faster than PyTorch eager with the same numbers (max abs difference ~1e-5); the measured
-figures are in the README ("Speed options", ``benchmarks/bench_table.py``). The exported graph is
-cached on disk keyed by the weights digest and the input size, so only the first use of a model
-pays for the export; the cache folder is ``onnx_cache_dir()``.
+figures are in docs/benchmarks.md. The exported graph is cached on disk keyed by the weights
+digest and the input size, so only the first use of a model pays for the export; the cache
+folder is ``onnx_cache_dir()``.
+
+``auto`` (the default of ``load_segmenter``, the CLI and the widget) is ONNX Runtime on a CPU in
+float32 when onnxruntime and onnx import, else PyTorch (always on CUDA and MPS): ``resolve_encoder``
+is that rule. When the ONNX encoder cannot be prepared for ``auto`` (the export fails, memory runs
+out, onnxruntime is missing), the model runs its PyTorch encoder instead and the encoder carries one
+``note`` saying so (said once: to the caller's ``on_status``, else as a logged warning); an explicit
+``onnx`` raises instead.
 
 ``onnx-int8`` (opt-in, approximate) is that export with int8 weights in every MatMul (per output
 channel) and activations quantised per call (``onnxruntime.quantization.quantize_dynamic``),
 cached beside the float file under a name that records the quantiser's settings and version.
-About twice as fast again as float ONNX on an AVX-512 VNNI CPU, with features 1-2 % off; its
-accuracy cost is in the README (``benchmarks/bench_int8_accuracy.py``). Features it computes are
-stored under their own signature (``precision``: ``int8``), never mixed with float32 ones.
+Faster again than float ONNX on a CPU with VNNI, its features slightly off (docs/benchmarks.md,
+``benchmarks/bench_int8_accuracy.py``). Features it computes are stored under their own
+signature (``precision``: ``int8``), never mixed with float32 ones.
 
 A backend is a callable ``(pixels: torch.Tensor (B, 3, S, S) float32) -> torch.Tensor
 (B, D, S/16, S/16)`` on the model's device: the neck output that the prompt encoder and the
-mask decoder consume.
+mask decoder consume. Its ``name`` is the backend that runs (``ENCODER_BACKENDS``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 import types
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
+logger = logging.getLogger(__name__)
+
+ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")  # the encoders that run
+ENCODER_OPTIONS = ("auto", *ENCODER_BACKENDS)  # what load_segmenter, the CLI and the widget accept
+ENCODER_LABELS = {"torch": "PyTorch", "onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime int8"}
+PREPARING_TEXT = "preparing the fast encoder (one-off, cached)…"
+MISSING_NOTE = (
+    "ONNX Runtime is not installed, so the image encoder runs in PyTorch "
+    "(pip install 'napari-label-anything[onnx]' for the faster CPU default)"
+)
 EXPORT_VERSION = 2  # part of the cached file's name: bump when the exported graph changes
 # Chosen on MAE-480 and SAM-1024 (2 threads, AVX-512 VNNI): quantising Conv too (the patch
 # embedding, the neck) or unsigned weights made the encoder slower than float; reduce_range
@@ -44,13 +63,71 @@ def onnx_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "napari-label-anything" / "onnx"
 
 
+def onnx_runtime_available() -> bool:
+    """Whether onnxruntime and onnx import (the ``[onnx]`` extra)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except Exception:  # noqa: BLE001 - ImportError, or a broken install whose native library fails to load
+        return False
+    return True
+
+
+def resolve_encoder(encoder: str, device_type: str = "cpu", precision: str = "float32") -> str:
+    """The backend ``encoder`` stands for (``ENCODER_BACKENDS``): ``auto`` is ``onnx`` on a CPU in
+    float32 when onnxruntime and onnx import, else ``torch`` (CUDA, MPS, autocast precisions);
+    the other names stand for themselves.
+
+    Raises:
+        ValueError: for a name not in ``ENCODER_OPTIONS``.
+    """
+    if encoder not in ENCODER_OPTIONS:
+        raise ValueError(f"unknown encoder backend {encoder!r}; choose one of {', '.join(ENCODER_OPTIONS)}")
+    if encoder != "auto":
+        return encoder
+    if device_type == "cpu" and precision == "float32" and onnx_runtime_available():
+        return "onnx"
+    return "torch"
+
+
+def encoder_label(segmenter) -> str | None:
+    """The words for the image encoder ``segmenter`` runs (``ENCODER_LABELS``, e.g. ONNX Runtime),
+    or None for a segmenter without one (classic)."""
+    return ENCODER_LABELS.get(getattr(segmenter, "encoder_backend", None))
+
+
+def fallback_note(error: BaseException) -> str:
+    """The one line saying that ``auto`` runs PyTorch because the ONNX encoder failed with ``error``."""
+    reason = " ".join(str(error).split()) or "no message"
+    reason = reason if len(reason) <= 200 else reason[:199] + "…"
+    return (
+        f"the fast encoder (ONNX Runtime) could not be prepared ({type(error).__name__}: {reason}); "
+        "the image encoder runs in PyTorch, with the same results"
+    )
+
+
+def _announce(on_status: Callable[[str], Any] | None, message: str, warning: bool = False) -> None:
+    """``message`` to ``on_status`` (and the log, as information); a ``warning`` without
+    ``on_status`` is logged as a warning, so that it is said once either way."""
+    if warning and on_status is None:
+        logger.warning(message)
+        return
+    logger.info(message)
+    if on_status is not None:
+        on_status(message)
+
+
 class TorchEncoder:
-    """The model's own encoder and neck, in PyTorch (any device)."""
+    """The model's own encoder and neck, in PyTorch (any device).
+
+    ``note``: None, or why ``auto`` runs this encoder on a CPU (``fallback_note``, ``MISSING_NOTE``).
+    """
 
     name = "torch"
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, note: str | None = None) -> None:
         self.model = model
+        self.note = note
 
     def __call__(self, pixels):
         import torch
@@ -85,14 +162,20 @@ class OnnxEncoder:
         digest: the weights digest (``embedding_store.weights_digest``): the cache key.
         cache_dir: where the exported file is kept (default ``onnx_cache_dir()``).
         threads: intra-op threads (default: what torch uses).
-        release_torch_encoder: drop the model's PyTorch encoder once the file exists.
+        release_torch_encoder: drop the model's PyTorch encoder once the session is ready (only
+            then: a failure before leaves the model whole, so ``auto`` can fall back to it).
         int8: run the float export quantised to int8 (``quantize_encoder``; approximate), its
             own cached file beside the float one. ``precision`` tells which (``float32``/``int8``).
+        on_status: called with ``PREPARING_TEXT`` before a one-off export or quantisation, and
+            with a line saying it is done (the CLI prints them, the widget shows them); for
+            ``auto`` (``make_encoder``), also with the note of a fallback to PyTorch.
 
     Raises:
         ValueError: when onnxruntime/onnx are not installed (``pip install
             napari-label-anything[onnx]``) or the model has no image encoder.
     """
+
+    note = None  # the encoder asked for runs
 
     def __init__(
         self,
@@ -102,6 +185,7 @@ class OnnxEncoder:
         threads: int | None = None,
         release_torch_encoder: bool = False,
         int8: bool = False,
+        on_status: Callable[[str], Any] | None = None,
     ):
         try:
             import onnx  # noqa: F401  (the export and the int8 quantiser need it)
@@ -121,27 +205,30 @@ class OnnxEncoder:
         self.path = self.float_path.with_suffix(quantized_name_suffix()) if int8 else self.float_path
         self.exported_now = self.quantized_now = False
         if not self.path.is_file():
+            _announce(on_status, PREPARING_TEXT)
+            started = time.perf_counter()
             if not self.float_path.is_file():
                 export_encoder(model, self.float_path)
                 self.exported_now = True
             if int8:
                 quantize_encoder(self.float_path, self.path)
                 self.quantized_now = True
-        if release_torch_encoder:
-            # Before the session allocates: the exported encoder now serves every image, and the
-            # PyTorch copy (~360 MB for ViT-B) would only raise the peak.
-            import gc
-
-            model.image_encoder = None
-            gc.collect()
+            _announce(on_status, f"fast encoder prepared in {time.perf_counter() - started:.0f} s (cached in {folder})")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # No pre-planned memory pattern: it holds every activation of SAM's 4096 x 4096 global
-        # attention at once. Measured on SAM ViT-B at 1024 (2 threads): 4.1 -> 2.3 GB peak at
-        # the same speed; switching off the arena (2.6 GB) or thread spinning cost 15-25 % time.
+        # attention at once (see docs/benchmarks.md for the peak it saves at the same speed);
+        # switching off the arena or thread spinning cost time instead.
         options.enable_mem_pattern = False
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        if release_torch_encoder:
+            # The exported encoder now serves every image: the PyTorch copy (~360 MB for ViT-B)
+            # would only raise the peak of the runs to come.
+            import gc
+
+            model.image_encoder = None
+            gc.collect()
 
     def __call__(self, pixels):
         import numpy as np
@@ -272,23 +359,46 @@ def quantized_name_suffix() -> str:
     return f".int8-{hashlib.blake2b(text.encode(), digest_size=4).hexdigest()}.onnx"
 
 
-def make_encoder(backend: str, model, digest: Any = None, device_type: str = "cpu", release_torch_encoder=False):
-    """The backend called ``backend`` for ``model`` (``digest``: a callable giving the weights digest).
+def make_encoder(
+    backend: str,
+    model,
+    digest: Any = None,
+    device_type: str = "cpu",
+    release_torch_encoder: bool = False,
+    precision: str = "float32",
+    on_status: Callable[[str], Any] | None = None,
+):
+    """The encoder ``backend`` (``ENCODER_OPTIONS``) stands for, for ``model`` (``digest``: the
+    weights digest, or a callable giving it).
 
-    ``release_torch_encoder``: for a non-torch backend, drop the model's PyTorch encoder once the
-    backend has what it needs (only for a model that belongs to the caller alone).
+    ``auto`` resolves by ``resolve_encoder``; when its ONNX encoder cannot be prepared (any
+    error, out of memory included) or onnxruntime is missing on a CPU, it gives the PyTorch
+    encoder with a ``note`` saying why, said once: to ``on_status``, else as a logged warning.
+    ``release_torch_encoder``: for a non-torch backend, drop the model's PyTorch encoder once
+    the backend is ready (only for a model that belongs to the caller alone). ``on_status``:
+    see ``OnnxEncoder``.
 
     Raises:
         ValueError: for an unknown backend, or ONNX (float or int8) on a non-CPU device.
     """
-    if backend not in ENCODER_BACKENDS:
-        raise ValueError(f"unknown encoder backend {backend!r}; choose one of {', '.join(ENCODER_BACKENDS)}")
-    if backend == "torch":
-        return TorchEncoder(model)
+    resolved = resolve_encoder(backend, device_type, precision)
+    if resolved == "torch":
+        missing = backend == "auto" and device_type == "cpu" and precision == "float32"
+        if missing:  # resolve_encoder found no onnxruntime
+            _announce(on_status, MISSING_NOTE, warning=True)
+        return TorchEncoder(model, MISSING_NOTE if missing else None)
     if device_type != "cpu":
         raise ValueError(
             f"the ONNX encoders run on the CPU only; on {device_type} choose the torch encoder "
             "(encoder='torch', --encoder torch) or the CPU (device='cpu', --device cpu)"
         )
     digest = digest() if callable(digest) else digest
-    return OnnxEncoder(model, digest, release_torch_encoder=release_torch_encoder, int8=backend == "onnx-int8")
+    options = {"release_torch_encoder": release_torch_encoder, "int8": resolved == "onnx-int8", "on_status": on_status}
+    if backend != "auto":
+        return OnnxEncoder(model, digest, **options)
+    try:
+        return OnnxEncoder(model, digest, **options)
+    except Exception as error:  # noqa: BLE001 - MemoryError too: auto falls back, with one note
+        note = fallback_note(error)
+        _announce(on_status, note, warning=True)
+        return TorchEncoder(model, note)

@@ -27,7 +27,7 @@ from ..stacks import as_stack, stack_layout
 from .base import PredictionCancelled, Segmenter, current_steps, is_cancelled
 from .cache import LRUCache, tiered_lookup
 from .embedding_store import BatchDigests, EmbeddingStore, weights_digest
-from .encoder_backends import make_encoder
+from .encoder_backends import make_encoder, resolve_encoder
 from .tiling import MODES as TILING_MODES
 from .tiling import Stitcher, TilingChoice, choose_tiling, plan_tiles
 from .transforms import image_to_model_input_torch, to_device, to_uint8_rgb_torch
@@ -40,6 +40,11 @@ class LabelAnythingSegmenter(Segmenter):
 
     Changing prompts re-runs only the (cheap) prompt encoder; every distinct image is encoded
     once while it stays in the cache (``cache_size`` images).
+
+    ``encoder``: ``auto`` (default; ``encoder_backends.resolve_encoder``: ONNX Runtime on a CPU in
+    float32 when installed, else PyTorch), ``torch``, ``onnx`` or ``onnx-int8``;
+    ``encoder_backend`` says which one runs, ``encoder_note`` why ``auto`` runs PyTorch on a CPU.
+    ``on_status``: called with one-line messages about a one-off ONNX export.
     """
 
     def __init__(
@@ -49,11 +54,12 @@ class LabelAnythingSegmenter(Segmenter):
         name: str = "label-anything",
         cache_size: int = 32,
         store: EmbeddingStore | str | os.PathLike | None = None,
-        encoder: str = "torch",
+        encoder: str = "auto",
         batch_size: int | None = None,
         precision: str = "float32",
         tiling: str = "auto",
         release_torch_encoder: bool = False,
+        on_status: Callable[[str], Any] | None = None,
     ) -> None:
         from ..device import resolve_device
 
@@ -67,14 +73,10 @@ class LabelAnythingSegmenter(Segmenter):
         self._prototypes = LRUCache(4)  # (episode signature, class rows) -> ClassEmbeddings
         self.store = EmbeddingStore(store) if store is not None and not isinstance(store, EmbeddingStore) else store
         self._weights_digest: str | None = None
-        if release_torch_encoder and encoder != "torch":
-            _ = self.weights_digest  # the store keys on the full model's digest: take it first
-        self.encoder = make_encoder(
-            encoder, self.model, lambda: self.weights_digest, self.device_obj.type, release_torch_encoder
-        )
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if precision != "float32" and encoder != "torch":
+        backend = resolve_encoder(encoder, self.device_obj.type, precision)
+        if precision != "float32" and backend != "torch":
             raise ValueError(f"precision {precision!r} needs encoder='torch' (the ONNX encoder runs float32)")
         self.precision = precision
         if tiling not in TILING_MODES:
@@ -84,17 +86,35 @@ class LabelAnythingSegmenter(Segmenter):
         self.batch_size = int(batch_size or default_batch)
         if not 1 <= self.batch_size <= cache_size:
             raise ValueError(f"batch_size must lie in 1..cache_size ({cache_size}), got {batch_size}")
+        if release_torch_encoder and backend != "torch":
+            _ = self.weights_digest  # the store keys on the full model's digest: take it first
+        # Last: a one-off ONNX export may take a while, and every setting above is checked by then.
+        self.encoder = make_encoder(
+            encoder, self.model, lambda: self.weights_digest, self.device_obj.type, release_torch_encoder,
+            precision=precision, on_status=on_status,
+        )  # fmt: skip
         self.stats = {"encoded_images": 0, "feature_cache_hits": 0, "store_hits": 0, "prompt_encodings": 0}
 
     @property
     def config(self):
         return self.model.config
 
+    @property
+    def encoder_backend(self) -> str:
+        """The image encoder that runs: ``torch``, ``onnx`` or ``onnx-int8`` (for ``auto``, what it
+        resolved to, after any fallback)."""
+        return getattr(self.encoder, "name", "torch")
+
+    @property
+    def encoder_note(self) -> str | None:
+        """None, or one line saying why ``encoder='auto'`` runs PyTorch on a CPU."""
+        return getattr(self.encoder, "note", None)
+
     def __repr__(self) -> str:
         c = self.config
         return (
             f"LabelAnythingSegmenter({self.name!r}, encoder={c.encoder}, "
-            f"image_size={c.image_size}, device={self.device}, backend={self.encoder.name})"
+            f"image_size={c.image_size}, device={self.device}, backend={self.encoder_backend})"
         )
 
     def clear_cache(self) -> None:
@@ -177,7 +197,8 @@ class LabelAnythingSegmenter(Segmenter):
         # An int8 encoder's approximate features get their own entries (float ONNX shares torch's).
         precision = getattr(self.encoder, "precision", self.precision)
         settings = {"image_size": c.image_size, "custom_preprocess": c.custom_preprocess, "precision": precision}
-        return self.store.signature(key[0], key[1], self.weights_digest, settings)
+        values = ((1, c.embed_dim, c.embedding_grid, c.embedding_grid), np.float32)  # the neck's output
+        return self.store.signature(key[0], key[1], self.weights_digest, settings, values)
 
     def _predict_planes(self, episode, stack, layout, indices, cancel, predict_plane, options):
         """Planes in batches of ``batch_size``: the query encoder runs once per batch.

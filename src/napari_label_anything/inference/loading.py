@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .base import Segmenter
@@ -14,10 +15,11 @@ def load_segmenter(
     *,
     local_files_only: bool | None = None,
     embeddings: str | os.PathLike | None = None,
-    encoder: str = "torch",
+    encoder: str = "auto",
     batch_size: int | None = None,
     precision: str = "float32",
     tiling: str = "auto",
+    on_status: Callable[[str], Any] | None = None,
 ) -> Segmenter:
     """Load a segmenter by name, hub repo id or checkpoint folder.
 
@@ -31,16 +33,22 @@ def load_segmenter(
         local_files_only: never touch the network (also implied by ``HF_HUB_OFFLINE=1``).
         embeddings: a folder where image features are kept on disk (``EmbeddingStore``) and
             reused across runs; Label Anything models only (``classic`` has no image features).
-        encoder: ``torch`` (default), ``onnx``: the image encoder exported once to ONNX and
-            run by ONNX Runtime, faster on a CPU, same numbers; or
-            ``onnx-int8``: that export with int8 weights, faster again but approximate (README,
-            "Speed options"). Both on the CPU only, with the ``[onnx]`` extra.
+        encoder: ``auto`` (default): ONNX Runtime on a CPU (in float32, when the ``[onnx]`` extra
+            is installed), PyTorch on CUDA and MPS; ``torch``; ``onnx``: the image encoder
+            exported once to ONNX (cached by weights digest) and run by ONNX Runtime, faster on a
+            CPU, the same numbers within 1e-5; or ``onnx-int8``: that export with int8 weights,
+            faster again but approximate (docs/benchmarks.md). The ONNX ones run on the CPU only.
+            When ``auto``'s export fails, the model runs its PyTorch encoder, with one note
+            (to ``on_status``, else a logged warning); ``segmenter.encoder_backend`` says which
+            encoder runs, ``segmenter.encoder_note`` why.
         batch_size: query planes encoded together in stack predictions (default 4 on CUDA,
             1 on a CPU, where batching gains nothing).
         precision: ``float32`` (default), ``bfloat16`` or ``float16`` autocast for the network;
             for GPUs (on a CPU bfloat16 is several times slower).
         tiling: ``auto`` (default: tile planes much larger than the supports), ``resize``
             (always the model's own resize, the official behaviour) or ``tile``.
+        on_status: called with one-line messages while a one-off ONNX export runs, and with the
+            note of a fallback (the CLI prints them; the widget shows them on its status line).
     """
     from ..checkpoint import load_model
     from ..device import resolve_device
@@ -64,4 +72,5 @@ def load_segmenter(
         precision=precision,
         tiling=tiling,
         release_torch_encoder=True,  # the model was loaded for this segmenter alone
+        on_status=on_status,
     )

@@ -67,6 +67,11 @@ _SUPPORTED_ONLY = {
 
 _POSITIVE_INTS = ("image_embed_dim", "embed_dim", "image_size", "vit_patch_size", "encoder_attention_downsample_rate",
                   "decoder_attention_downsample_rate", "classification_layer_downsample_rate")  # fmt: skip
+# Upper bounds of the sizes a config may ask for: beyond them a model would not fit in any
+# machine's memory (image_size 2048 already gives a 128 x 128 token grid with global attention).
+_MAXIMUMS = {"image_size": 2048, "vit_patch_size": 64, "image_embed_dim": 8192, "embed_dim": 8192,
+             "class_embedding_dim": 8192, "spatial_convs": 64}  # fmt: skip
+_CLASS_ENCODER_MAXIMUMS = {"bank_size": 65536, "embed_dim": 8192}
 _BOOLS = ("use_vit", "use_vit_sam_neck", "class_attention", "example_attention", "example_class_attention",
           "custom_preprocess")  # fmt: skip
 
@@ -84,6 +89,9 @@ def _check_types(values: dict[str, Any]) -> None:
     for name in _POSITIVE_INTS:
         if name in values and not (_is_int(values[name]) and values[name] > 0):
             raise ValueError(f"config.json: {name} must be a positive integer, got {values[name]!r}")
+    for name, maximum in _MAXIMUMS.items():
+        if _is_int(values.get(name)) and values[name] > maximum:
+            raise ValueError(f"config.json: {name} must lie in 1..{maximum}, got {values[name]!r}")
     for name in _BOOLS:
         if name in values and not isinstance(values[name], bool):
             raise ValueError(f"config.json: {name} must be true or false, got {values[name]!r}")
@@ -100,10 +108,10 @@ def _check_types(values: dict[str, Any]) -> None:
     if not isinstance(encoder, dict) or encoder.get("name") != "RandomMatrixEncoder":
         raise ValueError(f"config.json: unsupported class_encoder {encoder!r}: only RandomMatrixEncoder exists")
     for name, minimum in (("bank_size", 2), ("embed_dim", 1)):
-        value = encoder.get(name)
-        if not (_is_int(value) and value >= minimum):
+        value, maximum = encoder.get(name), _CLASS_ENCODER_MAXIMUMS[name]
+        if not (_is_int(value) and minimum <= value <= maximum):
             raise ValueError(
-                f"config.json: class_encoder.{name} must be an integer >= {minimum}, got {value!r} "
+                f"config.json: class_encoder.{name} must be an integer in {minimum}..{maximum}, got {value!r} "
                 "(RandomMatrixEncoder needs bank_size and embed_dim)"
             )
 

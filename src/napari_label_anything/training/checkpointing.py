@@ -11,7 +11,13 @@
 Nothing is pickled. A checkpoint is written into a hidden temporary folder beside its final
 place and renamed into place when complete, so an interrupted write (a crash, a cancel, a kill)
 never leaves a half-written ``checkpoint-STEP``: only a ``.partial`` folder that the next
-save of that step, or ``remove_partials``, cleans away.
+save of that step, or ``remove_partials``, cleans away. A write that fails (a full disk) is one
+OSError naming the file.
+
+A run claims its ``out`` folder (``claimed_run``: ``<out>.claim``, see ``claims``), so two runs
+never write one folder, and refuses a folder holding an earlier run (``previous_run``) unless it
+resumes it or is told to overwrite it (then the earlier run's files are removed first, so a run
+that is killed never leaves a log or checkpoints of another run beside its own).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +36,7 @@ STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 SUMMARY_JSON = "training_summary.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+RUN_FILES = ("final", "log.csv", "train_config.json")  # with the checkpoint-STEP folders: what a run leaves in out
 
 
 def _json_value(value: Any) -> Any:
@@ -126,30 +135,52 @@ def write_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from ..checkpoint import save_model
+    from ..checkpoint import WEIGHTS_NAME, save_model
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
+    writing = folder
     try:
+        temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
+    except OSError as err:
+        raise _write_error(folder, err) from None
+    try:
+        writing = folder / WEIGHTS_NAME
         save_model(model, temporary)
         if optimizer is not None and scheduler is not None:
             tensors, optimizer_json = optimizer_state(optimizer)
             tensors.update(rng_tensors())
+            writing = folder / STATE_TENSORS
             save_file(tensors, os.fspath(temporary / STATE_TENSORS))
             record = {
                 **(state or {}),
                 "optimizer": optimizer_json,
                 "scheduler": _json_value(scheduler.state_dict()),
             }
+            writing = folder / STATE_JSON
             (temporary / STATE_JSON).write_text(json.dumps(record, indent=1))
         if summary is not None:
+            writing = folder / SUMMARY_JSON
             (temporary / SUMMARY_JSON).write_text(json.dumps(_json_value(summary), indent=2))
+        writing = folder
         _place(temporary, folder)
+    except Exception as err:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(err, OSError) or type(err).__name__ == "SafetensorError":  # safetensors' I/O errors
+            named = folder / Path(err.filename).name if getattr(err, "filename", None) else writing
+            raise _write_error(named, err) from None
+        raise
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return folder
+
+
+def _write_error(path: Path, err: Exception) -> OSError:
+    """``files.write_error`` naming the checkpoint file that could not be written."""
+    from ..files import write_error
+
+    return write_error(f"the checkpoint {path} (nothing of it is left half-written)", err)
 
 
 def read_training_state(folder: str | os.PathLike, optimizer, scheduler) -> dict[str, Any]:
@@ -214,3 +245,52 @@ def remove_partials(out: str | os.PathLike) -> None:
     if out.is_dir():
         for path in out.glob(".*.partial"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def previous_run(out: str | os.PathLike, log: str | os.PathLike | None = None) -> list[Path]:
+    """What an earlier run left in ``out`` (``RUN_FILES``, ``checkpoint-STEP`` folders) and its
+    ``log`` file when that is elsewhere; [] for a new, an empty or an unrelated folder."""
+    out = Path(out)
+    found = []
+    if out.is_dir():
+        found = [out / name for name in RUN_FILES if (out / name).exists()]
+        found += [path for path in sorted(out.iterdir()) if CHECKPOINT_PATTERN.match(path.name)]
+    if log is not None and Path(log).exists() and Path(log) not in found:
+        found.append(Path(log))
+    return found
+
+
+def check_previous_run(out, log=None, resume: Any = None, overwrite: bool = False) -> list[Path]:
+    """``previous_run(out, log)``, refused (ValueError naming the folder and what to do) unless
+    the run resumes (``resume`` set) or ``overwrite``s it."""
+    resuming = resume is not None and resume is not False
+    if resuming and overwrite:
+        raise ValueError("--overwrite and --resume exclude each other: replace the run in out, or continue it")
+    left = previous_run(out, log)
+    if left and not (resuming or overwrite):
+        names = ", ".join(path.name for path in left[:4]) + (", ..." if len(left) > 4 else "")
+        raise ValueError(
+            f"{out} holds a training run already ({names}); replace it with --overwrite (overwrite=True), "
+            "continue it with --resume, or choose another --out"
+        )
+    return left
+
+
+@contextmanager
+def claimed_run(out, log=None, resume: Any = None, overwrite: bool = False, writer: bool = True) -> Iterator[list[str]]:
+    """Hold the claim of ``out`` for a run (``claims.claimed``: a second run into it stops), then
+    ``check_previous_run``; with ``overwrite`` the earlier run's files are removed before anything
+    is written. Yields the note of a claim taken over from a run that died ([] else). ``writer``
+    False (distributed ranks other than 0 write nothing; rank 0 checks and claims): nothing."""
+    from ..claims import claimed
+
+    if not writer:
+        yield []
+        return
+    with claimed([out]) as claims:
+        for path in check_previous_run(out, log, resume, overwrite):  # refused unless resume or overwrite
+            if overwrite and path.is_dir():
+                shutil.rmtree(path)
+            elif overwrite:
+                path.unlink(missing_ok=True)
+        yield [c.note for c in claims if c.note]

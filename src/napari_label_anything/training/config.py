@@ -270,6 +270,7 @@ class TrainConfig:
             raise ValueError(f"model must be a name or folder path, got {self.model!r}")
         if self.model_config is not None:
             arguments = self.model_arguments()  # validates the preset name / dict shape
+            _check_model_arguments(arguments)
             if (
                 self.model is None
                 and self.freeze_encoder
@@ -401,6 +402,17 @@ def options_table() -> str:
         shown = json.dumps(default) if not isinstance(default, str) else default
         rows.append(f"| `{f.name}` | `{shown}` | {f.metadata['doc']} |")
     return "\n".join(rows)
+
+
+def _check_model_arguments(arguments: dict[str, Any]) -> None:
+    """``model_config``'s arguments pass the checks a checkpoint's ``config.json`` passes (types,
+    allowed ranges such as image_size's), before any model is built."""
+    from ..model.config import LabelAnythingConfig
+
+    try:
+        LabelAnythingConfig.from_dict(arguments)
+    except ValueError as err:
+        raise ValueError(f"model_config: {str(err).removeprefix('config.json: ')}") from None
 
 
 def _is_int(value: Any) -> bool:

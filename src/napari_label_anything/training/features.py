@@ -93,7 +93,8 @@ class EncoderFeatureCache:
             "stage": FEATURE_STAGE,
             "autocast": str(self.autocast_dtype),
         }
-        return EmbeddingStore.signature(key, None, self.encoder_digest, settings)
+        values = ((c.image_embed_dim, c.embedding_grid, c.embedding_grid), np.float32)  # the encoder's output
+        return EmbeddingStore.signature(key, None, self.encoder_digest, settings, values)
 
     def __call__(self, image: np.ndarray):
         """(D_img, h, w) float32 features of one raw image, on ``device``."""

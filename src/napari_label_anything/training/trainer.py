@@ -71,6 +71,7 @@ def train(
     cancel: Any = None,
     *,
     console: bool | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Run a training configuration (see ``TrainConfig`` for every option).
 
@@ -80,6 +81,8 @@ def train(
         cancel: a ``threading.Event`` or a callable returning True to stop between steps; the
             state reached is saved as ``out/checkpoint-STEP`` (resumable), never half-written.
         console: show a progress bar with ETA on the console (default: when ``progress`` is None).
+        overwrite: replace an earlier run in ``config.out`` (its files are removed first); without
+            it (or ``config.resume``) a folder holding a run is refused (``checkpointing.claimed_run``).
 
     Returns:
         ``TrainResult``. The model in ``result.checkpoint`` loads with ``load_segmenter(folder)``.
@@ -91,7 +94,7 @@ def train(
     config.validate()
     data = datasets_from_specs(config.data, "data")
     validation = datasets_from_specs(config.validation, "validation")
-    return run(config, data, validation, progress=progress, cancel=cancel, console=console)
+    return run(config, data, validation, progress=progress, cancel=cancel, console=console, overwrite=overwrite)
 
 
 def finetune(
@@ -109,6 +112,7 @@ def finetune(
     progress: ProgressCallback | None = None,
     cancel: Any = None,
     console: bool | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Fine-tune a model on your own annotations; scores held-out data before and after.
@@ -124,6 +128,7 @@ def finetune(
             (``result.before`` / ``result.after``) and every ``validate_every`` steps.
         freeze_encoder: train only neck, prompt encoder and decoder on cached features (default).
         register_as: register the result under this model name (model picker, CLI).
+        overwrite: replace an earlier run in ``out``; without it (or ``resume=``) one is refused.
         options: any other ``TrainConfig`` option (``configurations``, ``prompt_types``,
             ``augment``, ``val_episodes``, ``val_ways``, ``val_shots``, ``checkpoint_every``, ...).
 
@@ -155,7 +160,8 @@ def finetune(
     config.validate(require_data=False)
     train_data = as_dataset(data)
     held_out = as_dataset(validation) if validation is not None else None
-    return run(config, train_data, held_out, model=start, progress=progress, cancel=cancel, console=console)
+    return run(config, train_data, held_out, model=start, progress=progress, cancel=cancel, console=console,
+               overwrite=overwrite)  # fmt: skip
 
 
 def _model_from_any(model: Any):
@@ -237,25 +243,31 @@ def run(
     progress: ProgressCallback | None = None,
     cancel: Any = None,
     console: bool | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """The loop behind ``train`` and ``finetune``: ``data``/``validation`` are dataset objects."""
+    """The loop behind ``train`` and ``finetune``: ``data``/``validation`` are dataset objects.
+    ``config.out`` is claimed for the run and an earlier run there refused unless resumed or
+    ``overwrite`` (``checkpointing.claimed_run``)."""
     from ..device import import_torch, resolve_device
     from . import distributed
-    from .checkpointing import remove_partials
+    from .checkpointing import claimed_run, remove_partials
 
     torch = import_torch()
     if data is None or len(data) == 0:
         raise ValueError("no training data: give at least one dataset with samples")
     context = distributed.setup(resolve_device(config.device))
     try:
-        torch.manual_seed(config.seed)  # the class-token pool draws rows from torch's generator
-        resume = _resume_folder(config)
-        network = build_model(config, resume, model)
-        loop = _Loop(config, data, validation, network, context, resume)
-        if context.is_main:
-            Path(config.out).mkdir(parents=True, exist_ok=True)
-            remove_partials(config.out)
-        return loop.run(progress, cancel, console if console is not None else progress is None)
+        with claimed_run(config.out, config.log_path(), config.resume, overwrite, context.is_main) as notes:
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+            torch.manual_seed(config.seed)  # the class-token pool draws rows from torch's generator
+            resume = _resume_folder(config)
+            network = build_model(config, resume, model)
+            loop = _Loop(config, data, validation, network, context, resume)
+            if context.is_main:
+                Path(config.out).mkdir(parents=True, exist_ok=True)
+                remove_partials(config.out)
+            return loop.run(progress, cancel, console if console is not None else progress is None)
     finally:
         distributed.teardown(context)
 
@@ -375,7 +387,9 @@ class _Loop:
         from .features import CachedEncoderBackend
 
         precision = "bfloat16" if self.autocast_dtype is not None else "float32"
-        segmenter = LabelAnythingSegmenter(self.model, device=self.device, precision=precision, tiling="resize")
+        segmenter = LabelAnythingSegmenter(  # PyTorch: these weights change between validations
+            self.model, device=self.device, precision=precision, tiling="resize", encoder="torch"
+        )
         if self.frozen:
             if not hasattr(self, "_validation_encoder"):
                 self._validation_encoder = CachedEncoderBackend(self.model)
@@ -487,19 +501,23 @@ class _Loop:
 
 
 class _CsvLog:
-    """``log.csv``: one row per step; a resumed run first drops rows after its checkpoint's step."""
+    """``log.csv``: one row per step; a resumed run first drops rows after its checkpoint's step
+    (the kept rows written atomically: a run killed then leaves the log as it was)."""
 
     def __init__(self, path: Path, resumed_step: int) -> None:
+        from ..files import atomic_write
+
         path.parent.mkdir(parents=True, exist_ok=True)
         kept: list[dict[str, str]] = []
         if resumed_step > 0 and path.is_file():
             with open(path, newline="") as handle:
                 kept = [r for r in csv.DictReader(handle) if r.get("step") and int(r["step"]) <= resumed_step]
-        self.handle = open(path, "w", newline="")  # noqa: SIM115 - kept open for the whole run
+        with atomic_write(path) as partial, open(partial, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(kept)
+        self.handle = open(path, "a", newline="")  # noqa: SIM115 - kept open for the whole run
         self.writer = csv.DictWriter(self.handle, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        self.writer.writeheader()
-        self.writer.writerows(kept)
-        self.handle.flush()
 
     def write(self, row: dict[str, Any]) -> None:
         self.writer.writerow({k: _short(v) for k, v in row.items()})

@@ -48,7 +48,7 @@ def plan_batch(
     """The batch's jobs (``inference.batch.BatchJob``) and each one's number of planes, every
     input checked as ``predict`` checks it. Raises ValueError / FileNotFoundError."""
     from ..files import check_writable_folder
-    from ..inference.batch import FORMATS, BatchJob, check_job, existing_outputs, expand_inputs, output_paths
+    from ..inference.batch import FORMATS, BatchJob, check_job, expand_inputs, output_paths, refuse_existing
 
     if format not in FORMATS:
         raise ValueError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -56,16 +56,15 @@ def plan_batch(
         raise ValueError("choose an input folder")
     if not str(out).strip():
         raise ValueError("choose an output folder")
-    inputs = expand_inputs([folder], recursive=recursive)
+    inputs = expand_inputs([folder], recursive=recursive, skip=[out])
     targets = output_paths(inputs, out, FORMATS[format])
-    existing = existing_outputs(targets, objects=objects)
-    if existing and not overwrite:
-        raise ValueError(f"output(s) exist: {', '.join(existing)}; {OVERWRITE_HINT}")
-    check_writable_folder(out)
     jobs = [
         BatchJob(str(source), str(target), format, 0, dict(options or {}), dict(metadata or {}), objects=objects)
         for source, target in zip(inputs, targets, strict=True)
     ]
+    if not overwrite:
+        refuse_existing(jobs, OVERWRITE_HINT)
+    check_writable_folder(out)
     return jobs, [check_job(job).n_planes for job in jobs]
 
 
@@ -215,12 +214,13 @@ class BatchActions:
         picker = self.model_picker
         episode = self._run_episode()
         metadata = {"model": picker.model_name}
-        if picker.encoder != "torch" and not picker.is_classic():
-            metadata["encoder"] = picker.encoder
+        if picker.resolved_encoder() != "torch" and not picker.is_classic():  # "auto" as it resolves
+            metadata["encoder"] = picker.resolved_encoder()
         options = {} if self.normalise == "auto" else {"normalise": self.normalise}
         jobs, planes = plan_batch(folder, out, recursive, format, overwrite, objects, options, metadata)
         import_torch_stack()
         download = picker.checkpoint_to_download()
+        self._claim_batch(jobs, overwrite)  # another run into these outputs stops here (OutputClaimed)
         self.cancel_preview()
         self.batch_results, self.batch_outcome = [], None
         self._batch_started = time.perf_counter()
@@ -229,12 +229,34 @@ class BatchActions:
         self.batch_button.setEnabled(False)
         self.batch_stop_button.setEnabled(True)
         self.batch_status.setText(f"{len(jobs)} file(s) to {out}: starting")
-        self._batch_worker = self._batch_launcher.start(
-            batch_job, self.segmenter_after_encoding, episode, jobs, planes, download, cancellable=True,
-            yielded=self._on_batch_message, returned=self._on_batch_returned, errored=self._on_batch_error,
-            aborted=self._on_batch_aborted, finished=self._on_batch_finished,
-        )  # fmt: skip
+        try:
+            self._batch_worker = self._batch_launcher.start(
+                batch_job, self.segmenter_after_encoding, episode, jobs, planes, download, cancellable=True,
+                yielded=self._on_batch_message, returned=self._on_batch_returned, errored=self._on_batch_error,
+                aborted=self._on_batch_aborted, finished=self._on_batch_finished,
+            )  # fmt: skip
+        except BaseException:
+            self._release_batch()
+            raise
         return self._batch_worker
+
+    def _claim_batch(self, jobs: list, overwrite: bool) -> None:
+        """Claim the batch's outputs until it ends (``batch.claimed_outputs``, existing outputs
+        checked again under the claims), released by ``_release_batch``."""
+        from contextlib import ExitStack
+
+        from ..inference.batch import claimed_outputs
+
+        self._release_batch()
+        stack = ExitStack()
+        stack.enter_context(claimed_outputs(jobs, overwrite, OVERWRITE_HINT))
+        self._batch_claims = stack
+
+    def _release_batch(self) -> None:
+        stack = getattr(self, "_batch_claims", None)
+        self._batch_claims = None
+        if stack is not None:
+            stack.close()
 
     def cancel_batch(self) -> None:
         """Stop the batch within the file in progress (its output is not written)."""
@@ -288,6 +310,7 @@ class BatchActions:
             self.batch_status.setText(f"failed after {done} file(s); see the notification")
 
     def _on_batch_finished(self) -> None:
+        self._release_batch()
         if self.closed:
             return
         self.batch_button.setEnabled(True)

@@ -35,6 +35,7 @@ from .classes import ClassTable
 from .dock_layout import KEY_RUN, SCOPES, build_ui
 from .encoding import SupportEncoding
 from .episode_files import export_output, load_episode_into
+from .fast_encoder import FastEncoderPreparation
 from .feedback import FeedbackActions, is_plugin_output, kept_planes
 from .finetune import FinetuneActions
 from .layers import (
@@ -66,6 +67,7 @@ class LabelAnythingWidget(
     ChannelControls,
     PreviewActions,
     SupportEncoding,
+    FastEncoderPreparation,
     SupportActions,
     FeedbackActions,
     FinetuneActions,
@@ -99,6 +101,7 @@ class LabelAnythingWidget(
         for signal in (picker.model_combo.currentIndexChanged, picker.device_combo.currentIndexChanged,
                        self.channel_combo.currentIndexChanged):  # fmt: skip
             signal.connect(self.schedule_encoding)  # encoding.py
+        self._start_fast_encoder_preparation()  # fast_encoder.py: the chosen model's ONNX export
         self._default_preview()
         self._update_background_row()
         self._on_classes_changed()  # row 0, the background, before any class
@@ -307,6 +310,7 @@ class LabelAnythingWidget(
         self.run_status("starting")
 
     def run_status(self, text: str, details: str | None = None) -> None:
+        text = self.waiting_text(text)  # fast_encoder.py: a run waiting for the fast encoder says so
         set_status(self.status, text, details)
         self.status_history.append(text)
 
@@ -448,6 +452,7 @@ class LabelAnythingWidget(
         self._connect_classes(False)  # the class table may go on in a new widget (persistence.py)
         self.cancel_preview()
         self.stop_encoding()
+        self.stop_preparation()
         self._stop_finetuning()
         self._stop_batch()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):

@@ -7,7 +7,8 @@ widget computes them in a worker shortly after each change (``ENCODE_DELAY_MS`` 
 and a Run or a live preview started afterwards pays only for its query planes. The line under
 the support list says "encoding supports…" and then "supports encoded (ready)".
 
-Rules: never while a Run or a preview is busy (the encoding waits for them, so the model is
+Rules: never while a Run, a preview or the chosen model's fast-encoder preparation
+(``fast_encoder.py``, which loads the model) is busy (the encoding waits for them, so the model is
 used by one thread at a time; a Run or preview started from the moment an encoding is started
 waits for it to end, through ``segmenter_after_encoding``); never downloads a model (a model still to download is
 encoded at its first Run); nothing for the embedded 'classic' model, which has no features. A
@@ -118,7 +119,7 @@ class SupportEncoding:
             return
         if self.finetuning or self.batching:  # they use the same segmenter; encode at the next edit or Run
             return
-        if self.runs.busy or self._previews.busy or self._encodings.busy:
+        if self.runs.busy or self._previews.busy or self._encodings.busy or self.preparation_pending():
             self.encode_timer.start()  # after them: the model is used by one worker at a time
             return
         if not self.supports or self.model_picker.is_classic():

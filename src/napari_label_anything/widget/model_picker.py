@@ -5,7 +5,10 @@ The choices come from the same registry as ``napari-label-anything models``.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -20,21 +23,23 @@ from qtpy.QtWidgets import (
 )
 
 FOLDER_CHOICE = "__folder__"
-# (label, load_segmenter's encoder=): every name in inference.encoder_backends.ENCODER_BACKENDS.
+# (label, load_segmenter's encoder=): "auto", then every name in encoder_backends.ENCODER_BACKENDS.
 ENCODER_CHOICES = (
+    ("auto (ONNX Runtime on a CPU, else PyTorch)", "auto"),
     ("PyTorch", "torch"),
     ("ONNX Runtime", "onnx"),
     ("ONNX Runtime int8 (faster, approximate)", "onnx-int8"),
 )
 ENCODER_TOOLTIP = (
     "How the image encoder (nearly all of the work on a CPU) runs; ONNX Runtime runs on the CPU only.\n"
+    "auto: ONNX Runtime on a CPU when it is installed, PyTorch on a graphics card. Its one-off export\n"
+    "starts in the background as soon as you choose a model (then it is reused from the disk); if it\n"
+    "fails, PyTorch runs instead and the status line says why.\n"
     "PyTorch: the reference.\n"
-    "ONNX Runtime: exported once (seconds to a minute on first use, then reused): faster on a CPU\n"
-    "(a SAM-1024 plane 8.9 s instead of 11.8 s on 2 cores), the same results within 1e-5.\n"
-    "ONNX Runtime int8: that export with 8-bit weights, about 2x faster again (SAM-1024 4.3 s,\n"
-    "ViT-MAE 480 0.59 s instead of 1.2 s per plane) but approximate: image features 1-2 % off;\n"
-    "on full-size models with random weights 90-99 % of pixels kept their label (disagreements lie where\n"
-    "classes are nearly tied; trained models have clearer margins). Check it on your data."
+    "ONNX Runtime: faster on a CPU, the same results within 1e-5.\n"
+    "ONNX Runtime int8: that export with 8-bit weights, faster again but approximate: image features\n"
+    "are slightly off and pixels where classes are nearly tied may change label. Check it on your data.\n"
+    "The speeds measured are in docs/benchmarks.md."
 )
 
 
@@ -47,6 +52,7 @@ class ModelPicker(QGroupBox):
 
         super().__init__("Model")
         self._segmenters: dict[tuple[str, str], object] = {}
+        self._loading = threading.Lock()  # one load at a time: a second caller waits and reuses it
         form = QFormLayout(self)
         self.model_combo = QComboBox()
         self.model_combo.addItem("auto (best available)", "auto")
@@ -145,14 +151,25 @@ class ModelPicker(QGroupBox):
 
     @property
     def encoder(self) -> str:
-        """The image encoder backend: ``torch``, ``onnx`` or ``onnx-int8`` (``ENCODER_CHOICES``)."""
+        """The image encoder choice: ``auto``, ``torch``, ``onnx`` or ``onnx-int8`` (``ENCODER_CHOICES``)."""
         return self.encoder_combo.currentData()
+
+    def resolved_encoder(self) -> str:
+        """The encoder the choice stands for on the chosen device (``encoder_backends.resolve_encoder``;
+        before any fallback); ``torch`` when the device cannot be resolved."""
+        from ..device import resolve_device
+        from ..inference.encoder_backends import resolve_encoder
+
+        try:
+            return resolve_encoder(self.encoder, resolve_device(self.device).type)
+        except ValueError:
+            return "torch"
 
     def set_encoder(self, backend: str) -> None:
         """Choose the encoder backend; ValueError (the choice unchanged) for an unknown name."""
         index = self.encoder_combo.findData(backend)
         if index < 0:
-            known = ", ".join(name for _, name in ENCODER_CHOICES)
+            known = ", ".join(name for _, name in ENCODER_CHOICES)  # the same names as ENCODER_OPTIONS
             raise ValueError(f"unknown encoder backend {backend!r}; choose one of {known}")
         self.encoder_combo.setCurrentIndex(index)
 
@@ -178,28 +195,52 @@ class ModelPicker(QGroupBox):
         neighbours = self.compare_neighbours if self.is_classic() else None
         return (self.model_name, self.device, self.encoder, self.embeddings_folder, neighbours)
 
-    def get_segmenter(self):
+    def get_segmenter(self, on_status: Callable[[str], Any] | None = None):
         """Load (once per model, device, encoder and embeddings folder) the chosen segmenter.
 
-        Called in the worker thread. The embedded ``classic`` model has no image features, so
+        Called in worker threads, one load at a time: a caller that comes while another loads the
+        same choice waits for it (a Run started while the fast encoder is being prepared waits
+        for it) and gets the same segmenter. ``on_status``: one-line messages of a one-off ONNX
+        export (``load_segmenter``). The embedded ``classic`` model has no image features, so
         the encoder and embeddings settings do not apply to it; the neighbours setting applies
         to it alone.
         """
         from ..inference import load_segmenter
 
         key = self._key()
-        if key not in self._segmenters:
-            name, device, encoder, embeddings, neighbours = key
-            segmenter = load_segmenter(name, device, encoder=encoder, embeddings=embeddings)
-            if neighbours is False:  # a classic model (see ``_key``)
-                segmenter.depth_sigmas = ()  # part of its fit key: planes are then seen one by one
-            self._segmenters[key] = segmenter
-        return self._segmenters[key]
+        with self._loading:
+            if key not in self._segmenters:
+                name, device, encoder, embeddings, neighbours = key
+                segmenter = load_segmenter(name, device, encoder=encoder, embeddings=embeddings, on_status=on_status)
+                if neighbours is False:  # a classic model (see ``_key``)
+                    segmenter.depth_sigmas = ()  # part of its fit key: planes are then seen one by one
+                self._segmenters[key] = segmenter
+            return self._segmenters[key]
+
+    def is_loaded(self) -> bool:
+        """Whether the chosen segmenter is loaded already."""
+        return self._key() in self._segmenters
 
     def _choose_embeddings_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for stored image features (embeddings)")
         if folder:
             self.set_embeddings_folder(folder)
+
+    def needs_fast_encoder(self) -> bool:
+        """Whether the chosen model is a Label Anything model whose encoder choice resolves to
+        ONNX Runtime here (``auto`` on a CPU), not loaded yet and on this machine already (no
+        download, no network check): what the widget prepares in the background."""
+        from ..checkpoint import cached_checkpoint, looks_like_repo_id
+        from ..device import resolve_device
+        from ..registry import resolve_model_name
+
+        if self.is_loaded() or self.is_classic() or self.resolved_encoder() == "torch":
+            return False
+        try:
+            source = resolve_model_name(self.model_name, resolve_device(self.device).type)
+        except Exception:  # noqa: BLE001 - an unknown model: a Run reports it
+            return False
+        return not (looks_like_repo_id(source) and cached_checkpoint(source) is None)
 
     def checkpoint_to_download(self) -> str | None:
         """The hub repo id of the chosen model when it must be downloaded first, else None.

@@ -62,11 +62,12 @@ def one_line(error: BaseException | str, limit: int | None = 300) -> str:
 
 
 def run_summary(run: Run) -> str:
-    """The text "<model> on <device>, <t> s": what ran (for "auto", the model it resolved to) and how long
-    the run took, download and loading included."""
-    name, device = run.model or ("the model", "?")
+    """The text "<model> on <device>, <encoder> encoder, <t> s": what ran (for "auto", the model and
+    encoder it resolved to) and how long the run took, download and loading included."""
+    name, device, encoder = run.model or ("the model", "?", None)
+    encoder = f", {encoder} encoder" if encoder else ""
     each = ", each plane normalised on its own" if run.normalised == "plane" else ""
-    return f"{name} on {device}{each}, {time.perf_counter() - run.started:.1f} s"
+    return f"{name} on {device}{encoder}{each}, {time.perf_counter() - run.started:.1f} s"
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Run:
     pending: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
     stop_reason: str | None = None  # set when a watched layer disappears
     outcome: tuple[str, str, BaseException | None] | None = None  # reported when the worker finishes
-    model: tuple[str, str] | None = None  # (name, device) of the segmenter that ran
+    model: tuple[str, str, str | None] | None = None  # (name, device, encoder label) of the segmenter that ran
     started: float = field(default_factory=time.perf_counter)
     last_event: float | None = None  # when the model was ready, then when the last plane arrived
     plane_seconds: list[float] = field(default_factory=list)  # time between planes, as they arrived

@@ -112,6 +112,9 @@ def download_with_status(repo_id: str, poll_seconds: float = 0.25) -> Iterator[t
         raise state["error"]
 
 
+LOADING_TEXT = "loading model"  # a run's status while it gets its segmenter
+
+
 class PredictionError(Exception):
     """A RuntimeError raised during a run, passed on under another type.
 
@@ -132,8 +135,9 @@ def predict_planes(
     normalise: str = "auto",
     cancel: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[str, Any]]:
-    """Generator run in the worker: yields ("status", text), ("model", (name, device)) once the
-    model is loaded (for "auto", the model it resolved to), then for each plane
+    """Generator run in the worker: yields ("status", text), ("model", (name, device, encoder)) once
+    the model is loaded (for "auto", the model it resolved to; ``encoder``: the label of the image
+    encoder that runs, ``encoder_backends.ENCODER_LABELS``, None for models without one), then for each plane
     ("plane_progress", (done, total)) while it runs (``done`` a float: the planes finished plus
     the finished share of this one, from segmenters that predict a plane in steps) and
     ("plane", (index, labels, done, total, uncertainty map or None)).
@@ -155,16 +159,19 @@ def predict_planes(
     try:
         if download is not None:
             yield from download_with_status(download)
-        yield "status", "loading model"
+        from ..inference.encoder_backends import encoder_label
+
+        yield "status", LOADING_TEXT
         segmenter = get_segmenter()
-        yield "model", (str(segmenter.name), str(segmenter.device))
+        yield "model", (str(segmenter.name), str(segmenter.device), encoder_label(segmenter))
         yield "status", f"running {segmenter.name} on {segmenter.device}"
         with_uncertainty = uncertainty and hasattr(segmenter, "predict_with_uncertainty")
         if uncertainty and not with_uncertainty:
             yield "status", f"{segmenter.name} gives no uncertainty: labels only"
-        mode = segmenter.normalisation(query, rgb=rgb, normalise=normalise)
-        yield "normalise", mode
-        options = {"uncertainty": True, "normalise": mode} if with_uncertainty else {"normalise": mode}
+        options = {"uncertainty": True} if with_uncertainty else {}
+        if hasattr(segmenter, "normalisation"):  # a Segmenter; a bare plane iterator has no choice
+            options["normalise"] = segmenter.normalisation(query, rgb=rgb, normalise=normalise)
+            yield "normalise", options["normalise"]
 
         def planes(stop, plane_progress) -> Iterator[tuple]:
             for item in segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb, cancel=stop,
