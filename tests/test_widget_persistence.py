@@ -35,6 +35,7 @@ def test_closing_with_x_and_reopening_keeps_classes_supports_and_model(qtbot, re
     segmenter = widget.model_picker.get_segmenter()
     names = [layer.name for layer in viewer.layers]
     episode, unsaved = widget.episode.signature(), widget.has_unsaved_changes()
+    encoder = widget.model_picker.encoder  # the one the run used (the default)
     widget.model_picker.set_encoder("onnx-int8")  # the encoder choice is kept too
     widget.model_picker.neighbours_check.setChecked(False)  # and the classic model's depth setting
     close_with_x(qtbot, widget)
@@ -49,7 +50,7 @@ def test_closing_with_x_and_reopening_keeps_classes_supports_and_model(qtbot, re
     assert again.support_list.count() == 1 and "1 pt" in again.support_list.item(0).text().split("green")[1]
     assert again.model_picker.model_name == str(reference / "sam_like")
     assert again.model_picker.encoder == "onnx-int8"
-    again.model_picker.set_encoder("torch")
+    again.model_picker.set_encoder(encoder)
     assert not again.model_picker.compare_neighbours
     again.model_picker.neighbours_check.setChecked(True)
     assert again.model_picker.get_segmenter() is segmenter  # no reload

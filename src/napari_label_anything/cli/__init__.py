@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-MAX_ERROR_CHARS = 300  # an error line longer than this keeps its start and its end (what to do)
+MAX_ERROR_CHARS = 600  # an error line longer than this keeps its start and its end (what to do)
 TRACEBACK_VARIABLE = "NAPARI_LABEL_ANYTHING_TRACEBACK"  # set to 1: unexpected errors show their traceback
 # The user's input or environment, not our bugs: one line, no traceback.
 EXPECTED_ERRORS = (ValueError, TypeError, OSError, RuntimeError, MemoryError, ArithmeticError, ImportError)
