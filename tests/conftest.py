@@ -182,3 +182,26 @@ class GatedSegmenter:
                 raise ValueError("the model broke on this plane")
             shape = query.shape[len(index) : query.ndim - (1 if rgb else 0)]
             yield index, np.full(shape, self.fill(index[0]), dtype=np.uint8)
+
+
+@pytest.fixture
+def offline_settings(tmp_path, monkeypatch):
+    """This package's settings under tmp_path and the hub offline: a test touches neither the
+    user's config folder nor the network."""
+    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def episode_file(tmp_path, episode):
+    """The ``episode`` fixture saved as ``run.episode`` in tmp_path."""
+    path = tmp_path / "run.episode"
+    episode.save(path)
+    return path
+
+
+def predict_classic(*args) -> int:
+    """``napari-label-anything predict --model classic --quiet ARGS``; returns the exit status."""
+    from napari_label_anything.cli import main
+
+    return main(["predict", "--model", "classic", "--quiet", *map(str, args)])

@@ -19,10 +19,7 @@ from napari_label_anything.files import read_label_classes
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network
 
 
 def test_readme_starts_with_the_two_commands():

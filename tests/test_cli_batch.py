@@ -11,24 +11,12 @@ import tifffile
 import zarr
 
 import napari_label_anything as nla
-from conftest import blob_image
+from conftest import blob_image, predict_classic
 from napari_label_anything import ome_zarr
-from napari_label_anything.cli import main
 from napari_label_anything.files import read_label_classes
 from napari_label_anything.inference import batch
 
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def episode_file(tmp_path, episode):
-    path = tmp_path / "run.episode"
-    episode.save(path)
-    return path
+pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network
 
 
 def stack(n: int, seed: int = 0) -> np.ndarray:
@@ -45,10 +33,6 @@ def ome_zarr_image(path, data: np.ndarray) -> None:
         ...
     ] = data
     zarr.open_array(str(path / "s1"), mode="w", shape=(1, 8, 8, 3), dtype=data.dtype, **ome_zarr._zarr_format_2())
-
-
-def predict(*args) -> int:
-    return main(["predict", "--model", "classic", "--quiet", *map(str, args)])
 
 
 def test_folders_expand_sorted_with_unique_names(tmp_path):
@@ -84,7 +68,7 @@ def test_tiff_stacks_zarr_arrays_and_ome_zarr_images_match_in_memory_prediction(
     array[...] = four
     ome_zarr_image(tmp_path / "img.ome.zarr", four[:2])
     inputs = [tmp_path / "multi.tif", tmp_path / "arr.zarr", tmp_path / "img.ome.zarr"]
-    assert predict("--episode", episode_file, *inputs, "--out", tmp_path / "out") == 0
+    assert predict_classic("--episode", episode_file, *inputs, "--out", tmp_path / "out") == 0
     segmenter = nla.load_segmenter("classic")
     np.testing.assert_array_equal(
         tifffile.imread(tmp_path / "out" / "multi_labels.tif"), segmenter.predict_stack(episode, three)
@@ -102,8 +86,8 @@ def test_ome_zarr_output_holds_ngff_metadata_and_the_same_labels(tmp_path, episo
     tifffile.imwrite(tmp_path / "multi.tif", stack(3))
     tifffile.imwrite(tmp_path / "single.tif", blob_image(seed=4)[0])
     inputs = [tmp_path / "multi.tif", tmp_path / "single.tif"]
-    assert predict("--episode", episode_file, *inputs, "--out", tmp_path / "tif") == 0
-    assert predict("--episode", episode_file, *inputs, "--out", tmp_path / "zarr", "--format", "ome-zarr") == 0
+    assert predict_classic("--episode", episode_file, *inputs, "--out", tmp_path / "tif") == 0
+    assert predict_classic("--episode", episode_file, *inputs, "--out", tmp_path / "zarr", "--format", "ome-zarr") == 0
     assert sorted(p.name for p in (tmp_path / "zarr").iterdir()) == ["multi_labels.ome.zarr", "single_labels.ome.zarr"]
     out = tmp_path / "zarr" / "multi_labels.ome.zarr"
     attrs = json.loads((out / ".zattrs").read_text())
@@ -122,9 +106,11 @@ def test_ome_zarr_output_holds_ngff_metadata_and_the_same_labels(tmp_path, episo
     single = json.loads((tmp_path / "zarr" / "single_labels.ome.zarr" / ".zattrs").read_text())
     assert [a["name"] for a in single["multiscales"][0]["axes"]] == ["y", "x"]
     # Outputs exist now: refused without --overwrite, replaced with it, never a leftover temporary.
-    assert predict("--episode", episode_file, *inputs, "--out", tmp_path / "zarr", "--format", "ome-zarr") == 2
+    assert predict_classic("--episode", episode_file, *inputs, "--out", tmp_path / "zarr", "--format", "ome-zarr") == 2
     assert (
-        predict("--episode", episode_file, *inputs, "--out", tmp_path / "zarr", "--format", "ome-zarr", "--overwrite")
+        predict_classic(
+            "--episode", episode_file, *inputs, "--out", tmp_path / "zarr", "--format", "ome-zarr", "--overwrite"
+        )
         == 0
     )
     assert sorted(p.name for p in (tmp_path / "zarr").iterdir()) == ["multi_labels.ome.zarr", "single_labels.ome.zarr"]
@@ -134,7 +120,7 @@ def test_ome_zarr_output_holds_ngff_metadata_and_the_same_labels(tmp_path, episo
 def test_an_encoder_choice_is_not_claimed_by_a_model_without_one(tmp_path, episode_file, capsys):
     tifffile.imwrite(tmp_path / "one.tif", blob_image(seed=4)[0])
     out = tmp_path / "zarr"
-    assert predict("--episode", episode_file, tmp_path / "one.tif", "--out", out, "--format", "ome-zarr",
+    assert predict_classic("--episode", episode_file, tmp_path / "one.tif", "--out", out, "--format", "ome-zarr",
                    "--encoder", "onnx-int8") == 0  # fmt: skip
     assert "the classic model has no image encoder; --encoder onnx-int8 is not used" in capsys.readouterr().out
     attrs = json.loads((out / "one_labels.ome.zarr" / ".zattrs").read_text())["napari_label_anything"]
@@ -143,7 +129,10 @@ def test_an_encoder_choice_is_not_claimed_by_a_model_without_one(tmp_path, episo
 
 def test_napari_opens_the_ome_zarr_output_as_labels(tmp_path, episode_file, make_napari_viewer):
     tifffile.imwrite(tmp_path / "multi.tif", stack(2))
-    assert predict("--episode", episode_file, tmp_path / "multi.tif", "--out", tmp_path, "--format", "ome-zarr") == 0
+    assert (
+        predict_classic("--episode", episode_file, tmp_path / "multi.tif", "--out", tmp_path, "--format", "ome-zarr")
+        == 0
+    )
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(tmp_path / "multi_labels.ome.zarr"), plugin="napari", layer_type="labels")
     assert type(layer).__name__ == "Labels"
@@ -166,7 +155,7 @@ def test_a_failed_run_leaves_no_half_written_ome_zarr(tmp_path, episode_file, mo
 
     monkeypatch.setattr(ClassicSegmenter, "predict", fail_on_second_plane)
     out = tmp_path / "out"
-    assert predict("--episode", episode_file, tmp_path / "multi.tif", "--out", out, "--format", "ome-zarr") == 2
+    assert predict_classic("--episode", episode_file, tmp_path / "multi.tif", "--out", out, "--format", "ome-zarr") == 2
     assert list(out.iterdir()) == []
 
 
@@ -193,12 +182,17 @@ def test_bad_inputs_are_clean_errors_before_the_model_loads(tmp_path, episode_fi
     }
     (tmp_path / "notes.txt").write_text("x")
     for name, message in cases.items():
-        assert predict("--episode", episode_file, tmp_path / "good.tif", tmp_path / name, "--out", tmp_path / "o") == 2
+        assert (
+            predict_classic("--episode", episode_file, tmp_path / "good.tif", tmp_path / name, "--out", tmp_path / "o")
+            == 2
+        )
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, (name, err)
-    code = predict("--episode", episode_file, tmp_path / "six.zarr", "--out", tmp_path / "o", "--format", "ome-zarr")
+    code = predict_classic(
+        "--episode", episode_file, tmp_path / "six.zarr", "--out", tmp_path / "o", "--format", "ome-zarr"
+    )
     assert code == 2 and "2 to 5 axes" in capsys.readouterr().err
-    code = predict("--episode", episode_file, tmp_path / "good.tif", "--axis", "5", "--out", tmp_path / "o")
+    code = predict_classic("--episode", episode_file, tmp_path / "good.tif", "--axis", "5", "--out", tmp_path / "o")
     assert code == 2 and "out of range" in capsys.readouterr().err
     assert not list((tmp_path / "o").glob("*labels*"))
 
@@ -206,6 +200,6 @@ def test_bad_inputs_are_clean_errors_before_the_model_loads(tmp_path, episode_fi
 def test_workers_without_distributed_name_the_extra(tmp_path, episode_file, monkeypatch, capsys):
     tifffile.imwrite(tmp_path / "good.tif", blob_image()[0])
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    assert predict("--episode", episode_file, tmp_path / "good.tif", "--out", tmp_path, "--workers", "2") == 2
+    assert predict_classic("--episode", episode_file, tmp_path / "good.tif", "--out", tmp_path, "--workers", "2") == 2
     err = capsys.readouterr().err
     assert "napari-label-anything[cluster]" in err and err.count("\n") == 1

@@ -9,25 +9,9 @@ import pytest
 import tifffile
 import zarr
 
-from conftest import blob_image
-from napari_label_anything.cli import main
+from conftest import blob_image, predict_classic
 
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def episode_file(tmp_path, episode):
-    path = tmp_path / "run.episode"
-    episode.save(path)
-    return path
-
-
-def predict(*args) -> int:
-    return main(["predict", "--model", "classic", "--quiet", *map(str, args)])
+pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network
 
 
 def two_red_discs(seed: int = 7) -> np.ndarray:
@@ -50,7 +34,7 @@ def test_objects_are_written_beside_each_output_and_measured(tmp_path, episode_f
     tifffile.imwrite(tmp_path / "in" / "discs.tif", two_red_discs())
     tifffile.imwrite(tmp_path / "in" / "stack.tif", np.stack([two_red_discs(1), two_red_discs(2)]))
     out = tmp_path / "out"
-    assert predict("--episode", episode_file, tmp_path / "in", "--out", out, "--objects") == 0
+    assert predict_classic("--episode", episode_file, tmp_path / "in", "--out", out, "--objects") == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "discs_labels.tif", "discs_objects.csv", "discs_objects.tif",
         "stack_labels.tif", "stack_objects.csv", "stack_objects.tif",
@@ -72,14 +56,14 @@ def test_objects_are_written_beside_each_output_and_measured(tmp_path, episode_f
     assert tifffile.imread(out / "stack_objects.tif").shape == (2, 96, 128)
     # the objects files count as outputs: refused without --overwrite, even with the labels gone
     (out / "discs_labels.tif").unlink()
-    assert predict("--episode", episode_file, tmp_path / "in", "--out", out, "--objects") == 2
-    assert predict("--episode", episode_file, tmp_path / "in", "--out", out, "--objects", "--overwrite") == 0
+    assert predict_classic("--episode", episode_file, tmp_path / "in", "--out", out, "--objects") == 2
+    assert predict_classic("--episode", episode_file, tmp_path / "in", "--out", out, "--objects", "--overwrite") == 0
 
 
 def test_objects_of_an_ome_zarr_output(tmp_path, episode_file):
     tifffile.imwrite(tmp_path / "discs.tif", two_red_discs())
     out = tmp_path / "out"
-    assert predict("--episode", episode_file, tmp_path / "discs.tif", "--out", out, "--format", "ome-zarr",
+    assert predict_classic("--episode", episode_file, tmp_path / "discs.tif", "--out", out, "--format", "ome-zarr",
                    "--objects") == 0  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["discs_labels.ome.zarr", "discs_objects.csv", "discs_objects.tif"]
     labels = zarr.open_array(str(out / "discs_labels.ome.zarr" / "0"), mode="r")[...]
@@ -92,10 +76,10 @@ def test_objects_refused_where_they_cannot_be_made_before_the_model_loads(tmp_pa
 
     monkeypatch.setattr("napari_label_anything.inference.load_segmenter", no_model)
     zarr.open_array(str(tmp_path / "four.zarr"), mode="w", shape=(2, 2, 16, 16), dtype="u1")
-    assert predict("--episode", episode_file, tmp_path / "four.zarr", "--out", tmp_path / "o", "--objects") == 2
+    assert predict_classic("--episode", episode_file, tmp_path / "four.zarr", "--out", tmp_path / "o", "--objects") == 2
     assert "2D images and 3D stacks" in capsys.readouterr().err
     tifffile.imwrite(tmp_path / "one.tif", blob_image()[0])
-    assert predict("--episode", episode_file, tmp_path / "one.tif", "--out", tmp_path / "o", "--objects",
+    assert predict_classic("--episode", episode_file, tmp_path / "one.tif", "--out", tmp_path / "o", "--objects",
                    "--workers", "2") == 2  # fmt: skip
     assert "--objects runs in one process" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

@@ -12,11 +12,7 @@ from napari_label_anything.cli import main
 from napari_label_anything.files import read_label_classes, read_label_metadata
 from napari_label_anything.inference import cluster
 
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network
 
 
 @pytest.fixture(scope="module")

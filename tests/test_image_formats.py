@@ -14,25 +14,14 @@ import pytest
 import tifffile
 
 import napari_label_anything as nla
-from conftest import blob_image
+from conftest import blob_image, predict_classic
 from napari_label_anything import files, image_reader
-from napari_label_anything.cli import main
 from napari_label_anything.image_reader import canonical_order, probe_image, read_image, read_image_with_axes
 
 SHAPE = (96, 128)
 
 
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def episode_file(tmp_path, episode):
-    path = tmp_path / "run.episode"
-    episode.save(path)
-    return path
+pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network
 
 
 @pytest.fixture
@@ -43,10 +32,6 @@ def no_model(monkeypatch):
         raise AssertionError("the model must not load for a bad input")
 
     monkeypatch.setattr("napari_label_anything.inference.load_segmenter", refuse)
-
-
-def predict(*args) -> int:
-    return main(["predict", "--model", "classic", "--quiet", *map(str, args)])
 
 
 def colour_planes(t: int, z: int) -> np.ndarray:
@@ -255,7 +240,7 @@ def test_damaged_tiffs_fail_when_probed_not_later(tmp_path):
 def test_predict_refuses_a_damaged_input_before_the_model_loads(tmp_path, episode_file, no_model, capsys):
     tifffile.imwrite(tmp_path / "good.tif", blob_image()[0], compression="lzw")
     for name, path in damaged_files(tmp_path).items():
-        code = predict("--episode", episode_file, tmp_path / "good.tif", path, "--out", tmp_path / "out")
+        code = predict_classic("--episode", episode_file, tmp_path / "good.tif", path, "--out", tmp_path / "out")
         err = capsys.readouterr().err
         assert code == 2, name
         assert err.startswith("error: ") and f"{path.name} is not a readable image" in err and err.count("\n") == 1
@@ -279,7 +264,7 @@ def test_predict_reads_lzw_hyperstacks_and_ome_tiffs_with_channels_as_colour(tmp
     rgba = np.concatenate([blob_image(SHAPE, seed=8)[0], np.full((*SHAPE, 1), 255, np.uint8)], axis=-1)
     tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
     inputs = [tmp_path / n for n in ("lzw.tif", "hyper.tif", "stack.ome.tif", "planar.tif", "rgba.tif")]
-    assert predict("--episode", episode_file, *inputs, "--out", tmp_path / "out") == 0
+    assert predict_classic("--episode", episode_file, *inputs, "--out", tmp_path / "out") == 0
 
     out = {p.name: tifffile.imread(tmp_path / "out" / f"{files.image_base_name(p)}_labels.tif") for p in inputs}
     assert out["lzw.tif"].shape == SHAPE
@@ -303,7 +288,7 @@ def test_channels_other_than_colour_need_a_choice(tmp_path, episode_file, episod
     tifffile.imwrite(tmp_path / "grey.tif", grey_stack(2), photometric="minisblack")
     four = np.concatenate([hyper[0], hyper[0, ..., :1]], axis=-1).transpose(0, 3, 1, 2)  # (Z, C=4, Y, X)
     tifffile.imwrite(tmp_path / "four.ome.tif", four, metadata={"axes": "ZCYX"}, photometric="minisblack")
-    code = predict("--episode", episode_file, tmp_path / "four.ome.tif", "--out", tmp_path / "o")
+    code = predict_classic("--episode", episode_file, tmp_path / "four.ome.tif", "--out", tmp_path / "o")
     err = capsys.readouterr().err
     assert code == 2 and "four.ome.tif has 4 channels (axes ZCYX)" in err  # a fourth channel is not alpha
     cases = {
@@ -312,10 +297,10 @@ def test_channels_other_than_colour_need_a_choice(tmp_path, episode_file, episod
         ("--channels", "a"): "--channels must be comma-separated",
     }
     for extra, message in cases.items():
-        assert predict("--episode", episode_file, tmp_path / "two.tif", *extra, "--out", tmp_path / "o") == 2
+        assert predict_classic("--episode", episode_file, tmp_path / "two.tif", *extra, "--out", tmp_path / "o") == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
-    code = predict("--episode", episode_file, tmp_path / "grey.tif", "--channels", "0", "--out", tmp_path / "o")
+    code = predict_classic("--episode", episode_file, tmp_path / "grey.tif", "--channels", "0", "--out", tmp_path / "o")
     assert code == 2 and "grey.tif has no channel axis" in capsys.readouterr().err
 
 
@@ -323,7 +308,10 @@ def test_a_chosen_channel_is_read_as_grey(tmp_path, episode_file, episode):
     hyper, _ = colour_planes(2, 2)
     two = hyper[..., :2]
     tifffile.imwrite(tmp_path / "two.tif", two.transpose(0, 1, 4, 2, 3), imagej=True, metadata={"axes": "TZCYX"})
-    assert predict("--episode", episode_file, tmp_path / "two.tif", "--channels", "1", "--out", tmp_path / "o") == 0
+    assert (
+        predict_classic("--episode", episode_file, tmp_path / "two.tif", "--channels", "1", "--out", tmp_path / "o")
+        == 0
+    )
     labels = tifffile.imread(tmp_path / "o" / "two_labels.tif")
     assert labels.shape == (2, 2, *SHAPE)
     np.testing.assert_array_equal(labels, nla.load_segmenter("classic").predict_stack(episode, two[..., 1]))
@@ -371,7 +359,9 @@ def test_vendor_formats_without_bioio_name_the_extra(tmp_path, episode_file, no_
     for read in (read_image, probe_image):
         with pytest.raises(ValueError, match=r"scan\.czi: reading \.czi files needs bioio: .*\[bioio\]"):
             read(path)
-    assert predict("--episode", episode_file, tmp_path, "--out", tmp_path / "o") == 2  # the folder's .czi is an input
+    assert (
+        predict_classic("--episode", episode_file, tmp_path, "--out", tmp_path / "o") == 2
+    )  # the folder's .czi is an input
     err = capsys.readouterr().err
     assert "napari-label-anything[bioio]" in err and err.count("\n") == 1
 

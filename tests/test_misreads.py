@@ -19,30 +19,15 @@ import zarr
 from PIL import Image
 
 import napari_label_anything as nla
-from conftest import blob_image
+from conftest import blob_image, predict_classic
 from napari_label_anything import ome_zarr
-from napari_label_anything.cli import main
 from napari_label_anything.image_reader import probe_image, read_image, read_image_with_axes
 from napari_label_anything.ome_zarr import MissingChunksWarning
 
 SHAPE = (96, 128)
 
 
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def episode_file(tmp_path, episode):
-    path = tmp_path / "run.episode"
-    episode.save(path)
-    return path
-
-
-def predict(*args) -> int:
-    return main(["predict", "--model", "classic", "--quiet", *map(str, args)])
+pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network
 
 
 def assert_probe_matches(path, array: np.ndarray) -> None:
@@ -189,7 +174,7 @@ def test_an_ome_zarr_with_a_channel_axis_is_one_colour_plane(tmp_path, episode_f
     """(c, y, x) is one RGB image: one label plane named (y, x), not three planes named (z, y, x)."""
     image = blob_image(SHAPE, seed=3)[0]
     ome_zarr_image(tmp_path / "cyx.ome.zarr", image.transpose(2, 0, 1), "cyx", scale=[1.0, 0.5, 0.25])
-    assert predict("--episode", episode_file, tmp_path / "cyx.ome.zarr", "--out", tmp_path / "z", "--format",
+    assert predict_classic("--episode", episode_file, tmp_path / "cyx.ome.zarr", "--out", tmp_path / "z", "--format",
                    "ome-zarr") == 0  # fmt: skip
     out = tmp_path / "z" / "cyx_labels.ome.zarr"
     labels = zarr.open_array(str(out / "0"), mode="r")[...]
@@ -197,7 +182,7 @@ def test_an_ome_zarr_with_a_channel_axis_is_one_colour_plane(tmp_path, episode_f
     np.testing.assert_array_equal(labels, expected)
     assert labels_axes(out) == (["y", "x"], [0.5, 0.25])
     assert json.loads((out / ".zattrs").read_text())["multiscales"][0]["axes"][0]["unit"] == "micrometer"
-    assert predict("--episode", episode_file, tmp_path / "cyx.ome.zarr", "--out", tmp_path / "t") == 0
+    assert predict_classic("--episode", episode_file, tmp_path / "cyx.ome.zarr", "--out", tmp_path / "t") == 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "t" / "cyx_labels.tif"), expected)
 
 
@@ -210,7 +195,7 @@ def test_time_and_depth_keep_their_names_and_channels_move_last(tmp_path, episod
     assert (image.axes, image.shape) == ("TZYXC", (2, 2, *SHAPE, 3))
     np.testing.assert_array_equal(image[1, 0], images[1, 0])
     inputs = [tmp_path / "tczyx.ome.zarr", tmp_path / "tcyx.ome.zarr"]
-    assert predict("--episode", episode_file, *inputs, "--out", tmp_path / "z", "--format", "ome-zarr") == 0
+    assert predict_classic("--episode", episode_file, *inputs, "--out", tmp_path / "z", "--format", "ome-zarr") == 0
     out = tmp_path / "z" / "tczyx_labels.ome.zarr"
     assert zarr.open_array(str(out / "0"), mode="r").shape == (2, 2, *SHAPE)
     assert labels_axes(out) == (["t", "z", "y", "x"], [60.0, 2.0, 0.5, 0.5])
@@ -223,10 +208,10 @@ def test_time_and_depth_keep_their_names_and_channels_move_last(tmp_path, episod
 def test_more_channels_than_colour_ask_for_a_choice(tmp_path, episode_file, capsys):
     data = np.random.default_rng(0).integers(0, 4000, (4, *SHAPE)).astype(np.uint16)
     ome_zarr_image(tmp_path / "four.ome.zarr", data, "cyx")
-    assert predict("--episode", episode_file, tmp_path / "four.ome.zarr", "--out", tmp_path / "o") == 2
+    assert predict_classic("--episode", episode_file, tmp_path / "four.ome.zarr", "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "four.ome.zarr has 4 channels" in err and "--channels" in err
-    assert predict("--episode", episode_file, tmp_path / "four.ome.zarr", "--out", tmp_path / "o",
+    assert predict_classic("--episode", episode_file, tmp_path / "four.ome.zarr", "--out", tmp_path / "o",
                    "--channels", "2") == 0  # fmt: skip
     assert tifffile.imread(tmp_path / "o" / "four_labels.tif").shape == SHAPE
 
@@ -245,7 +230,7 @@ def test_a_missing_zarr_chunk_is_named_not_read_as_background(tmp_path, episode_
     with warnings.catch_warnings():
         warnings.simplefilter("error", MissingChunksWarning)
         ome_zarr.open_image(path)[2]  # the planes that are there read without a word
-    assert predict("--episode", episode_file, path, "--out", tmp_path / "o") == 0
+    assert predict_classic("--episode", episode_file, path, "--out", tmp_path / "o") == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1 and "plane z=1" in lines[0] and str(path) in lines[0]
 

@@ -13,21 +13,13 @@ import tifffile
 import zarr
 
 import napari_label_anything as nla
-from conftest import blob_image
+from conftest import blob_image, predict_classic
 from napari_label_anything import metrics, probabilities
 from napari_label_anything.cli import main
 from napari_label_anything.files import read_label_classes, read_label_metadata, write_labels
 from napari_label_anything.training.datasets import FolderDataset
 
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path / "settings"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def predict(*args) -> int:
-    return main(["predict", "--model", "classic", "--quiet", *map(str, args)])
+pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network
 
 
 # -- label TIFFs Fiji reads -------------------------------------------------------------------
@@ -80,7 +72,7 @@ def inputs(tmp_path, episode):
 
 def test_predict_writes_float32_probability_tiffs_plane_by_plane(tmp_path, inputs, episode, capsys):
     episode_file, folder = inputs
-    assert predict(folder, "--episode", episode_file, "--out", tmp_path / "out", "--probabilities") == 0
+    assert predict_classic(folder, "--episode", episode_file, "--out", tmp_path / "out", "--probabilities") == 0
     assert "class probabilities (float32)" in capsys.readouterr().out
     one, stack = (tmp_path / "out" / f"{name}_probabilities.tif" for name in ("one", "stack"))
     with tifffile.TiffFile(stack) as tif:
@@ -103,7 +95,7 @@ def test_predict_writes_float32_probability_tiffs_plane_by_plane(tmp_path, input
 def test_predict_writes_uint8_probabilities_as_ome_zarr(tmp_path, inputs, capsys):
     episode_file, folder = inputs
     args = [folder / "stack.tif", "--episode", episode_file, "--out", tmp_path / "out", "--format", "ome-zarr"]
-    assert predict(*args, "--probabilities", "uint8") == 0
+    assert predict_classic(*args, "--probabilities", "uint8") == 0
     group = zarr.open_group(str(tmp_path / "out" / "stack_probabilities.ome.zarr"), mode="r")
     maps = group["0"][...]
     assert maps.shape == (3, 3, 96, 128) and maps.dtype == np.uint8  # (c, z, y, x)
@@ -116,9 +108,9 @@ def test_predict_writes_uint8_probabilities_as_ome_zarr(tmp_path, inputs, capsys
     labels = zarr.open_array(str(tmp_path / "out" / "stack_labels.ome.zarr" / "0"), mode="r")[...]
     assert np.mean(maps.argmax(axis=0) == labels) > 0.99
     shutil.rmtree(tmp_path / "out" / "stack_labels.ome.zarr")
-    assert predict(*args, "--probabilities", "uint8") == 2  # an existing output is kept unless --overwrite
+    assert predict_classic(*args, "--probabilities", "uint8") == 2  # an existing output is kept unless --overwrite
     assert "stack_probabilities.ome.zarr; pass --overwrite" in capsys.readouterr().err
-    assert predict(*args, "--probabilities", "--overwrite") == 0
+    assert predict_classic(*args, "--probabilities", "--overwrite") == 0
     assert zarr.open_array(str(tmp_path / "out" / "stack_probabilities.ome.zarr" / "0"), mode="r").dtype == np.float32
 
 
@@ -130,7 +122,9 @@ def test_a_background_class_is_the_background_channel_and_counted_as_background(
     episode.save(tmp_path / "bg.episode")
     tifffile.imwrite(tmp_path / "q.tif", blob_image(seed=3)[0])
     out = tmp_path / "out"
-    assert predict(tmp_path / "q.tif", "--episode", tmp_path / "bg.episode", "--out", out, "--probabilities") == 0
+    assert (
+        predict_classic(tmp_path / "q.tif", "--episode", tmp_path / "bg.episode", "--out", out, "--probabilities") == 0
+    )
     printed = capsys.readouterr().out
     counts = eval(printed[printed.index("{") : printed.index("}") + 1])  # noqa: S307 - the printed dict
     written = tifffile.imread(out / "q_labels.tif")
@@ -157,7 +151,10 @@ def test_merge_background_and_conversions():
 
 def test_probabilities_refuse_a_cluster_run(tmp_path, inputs, capsys):
     episode_file, folder = inputs
-    assert predict(folder, "--episode", episode_file, "--workers", "2", "--probabilities", "--out", tmp_path / "o") == 2
+    assert (
+        predict_classic(folder, "--episode", episode_file, "--workers", "2", "--probabilities", "--out", tmp_path / "o")
+        == 2
+    )
     assert "--probabilities runs in one process" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
