@@ -205,3 +205,14 @@ def predict_classic(*args) -> int:
     from napari_label_anything.cli import main
 
     return main(["predict", "--model", "classic", "--quiet", *map(str, args)])
+
+
+def classic_dock(viewer, *classes: str):
+    """The Label Anything dock of ``viewer`` with the classic model on the CPU, live preview off
+    and ``classes`` added."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
+    widget.set_model("classic", "cpu")
+    widget.set_live_preview(False)
+    for name in classes:
+        widget.classes.add(name)
+    return widget

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REFERENCE, blob_image, wait_for
+from conftest import REFERENCE, blob_image, classic_dock, wait_for
 from test_uncertainty import dimmed_stack, mean_iou
 
 pytestmark = pytest.mark.napari
@@ -24,11 +24,7 @@ def corrected(make_napari_viewer, qtbot):
     viewer.add_image(stack[0], name="support")
     viewer.add_labels(truth[0], name="support truth")
     viewer.add_image(stack, name="stack")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
-    widget.set_model("classic", "cpu")
-    widget.set_live_preview(False)
-    widget.classes.add("disc")
-    widget.classes.add("square")
+    widget = classic_dock(viewer, "disc", "square")
     widget.add_support(viewer.layers["support"], labels_layer=viewer.layers["support truth"])
     widget.query_combo.setCurrentText("stack")
     wait_for(qtbot, widget.run(scope="all planes"))
@@ -126,11 +122,7 @@ def test_a_darker_plane_is_normalised_on_its_own_and_the_switch_turns_it_off(qtb
     viewer = make_napari_viewer()
     stack, truth = drifting_stack(dark=(4,))
     viewer.add_image(stack, name="stack")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
-    widget.set_model("classic", "cpu")
-    widget.set_live_preview(False)
-    widget.classes.add("disc")
-    widget.classes.add("square")
+    widget = classic_dock(viewer, "disc", "square")
     support = widget.add_support(viewer.layers["stack"])
     data = np.asarray(support.labels.data)
     data[0] = truth[0]

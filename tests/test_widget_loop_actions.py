@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from conftest import wait_for
+from conftest import classic_dock, wait_for
 from test_uncertainty import dimmed_stack, mean_iou
 
 pytestmark = pytest.mark.napari
@@ -72,11 +72,7 @@ def test_the_standard_task_reaches_the_target_in_few_actions(qtbot, make_napari_
     viewer = make_napari_viewer()
     stack, truth = dimmed_stack(n=30, dip=15, width=3.0, seed=2)
     viewer.add_image(stack, name="stack")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
-    widget.set_model("classic", "cpu")
-    widget.set_live_preview(False)
-    widget.classes.add("disc")
-    widget.classes.add("square")
+    widget = classic_dock(viewer, "disc", "square")
     support = widget.add_support(viewer.layers["stack"])
     prompts, actions = scribbles(truth[0])
     data = np.asarray(support.labels.data)
