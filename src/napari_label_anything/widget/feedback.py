@@ -24,7 +24,7 @@ import numpy as np
 from ..corrections import as_complete_prompts, complete_planes
 from ..inference.uncertainty import plane_score, rank_planes
 from .classes import BACKGROUND_PROMPT
-from .layers import find_output_layer, keep_selection, place_output_layer, same_layer, spatial_shape
+from .layers import find_output_layer, find_plugin_layer, keep_selection, place_output_layer, same_layer, spatial_shape
 
 UNCERTAINTY_KEY = "label_anything_uncertainty_for"  # metadata: the query layer's name
 SCORES_KEY = "label_anything_plane_uncertainty"  # metadata: {plane index: mean uncertainty}
@@ -32,10 +32,7 @@ SCORES_KEY = "label_anything_plane_uncertainty"  # metadata: {plane index: mean 
 
 def find_uncertainty_layer(viewer, query_layer):
     """The plugin's uncertainty layer for ``query_layer``, or None (user layers never match)."""
-    for layer in viewer.layers:
-        if layer.metadata.get(UNCERTAINTY_KEY) == query_layer.name and layer.__class__.__name__ == "Image":
-            return layer
-    return None
+    return find_plugin_layer(viewer, UNCERTAINTY_KEY, query_layer, "Image")
 
 
 def is_plugin_output(layer) -> bool:

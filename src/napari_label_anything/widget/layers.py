@@ -275,12 +275,18 @@ def background_class_value(episode: Episode, classes: ClassTable) -> int | None:
     return len(classes) + 1 if episode.n_classes == len(classes) + 1 else None
 
 
-def find_output_layer(viewer, query_layer):
-    """The plugin's own output layer for ``query_layer``, or None (user layers never match)."""
+def find_plugin_layer(viewer, key: str, query_layer, kind: str):
+    """The layer of type ``kind`` ("Labels", "Image") whose metadata ``key`` names
+    ``query_layer``: a layer the plugin wrote for that query, or None (user layers never match)."""
     for layer in viewer.layers:
-        if layer.metadata.get(OUTPUT_KEY) == query_layer.name and layer.__class__.__name__ == "Labels":
+        if layer.metadata.get(key) == query_layer.name and layer.__class__.__name__ == kind:
             return layer
     return None
+
+
+def find_output_layer(viewer, query_layer):
+    """The plugin's own output layer for ``query_layer``, or None (user layers never match)."""
+    return find_plugin_layer(viewer, OUTPUT_KEY, query_layer, "Labels")
 
 
 def keep_selection(viewer) -> tuple:

@@ -29,17 +29,14 @@ from qtpy.QtWidgets import (
 )
 
 from ..objects import DEFAULT_MIN_DISTANCE
-from .layers import CLASSES_KEY, find_output_layer, keep_selection, place_output_layer, spatial_shape
+from .layers import CLASSES_KEY, find_output_layer, find_plugin_layer, keep_selection, place_output_layer, spatial_shape
 
 OBJECTS_KEY = "label_anything_objects_for"  # metadata of objects layers: the query layer's name
 
 
 def find_objects_layer(viewer, query_layer):
     """The plugin's objects layer for ``query_layer``, or None (user layers never match)."""
-    for layer in viewer.layers:
-        if layer.metadata.get(OBJECTS_KEY) == query_layer.name and layer.__class__.__name__ == "Labels":
-            return layer
-    return None
+    return find_plugin_layer(viewer, OBJECTS_KEY, query_layer, "Labels")
 
 
 def _cell(value) -> str:

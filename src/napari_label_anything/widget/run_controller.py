@@ -245,10 +245,9 @@ class RunController:
             run.last_event = time.perf_counter()
             return
         index, labels, done, total, uncertainty = payload
-        if index in run.kept:
-            run.disagreements.update(keep_planes({index: labels}, {index: run.kept[index]}))
-            labels = run.kept[index].astype(labels.dtype)
-        run.pending[index] = labels
+        plane = {index: labels}
+        run.disagreements.update(keep_planes(plane, run.kept))  # a kept plane replaces the prediction
+        run.pending[index] = labels = plane[index]
         now = time.perf_counter()
         if run.last_event is not None:
             run.plane_seconds.append(now - run.last_event)
