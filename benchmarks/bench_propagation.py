@@ -34,10 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_baselines import nuclei_scribbles, stardist_images  # noqa: E402
+from propagation import propagate_stack  # noqa: E402
 
 from napari_label_anything.episode import Episode  # noqa: E402
 from napari_label_anything.inference.classic import ClassicSegmenter  # noqa: E402
-from napari_label_anything.inference.propagation import propagate_stack  # noqa: E402
 
 CLASSES = ["background", "nucleus"]
 NUCLEUS = 2  # label of "nucleus" in the output ("background" is reported as 0)

@@ -13,12 +13,10 @@ the background is most of the plane and easy: a plane whose few objects are half
 has a plane mean near 1, and it is the labelled objects that a new support teaches. A plane that
 labels no pixel as a class is never added (it would teach nothing about the classes).
 
-Measured (``benchmarks/bench_propagation.py``, stardist nuclei 3D stack, 31 planes, classic
-default, prompts on plane 15, nucleus IoU averaged over planes, plain -> propagated): with the
-committed classic model it does not help: masks 0.584 -> 0.551 (t=0.8), scribbles 0.439 -> 0.355
-(t=0.6/0.7; t>=0.8 adds no plane); with the classic prior-shift change in progress it gains little:
-masks 0.623 -> 0.628, scribbles 0.586 -> 0.614 (t=0.6/0.7), for 10-50x the time (every added plane
-is a refit). So it is not offered in the widget; it stays an API for stacks whose objects drift.
+Not part of the package: on the real nuclei stack (``bench_propagation.py``, beside this file)
+propagating gave no clear gain over plain ``predict_stack`` for many times its cost (every added
+plane is a refit of the classic model), so neither the widget nor the package offers it. It lives
+beside its benchmark, tested by tests/test_propagation.py.
 
 NumPy only; the segmenter does the predicting (any ``Segmenter``: its own intensity rule for a
 stack, batching and caches apply per plane).
@@ -31,11 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from ..episode import CONTEXT_REACH, Episode
-from ..labels import BACKGROUND, labels_dtype
-from ..preprocessing import stack_value_range
-from ..stacks import as_stack, is_index, stack_layout
-from .base import CancelCheck, PredictionCancelled, ProgressCallback, Segmenter, is_cancelled
+from napari_label_anything.episode import CONTEXT_REACH, Episode
+from napari_label_anything.inference.base import (
+    CancelCheck,
+    PredictionCancelled,
+    ProgressCallback,
+    Segmenter,
+    is_cancelled,
+)
+from napari_label_anything.labels import BACKGROUND, labels_dtype
+from napari_label_anything.preprocessing import stack_value_range
+from napari_label_anything.stacks import as_stack, is_index, stack_layout
 
 CONFIDENCE_MEASURES = ("foreground", "plane")
 

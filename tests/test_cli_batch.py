@@ -141,7 +141,7 @@ def test_napari_opens_the_ome_zarr_output_as_labels(tmp_path, episode_file, make
 
 
 def test_a_failed_run_leaves_no_half_written_ome_zarr(tmp_path, episode_file, monkeypatch):
-    from napari_label_anything.classic import ClassicSegmenter
+    from napari_label_anything.inference.classic import ClassicSegmenter
 
     tifffile.imwrite(tmp_path / "multi.tif", stack(3))
     original = ClassicSegmenter.predict

@@ -1,8 +1,11 @@
-"""propagate_stack: a stack predicted outward from its prompted planes (napari-free)."""
+"""propagate_stack (benchmarks/propagation.py, beside its benchmark): a stack predicted outward
+from its prompted planes (napari-free)."""
 
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +13,9 @@ import pytest
 from napari_label_anything.episode import Episode
 from napari_label_anything.inference.base import PredictionCancelled
 from napari_label_anything.inference.classic import ClassicSegmenter
-from napari_label_anything.inference.propagation import outward_order, plane_confidence, propagate_stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from propagation import outward_order, plane_confidence, propagate_stack  # noqa: E402
 
 
 def drifting_stack(n=13, shape=(48, 56), seed=0):

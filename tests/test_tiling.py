@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
-from napari_label_anything.inference.base import PredictionCancelled
-from napari_label_anything.inference.tiling import (
-    AUTO_TILE_FACTOR,
-    Stitcher,
-    blend_weights,
-    choose_tiling,
-    plan_tiles,
-    predict_tiled,
-    stitch,
-)
+from napari_label_anything.inference.tiling import AUTO_TILE_FACTOR, Stitcher, choose_tiling, plan_tiles
 
 SHAPES = [(1000, 1000), (700, 1300), (300, 900), (256, 256), (257, 511), (100, 80), (1, 1)]
+
+
+def stitch(tiles_and_values, shape, channels=1) -> np.ndarray:
+    """Per-tile (C, h, w) values blended into one (C, Y, X) array, as LabelAnythingSegmenter does."""
+    stitcher = Stitcher(shape, channels)
+    for tile, values in tiles_and_values:
+        stitcher.add(tile, values)
+    return stitcher.result()
+
+
+def predict_tiled(fn, image, tile, overlap=0) -> np.ndarray:
+    """``fn`` run on each tile of a (Y, X[, C]) plane, its (C, h, w) results blended."""
+    plan = plan_tiles(image.shape[:2], tile, overlap)
+    results = [(t, np.asarray(fn(image[t.slices]))) for t in plan]
+    return stitch(results, image.shape[:2], channels=results[0][1].shape[0])
 
 
 def smooth_field(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -101,7 +105,10 @@ def test_plans_cover_every_pixel_with_full_size_tiles_in_bounds(shape, tile, ove
 
 
 def test_weights_positive_symmetric_and_not_lowered_at_the_plane_border():
-    w = blend_weights((64, 48), 10)
+    # a 3 x 3 plan of (64, 48) tiles overlapping by 10: the middle tile has neighbours on every edge
+    plan = plan_tiles((64 + 2 * 54, 48 + 2 * 38), (64, 48), 10)
+    assert len(plan) == 9 and plan[4].index == (1, 1)
+    w = plan[4].weight
     assert w.dtype == np.float32 and w.min() > 0 and w.max() == 1
     np.testing.assert_array_equal(w, w[::-1])
     np.testing.assert_array_equal(w, w[:, ::-1])
@@ -109,9 +116,10 @@ def test_weights_positive_symmetric_and_not_lowered_at_the_plane_border():
     # two tiles overlapping by exactly `overlap`: the ramps sum to one (partition of unity)
     row = w[32]
     np.testing.assert_allclose(row[-10:] + row[:10], 1.0, atol=1e-6)
-    np.testing.assert_array_equal(blend_weights((8, 8), 0), np.ones((8, 8), np.float32))
+    for t in plan_tiles((24, 24), 8, 0):
+        np.testing.assert_array_equal(t.weight, np.ones((8, 8), np.float32))
     # a tile at the top-left corner of a plane: no ramp on the border edges
-    corner = blend_weights((64, 48), 10, taper=(False, True, False, True))
+    corner = plan[0].weight
     assert corner[0, 0] == 1 and corner[0, :38].min() == 1 and corner[-1, -1] == pytest.approx(1 / 121)
     for shape in SHAPES:
         for t in plan_tiles(shape, 128, 32):
@@ -179,16 +187,16 @@ def test_stitch_refuses_wrong_shapes_and_uncovered_pixels():
         stitch([(plan[0], np.zeros((2, 199, 200)))], (300, 300), channels=2)
     with pytest.raises(ValueError, match="covered by no tile"):
         stitch([(plan[0], np.zeros((1, 200, 200)))], (300, 300))
-    with pytest.raises(ValueError, match="no tiles"):
-        stitch([], (300, 300))
+    with pytest.raises(ValueError, match="channels"):
+        Stitcher((300, 300), 0)
     with pytest.raises(ValueError, match="outside"):
         Stitcher((100, 100), 1).add(plan[-1], np.zeros((1, 200, 200)))
 
 
-# -- predict_tiled: the known answer -----------------------------------------------------------
+# -- tiles predicted and blended: the known answer ----------------------------------------------
 
 
-def test_predict_tiled_equals_the_untiled_answer_on_a_known_scene_without_seams():
+def test_tiled_prediction_equals_the_untiled_answer_on_a_known_scene_without_seams():
     image, truth = synthetic_scene()
     whole = local_threshold_model(image)
     labels_whole = whole.argmax(0)
@@ -199,10 +207,8 @@ def test_predict_tiled_equals_the_untiled_answer_on_a_known_scene_without_seams(
     edges = box_mean(boundary.astype(np.float32), 3) > 0
     np.testing.assert_array_equal(labels_whole[~edges], truth[~edges])
 
-    calls = []
-    tiled = predict_tiled(local_threshold_model, image, 256, 64, progress=lambda d, n: calls.append((d, n)))
+    tiled = predict_tiled(local_threshold_model, image, 256, 64)
     plan = plan_tiles(image.shape, 256, 64)
-    assert calls == [(i, len(plan)) for i in range(1, len(plan) + 1)]
     assert tiled.shape == whole.shape and tiled.dtype == np.float32
     np.testing.assert_array_equal(tiled.argmax(0), labels_whole)  # the same labels, every pixel
     # logits differ from the untiled ones only within the model's 2-pixel reach of a tile's
@@ -229,7 +235,7 @@ def test_predict_tiled_equals_the_untiled_answer_on_a_known_scene_without_seams(
     assert seam_excess(hard, whole, plan_tiles(image.shape, 256, 0)) > 0.3 * scale
 
 
-def test_predict_tiled_of_a_pointwise_model_is_exact_on_colour_and_odd_planes():
+def test_tiled_prediction_of_a_pointwise_model_is_exact_on_colour_and_odd_planes():
     rng = np.random.default_rng(2)
     image = rng.uniform(0, 1, (333, 517, 3)).astype(np.float32)
 
@@ -241,24 +247,6 @@ def test_predict_tiled_of_a_pointwise_model_is_exact_on_colour_and_odd_planes():
     np.testing.assert_allclose(out, np.moveaxis(image * 2 - 1, -1, 0), atol=1e-6, rtol=0)
     grey = image[..., 0]
     np.testing.assert_allclose(predict_tiled(lambda t: t[None], grey, 100, 30)[0], grey, atol=1e-6, rtol=0)
-
-
-def test_cancel_stops_between_tiles():
-    image = np.zeros((500, 500), np.float32)
-    seen = []
-
-    def model(t):
-        seen.append(t.shape)
-        return t[None]
-
-    event = threading.Event()
-    with pytest.raises(PredictionCancelled):
-        predict_tiled(model, image, 200, 50, progress=lambda d, n: event.set() if d == 2 else None, cancel=event)
-    assert len(seen) == 2
-    seen.clear()
-    with pytest.raises(PredictionCancelled):
-        predict_tiled(model, image, 200, 50, cancel=lambda: True)
-    assert seen == []
 
 
 # -- edges -------------------------------------------------------------------------------------
@@ -286,8 +274,6 @@ def test_bad_tile_or_overlap_is_refused_naming_the_values(tile, overlap):
     with pytest.raises(ValueError, match="tile") as info:
         plan_tiles((500, 500), tile, overlap)
     assert str(overlap if np.ndim(overlap) == 0 else overlap[1]) in str(info.value)
-    with pytest.raises(ValueError, match="tile"):
-        predict_tiled(lambda t: t[None], np.zeros((500, 500)), tile, overlap)
 
 
 def test_non_integer_sizes_are_refused():
@@ -319,12 +305,12 @@ def test_choose_tiling_auto_resizes_up_to_the_factor_and_tiles_above():
         choose_tiling((100, 100), 1024, "tiles")
     with pytest.raises(ValueError, match="overlap"):
         choose_tiling((100, 100), 1024, "tile", overlap=1024)
-    # the choice plugs straight into predict_tiled
+    # the choice plugs straight into plan_tiles
     choice = choose_tiling((2100, 900), 1024)
     assert len(plan_tiles((2100, 900), choice.tile, choice.overlap)) == 3
 
 
-def test_predict_tiled_on_a_noisy_scene_differs_only_at_near_ties():
+def test_tiled_prediction_on_a_noisy_scene_differs_only_at_near_ties():
     """With noise, a pixel on a class boundary at a tile's inner edge can be a near-tie that the
     missing context outside the tile tips over; nowhere else do the labels differ."""
     image, truth = synthetic_scene(noise=0.03)

@@ -69,7 +69,7 @@ def test_training_learns_classes_it_never_saw(tmp_path):
     message = f"loss {first:.4f} -> {last:.4f}; held-out mIoU untrained {before:.4f} -> trained {after:.4f}"
     print(message)
     assert last < 0.75 * first, message
-    # Measured: loss 0.48 -> 0.19, held-out mIoU 0.04 -> 0.20 (seeds 1-3 reach 0.12-0.19 at 300 steps).
+    # Bars with room to spare: other seeds learn less than seed 0 in these 300 steps.
     assert after > before + 0.08 and after > 2.5 * before, message
 
 

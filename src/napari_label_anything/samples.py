@@ -8,7 +8,7 @@ use these functions.
   different arrangements on the support and the query; the answer is exact, because the
   images are built from it. Only the patches are scribbled; the background stays unprompted,
   as in a typical objects-on-background annotation. ``planes=`` makes the query a (Z, Y, X)
-  stack of different arrangements, like a stack to propagate through.
+  stack of different arrangements, like a z stack whose planes differ.
 """
 
 from __future__ import annotations

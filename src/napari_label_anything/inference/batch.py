@@ -336,7 +336,7 @@ def _metadata(job: BatchJob) -> dict[str, Any]:
     return {"query": str(job.source), **job.metadata}  # a "query" in metadata wins (e.g. the path as given)
 
 
-def predict_planes(
+def predict_into_zarr(
     segmenter,
     episode: Episode,
     job: BatchJob,
@@ -418,7 +418,7 @@ def run_job(
     if job.format == "ome-zarr":
         folder = create_output(job, episode, source.shape)
         try:
-            counts = predict_planes(segmenter, episode, job, folder, progress=progress, cancel=cancel)
+            counts = predict_into_zarr(segmenter, episode, job, folder, progress=progress, cancel=cancel)
             check_cancel()
             ome_zarr.commit(folder, job.target)
         except BaseException:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..episode import Episode
-from .batch import BatchJob, JobResult, count_names, create_output, predict_planes, probe, run_job
+from .batch import BatchJob, JobResult, count_names, create_output, predict_into_zarr, probe, run_job
 
 INSTALL_HINT = "pip install 'napari-label-anything[cluster]'"
 STOP_TIMEOUT_S = 120  # how long a failed run waits for its running tasks to finish their current plane
@@ -81,7 +81,7 @@ def _planes_task(
     stopped = Event(stop)  # set by the driver when the run fails: tasks end before their next plane
     segmenter = worker_segmenter(spec)
     with _LOCK:
-        return predict_planes(segmenter, episode, job, folder, planes=planes, cancel=stopped.is_set)
+        return predict_into_zarr(segmenter, episode, job, folder, planes=planes, cancel=stopped.is_set)
 
 
 def workers_lost(err: BaseException) -> RuntimeError | None:

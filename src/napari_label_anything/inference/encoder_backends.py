@@ -1,8 +1,8 @@
 """Image-encoder backends: the same encoder + neck run by PyTorch or by ONNX Runtime.
 
 The image encoder is nearly all of a prediction's cost on a CPU. ONNX Runtime's CPU kernels run
-it faster than PyTorch eager with the same numbers (max abs difference ~1e-5); the measured
-figures are in docs/benchmarks.md. The exported graph is cached on disk keyed by the weights
+it faster than PyTorch eager with the same numbers (to within about 1e-5; docs/benchmarks.md).
+The exported graph is cached on disk keyed by the weights
 digest and the input size, so only the first use of a model pays for the export; the cache
 folder is ``onnx_cache_dir()``.
 
@@ -16,8 +16,8 @@ out, onnxruntime is missing), the model runs its PyTorch encoder instead and the
 ``onnx-int8`` (opt-in, approximate) is that export with int8 weights in every MatMul (per output
 channel) and activations quantised per call (``onnxruntime.quantization.quantize_dynamic``),
 cached beside the float file under a name that records the quantiser's settings and version.
-Faster again than float ONNX on a CPU with VNNI, its features slightly off (docs/benchmarks.md,
-``benchmarks/bench_int8_accuracy.py``). Features it computes are stored under their own
+Faster again than float ONNX on a CPU with VNNI, its features slightly off (docs/benchmarks.md).
+Features it computes are stored under their own
 signature (``precision``: ``int8``), never mixed with float32 ones.
 
 A backend is a callable ``(pixels: torch.Tensor (B, 3, S, S) float32) -> torch.Tensor
@@ -48,10 +48,10 @@ MISSING_NOTE = (
     "(pip install 'napari-label-anything[onnx]' for the faster CPU default)"
 )
 EXPORT_VERSION = 2  # part of the cached file's name: bump when the exported graph changes
-# Chosen on MAE-480 and SAM-1024 (2 threads, AVX-512 VNNI): quantising Conv too (the patch
-# embedding, the neck) or unsigned weights made the encoder slower than float; reduce_range
-# (7-bit weights, for AVX2 CPUs without VNNI, whose u8 x s8 products can saturate) cost a third
-# more error; per-channel scales cost no time and follow trained weights' uneven channels.
+# MatMul only, signed 8-bit weights: quantising Conv too (the patch embedding, the neck) or
+# unsigned weights makes the encoder slower than float; reduce_range (7-bit weights, for AVX2
+# CPUs without VNNI, whose u8 x s8 products can saturate) adds error; per-channel scales cost
+# no time and follow trained weights' uneven channels.
 QUANTIZE_SETTINGS = {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduce_range": False}
 
 

@@ -34,7 +34,7 @@ inward so every tile is full-size (a plane smaller than a tile is one tile, the 
 tile's values are weighted by a separable window that ramps linearly over ``overlap`` pixels
 from ``1 / (overlap + 1)`` up to 1 on every edge that has a neighbour, and is 1 everywhere else
 -- never 0, and never lowered on an edge at the plane border. Where two tiles overlap by exactly
-``overlap`` their ramps add up to 1, a partition of unity. ``stitch`` accumulates a weighted sum
+``overlap`` their ramps add up to 1, a partition of unity. ``Stitcher`` accumulates a weighted sum
 and a weight sum as the tiles come (memory O(C * Y * X), whatever the number of tiles) and
 divides at the end, so a model that agrees with itself in the overlaps is reproduced exactly,
 and one that does not is blended smoothly (per-pixel steps of at most about
@@ -45,13 +45,11 @@ probabilities), never labels.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from .base import CancelCheck, PredictionCancelled, ProgressCallback, is_cancelled
 
 MODES = ("auto", "resize", "tile")
 AUTO_TILE_FACTOR = 2.0  # "auto" tiles a plane whose long side exceeds this many model inputs
@@ -96,25 +94,6 @@ def _ramp(length: int, overlap: int, taper_start: bool, taper_end: bool) -> np.n
     if taper_end:
         weights[length - n :] = np.minimum(weights[length - n :], ramp[:n][::-1])
     return weights
-
-
-def blend_weights(
-    tile_shape: Sequence[int],
-    overlap: int | Sequence[int],
-    taper: Sequence[bool] = (True, True, True, True),
-) -> np.ndarray:
-    """Blending window of one tile, (h, w) float32 in (0, 1].
-
-    Args:
-        tile_shape: (h, w) of the tile.
-        overlap: ramp length in pixels, one integer or (y, x).
-        taper: which edges ramp down (top, bottom, left, right); an edge on the plane border
-            must not (its pixels have no other tile), so ``plan_tiles`` passes False there.
-    """
-    h, w = _pair(tuple(tile_shape), "tile_shape")
-    oy, ox = _pair(overlap, "overlap")
-    top, bottom, left, right = (bool(t) for t in taper)
-    return np.outer(_ramp(h, oy, top, bottom), _ramp(w, ox, left, right))
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,64 +208,6 @@ class Stitcher:
             raise ValueError(f"{missing} pixels of the {self.shape} plane are covered by no tile")
         self._sum /= self._weight
         return self._sum
-
-
-def stitch(
-    tiles_and_values: Iterable[tuple[Tile, Any]], shape: Sequence[int], channels: int | None = None
-) -> np.ndarray:
-    """Blend per-tile (C, h, w) values into one (C, Y, X) float32 array (weighted average).
-
-    Consumes ``tiles_and_values`` one pair at a time (a generator keeps memory at O(C * Y * X)).
-    ``channels`` defaults to the first tile's C.
-    """
-    stitcher: Stitcher | None = None if channels is None else Stitcher(shape, channels)
-    for tile, values in tiles_and_values:
-        if stitcher is None:
-            values = np.asarray(values)
-            if values.ndim != 3:
-                raise ValueError(f"tile values must be (C, h, w), got shape {values.shape}")
-            stitcher = Stitcher(shape, values.shape[0])
-        stitcher.add(tile, values)
-    if stitcher is None:
-        raise ValueError("no tiles to stitch")
-    return stitcher.result()
-
-
-def predict_tiled(
-    fn: Callable[[np.ndarray], Any],
-    image: Any,
-    tile: int | Sequence[int],
-    overlap: int | Sequence[int] = 0,
-    progress: ProgressCallback | None = None,
-    cancel: CancelCheck | None = None,
-) -> np.ndarray:
-    """Run ``fn`` on each tile of a plane and blend the results: (C, Y, X) float32.
-
-    Args:
-        fn: ``fn(tile_image) -> (C, h, w)`` values (logits or probabilities) at the tile's own
-            size; ``tile_image`` is ``image[y:y+h, x:x+w]`` (a view, trailing axes kept).
-        image: (Y, X) or (Y, X, C) array.
-        tile, overlap: as in ``plan_tiles``.
-        progress: called as ``progress(done, total)`` after each tile.
-        cancel: checked before each tile; when set, raises ``PredictionCancelled``.
-    """
-    if not hasattr(image, "shape") or len(image.shape) < 2:
-        raise ValueError(f"image must be (Y, X) or (Y, X, C), got shape {getattr(image, 'shape', None)}")
-    plan = plan_tiles(image.shape[:2], tile, overlap)
-    stitcher: Stitcher | None = None
-    for done, t in enumerate(plan, start=1):
-        if is_cancelled(cancel):
-            raise PredictionCancelled("prediction cancelled")
-        values = np.asarray(fn(image[t.slices]))
-        if stitcher is None:
-            if values.ndim != 3:
-                raise ValueError(f"fn must return (C, h, w) values, got shape {values.shape}")
-            stitcher = Stitcher(image.shape[:2], values.shape[0])
-        stitcher.add(t, values)
-        if progress is not None:
-            progress(done, len(plan))
-    assert stitcher is not None  # a plan has at least one tile
-    return stitcher.result()
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # A SAM-style encoder: its output is the last block's residual stream, which keeps the image's
     # brightness even with random weights; the ViT-MAE's final LayerNorm rescales every token, so a
-    # frozen *random* MAE passes on little more than texture and trains far worse (measured).
+    # frozen *random* MAE passes on little more than texture and trains far worse.
     "tiny": {
         "encoder": "test_tiny_sam_vit",
         "use_vit_sam_neck": False,

@@ -128,11 +128,6 @@ def wrap_model(model, context: DistributedContext):
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
-def unwrap_model(model):
-    """The plain ``LabelAnything`` inside a DDP wrapper (or the model itself)."""
-    return getattr(model, "module", model)
-
-
 def all_reduce(tensor, context: DistributedContext, op: str = "sum"):
     """In-place sum or max over ranks (no-op in a single process); returns ``tensor``."""
     if context.enabled:
