@@ -20,7 +20,7 @@ def wait(viewer, widget, seconds: float = 300) -> None:
     from qtpy.QtWidgets import QApplication
 
     deadline = time.time() + seconds
-    while (widget.runs.busy or widget._previews.busy or widget._encodings.busy) and time.time() < deadline:
+    while (widget.runs.busy or widget.preview_busy or widget.encoding_busy) and time.time() < deadline:
         QApplication.processEvents()
         time.sleep(0.05)
     for _ in range(20):

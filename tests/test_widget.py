@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import blob_image, wait_for
+from napari_label_anything.widget.messages import PlaneResult
 
 pytestmark = pytest.mark.napari
 
@@ -91,8 +92,8 @@ def test_cancel_mid_stack_changes_nothing(qtbot, viewer_and_widget):
     planes = []
 
     def on_yield(message):
-        if message[0] == "plane":
-            planes.append(message[1][0])
+        if isinstance(message, PlaneResult):
+            planes.append(message.index)
             widget.cancel()
 
     worker.yielded.connect(on_yield)

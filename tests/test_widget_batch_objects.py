@@ -19,6 +19,7 @@ from conftest import blob_image, wait_for
 from napari_label_anything import objects
 from napari_label_anything.files import read_image, read_label_classes
 from napari_label_anything.inference import batch as batch_module
+from napari_label_anything.widget.messages import RunOutcome
 
 pytestmark = pytest.mark.napari
 
@@ -56,16 +57,16 @@ def test_the_batch_panel_writes_a_folder_as_predict_does(qtbot, ready, folder, t
     widget.batch_output.value = str(out)
     widget.batch_objects.value = True
     click(qtbot, widget.batch_button)
-    worker = widget._batch_worker
+    worker = widget.batch.worker
     assert worker is not None and widget.last_error is None
     assert not widget.batch_button.isEnabled() and widget.batch_stop_button.isEnabled()
     wait_for(qtbot, worker)
-    assert widget.batch_outcome == "done" and len(widget.batch_results) == 3
+    assert widget.batch_outcome is RunOutcome.DONE and len(widget.batch_results) == 3
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{name}_{kind}" for name in "abc" for kind in ("labels.tif", "objects.tif", "objects.csv")
     )
     segmenter = widget.model_picker.get_segmenter()
-    episode = widget._run_episode()
+    episode = widget.run_episode()
     for name, source in (("a", "a.tif"), ("c", "c.png")):
         expected = segmenter.predict_stack(episode, read_image(folder / source))
         np.testing.assert_array_equal(tifffile.imread(out / f"{name}_labels.tif"), expected)
@@ -79,7 +80,7 @@ def test_the_batch_panel_writes_a_folder_as_predict_does(qtbot, ready, folder, t
     with pytest.raises(ValueError, match="tick 'overwrite'"):
         widget.run_batch(folder, out)
     wait_for(qtbot, widget.run_batch(folder, out, format="ome-zarr"))  # another format: other names
-    assert widget.batch_outcome == "done" and (out / "b_labels.ome.zarr").is_dir()
+    assert widget.batch_outcome is RunOutcome.DONE and (out / "b_labels.ome.zarr").is_dir()
 
 
 def test_a_stopped_batch_keeps_finished_files_and_writes_no_half_output(qtbot, ready, folder, tmp_path, monkeypatch):
@@ -102,7 +103,7 @@ def test_a_stopped_batch_keeps_finished_files_and_writes_no_half_output(qtbot, r
     assert widget.batching and not widget.run()  # one user of the model at a time
     click(qtbot, widget.batch_stop_button)
     wait_for(qtbot, worker)
-    assert widget.batch_outcome == "cancelled"
+    assert widget.batch_outcome is RunOutcome.CANCELLED
     assert [r.source.endswith("a.tif") for r in widget.batch_results] == [True]
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.ome.zarr"]  # no b output, no .part folder
     assert "stopped after 1 file(s)" in widget.batch_status.text()

@@ -96,7 +96,7 @@ def test_label_anything_models_show_row_0_but_do_not_paint_it(qtbot, ready, refe
         assert widget.classes.active in (1, 2)
     widget.classes.set_active(0)
     assert widget.classes.active != 0
-    assert widget._run_episode().n_classes == 2  # a run leaves the background scribbles out (with a warning)
+    assert widget.run_episode().n_classes == 2  # a run leaves the background scribbles out (with a warning)
     assert widget.episode.n_classes == 3  # a saved episode keeps them
     widget.set_model("classic", "cpu")
     assert widget.classes.background_paintable and not widget.class_list.item(0).toolTip().startswith(

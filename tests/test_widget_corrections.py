@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REFERENCE, blob_image, classic_dock, wait_for
+from napari_label_anything.widget.messages import PlaneResult
 from test_uncertainty import dimmed_stack, mean_iou
 
 pytestmark = pytest.mark.napari
@@ -81,7 +82,7 @@ def test_a_corrected_plane_survives_runs_previews_cancels_and_reloads(qtbot, cor
 
     # A cancelled run leaves it as it was.
     worker = widget.run(scope="all planes")
-    worker.yielded.connect(lambda message: widget.cancel() if message[0] == "plane" else None)
+    worker.yielded.connect(lambda message: widget.cancel() if isinstance(message, PlaneResult) else None)
     wait_for(qtbot, worker)
     assert "cancelled" in widget.status.text()
     np.testing.assert_array_equal(viewer.layers["stack labels"].data[z], mine)

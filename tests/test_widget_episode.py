@@ -49,7 +49,7 @@ def test_plane_range_is_bounded_by_the_query_stack(stacked):
         for spin in (widget.range_start, widget.range_stop):
             spin.setMaximum(99)
             spin.setValue(7)
-        widget._plane_indices(viewer.layers["stack"], "plane range")
+        widget.plane_indices(viewer.layers["stack"], "plane range")
 
 
 def test_one_row_per_prompted_plane_go_to_plane_and_erase_a_stray_plane(stacked):
@@ -146,7 +146,7 @@ def test_a_stack_support_comes_back_onto_its_plane(stacked, tmp_path, make_napar
     _, widget2 = other.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")
     widget2.load_episode(path)
     loaded = widget2.supports[0]
-    from napari_label_anything.widget.run_controller import same_layer
+    from napari_label_anything.widget.layers import same_layer
 
     assert same_layer(loaded.image, other.layers["stack"])  # no 2D layer over the stack
     assert [layer.name for layer in other.layers if layer.__class__.__name__ == "Image"] == ["stack"]

@@ -9,6 +9,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from qtpy.QtCore import Qt
 
 from conftest import blob_image, wait_for
+from napari_label_anything.widget.messages import PlaneResult
 from test_uncertainty import dimmed_stack, mean_iou
 
 pytestmark = pytest.mark.napari
@@ -109,7 +110,7 @@ def test_uncertainty_only_when_asked_and_only_on_success(qtbot, loop):
     worker = widget.run(scope="all planes")
 
     def on_yield(message):
-        if message[0] == "plane":
+        if isinstance(message, PlaneResult):
             widget.cancel()
 
     worker.yielded.connect(on_yield)
@@ -125,14 +126,14 @@ def test_uncertainty_only_when_asked_and_only_on_success(qtbot, loop):
 
 
 def test_uncertainty_appears_plane_by_plane_and_a_cancel_takes_it_back(qtbot, loop):
-    from napari_label_anything.widget.feedback import SCORES_KEY
+    from napari_label_anything.widget.output_layers import SCORES_KEY
 
     viewer, widget, stack, _ = loop
     shown = []
     worker = widget.run(scope="all planes")
 
     def first_run(message):  # after the widget's own handler: what the viewer shows now
-        if message[0] == "plane":
+        if isinstance(message, PlaneResult):
             data = viewer.layers["stack uncertainty"].data
             shown.append([bool(data[z].any()) for z in range(len(stack))])
 
@@ -149,7 +150,7 @@ def test_uncertainty_appears_plane_by_plane_and_a_cancel_takes_it_back(qtbot, lo
     worker = widget.run(scope="all planes")
 
     def second_run(message):
-        if message[0] == "plane":
+        if isinstance(message, PlaneResult):
             copies.append(viewer.layers["stack uncertainty"].data is not original)
             if len(copies) == 2:
                 widget.cancel()

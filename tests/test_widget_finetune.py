@@ -49,15 +49,15 @@ def test_finetune_offers_the_new_model_and_leaves_layers_alone(make_napari_viewe
 def test_finetune_is_refused_clearly(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_LABEL_ANYTHING_HOME", str(tmp_path))
     viewer, widget = painted_widget(make_napari_viewer, 2)
-    assert widget._guard(lambda: widget.finetune(steps=1), "cannot fine-tune") is None
+    assert widget.guard(lambda: widget.finetune(steps=1), "cannot fine-tune") is None
     assert "at least 3 painted" in str(widget.last_error)
     viewer2, widget2 = painted_widget(make_napari_viewer, 3)
     widget2.set_model("classic", "cpu")
-    widget2._guard(lambda: widget2.finetune(steps=1), "cannot fine-tune")
+    widget2.guard(lambda: widget2.finetune(steps=1), "cannot fine-tune")
     assert "needs a Label Anything model" in str(widget2.last_error)
     assert not widget2.finetuning and widget2.finetune_button.isEnabled()
     widget2.set_model(str(REFERENCE / "mae_like"), "cpu")
-    widget2._guard(lambda: widget2.finetune(steps=1, name="../outside"), "cannot fine-tune")
+    widget2.guard(lambda: widget2.finetune(steps=1, name="../outside"), "cannot fine-tune")
     assert "use letters, digits" in str(widget2.last_error) and not widget2.finetuning
 
 

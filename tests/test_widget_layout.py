@@ -25,7 +25,7 @@ SETTLE_MS = 1_500
 
 def settle(qtbot, widget) -> None:
     qtbot.wait(SETTLE_MS)
-    qtbot.waitUntil(lambda: not widget.preview_timer.isActive() and not widget._previews.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.preview_timer.isActive() and not widget.preview_busy, timeout=60_000)
     qtbot.wait(50)
 
 

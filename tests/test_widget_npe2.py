@@ -71,7 +71,7 @@ def test_an_episode_opened_in_napari_restores_into_the_open_widget(make_napari_v
 
 
 def test_saving_a_labels_layer_writes_a_label_tiff_with_class_names(ready, tmp_path):
-    from napari_label_anything.widget.layers import write_output
+    from napari_label_anything.widget.output_layers import write_output
 
     viewer, widget = ready
     labels = blob_image((48, 56), seed=4)[1]

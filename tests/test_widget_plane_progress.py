@@ -12,6 +12,7 @@ import pytest
 
 from conftest import blob_image
 from napari_label_anything.inference.base import Segmenter, current_steps
+from napari_label_anything.widget.messages import CANCELLED, ModelReady, Normalised, PlaneResult, Progress, Status
 from napari_label_anything.widget.workers import PredictionError, predict_planes
 from test_plane_steps import blobs
 from test_widget_progress import assert_same, snapshot
@@ -48,14 +49,15 @@ def planes_thread_alive() -> bool:
 
 def test_the_worker_yields_each_plane_s_steps_before_the_plane(episode):
     messages = list(predict_planes(SteppingSegmenter, episode, stack(), [(0,), (1,), (2,)], rgb=True))
-    kinds = [kind for kind, _ in messages]
-    assert kinds[:4] == ["status", "model", "status", "normalise"]
-    assert kinds[4:] == (["plane_progress"] * N_STEPS + ["plane"]) * 3
-    progress = [payload for kind, payload in messages if kind == "plane_progress"]
-    assert [done for done, _ in progress] == [p + d / N_STEPS for p in range(3) for d in range(1, N_STEPS + 1)]
-    assert {total for _, total in progress} == {3}
-    planes = [payload for kind, payload in messages if kind == "plane"]
-    assert [(index, done, total) for index, _, done, total, _ in planes] == [((0,), 1, 3), ((1,), 2, 3), ((2,), 3, 3)]
+    kinds = [type(message) for message in messages]
+    assert kinds[:4] == [Status, ModelReady, Status, Normalised]
+    assert kinds[4:] == ([Progress] * N_STEPS + [PlaneResult]) * 3
+    progress = [message for message in messages if isinstance(message, Progress)]
+    assert [p.done for p in progress] == [p + d / N_STEPS for p in range(3) for d in range(1, N_STEPS + 1)]
+    assert {p.total for p in progress} == {3}
+    planes = [message for message in messages if isinstance(message, PlaneResult)]
+    assert [(p.index, p.done, p.total) for p in planes] == [((0,), 1, 3), ((1,), 2, 3), ((2,), 3, 3)]
+    assert all(p.uncertainty is None for p in planes)
     assert not planes_thread_alive()
 
 
@@ -65,12 +67,12 @@ def test_cancel_stops_the_plane_within_a_step_and_ends_with_a_cancelled_status(e
     messages = []
     for message in predict_planes(lambda: segmenter, episode, stack(), [(0,), (1,)], True, cancel=cancelled.is_set):
         messages.append(message)
-        if message[0] == "plane_progress":
+        if isinstance(message, Progress):
             start = time.perf_counter()
             cancelled.set()  # from the first step of the first plane on
     latency = time.perf_counter() - start
-    assert messages[-1] == ("status", "cancelled")
-    assert [kind for kind, _ in messages].count("plane") == 0
+    assert messages[-1] == CANCELLED == Status("cancelled")
+    assert not any(isinstance(message, PlaneResult) for message in messages)
     assert segmenter.steps_taken == 2 and latency < 1.0  # the step under way, not the rest of the plane
     time.sleep(0.05)
     assert not planes_thread_alive()
@@ -79,7 +81,7 @@ def test_cancel_stops_the_plane_within_a_step_and_ends_with_a_cancelled_status(e
 def test_closing_the_worker_s_generator_stops_the_plane(episode):
     segmenter = SteppingSegmenter(seconds=0.2)
     messages = predict_planes(lambda: segmenter, episode, stack(), [(0,), (1,)], True)
-    assert next(kind for kind, _ in messages if kind == "plane_progress")
+    assert next(message for message in messages if isinstance(message, Progress))
     messages.close()
     time.sleep(0.5)
     assert segmenter.steps_taken == 2 and not planes_thread_alive()

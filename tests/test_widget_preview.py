@@ -15,7 +15,7 @@ SETTLE_MS = 1_500  # comfortably past the preview delay and a classic plane on a
 def settle(qtbot, widget) -> None:
     """Wait until no preview is waiting or running, then let queued callbacks run."""
     qtbot.wait(SETTLE_MS)
-    qtbot.waitUntil(lambda: not widget.preview_timer.isActive() and not widget._previews.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.preview_timer.isActive() and not widget.preview_busy, timeout=60_000)
     qtbot.wait(50)
 
 
@@ -63,14 +63,14 @@ def test_an_edit_while_a_preview_runs_supersedes_it(qtbot, ready):
     viewer, widget = ready
     support = widget.supports[0]
     support.labels.paint((40, 60), 1)
-    qtbot.waitUntil(lambda: widget._previews.busy, timeout=10_000)
+    qtbot.waitUntil(lambda: widget.preview_busy, timeout=10_000)
     support.labels.paint((75, 20), 2)  # the running preview's result is dropped
     widget.preview_timer.stop()
-    widget._preview_now()  # the delay is over while the first preview still runs
+    widget.preview.preview_now()  # the delay is over while the first preview still runs
     settle(qtbot, widget)
     assert widget.preview_stats["started"] == 2 and widget.preview_stats["written"] == 1
     # what is shown is the prediction from the latest prompts
-    episode = widget._build_episode(background=True)
+    episode = widget.build_episode(background=True)
     expected = widget.model_picker.get_segmenter().predict(episode, viewer.layers["query"].data)
     np.testing.assert_array_equal(viewer.layers["query labels"].data, expected)
 
@@ -110,7 +110,7 @@ def test_a_full_run_in_progress_is_not_disturbed(qtbot, make_napari_viewer):
     assert worker is not None
     support.labels.paint((25, 30), 1)  # an edit during the run: no preview while it is busy
     widget.preview_timer.stop()
-    widget._preview_now()
+    widget.preview.preview_now()
     assert widget.preview_stats["started"] == 0
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass

@@ -1,6 +1,6 @@
 """The dock's Batch panel: the current episode over a folder of files, as ``predict`` runs it.
 
-``BatchActions`` is mixed into ``LabelAnythingWidget``. The jobs are planned with the batch code
+``BatchPanel`` is the dock's part (its host described by ``BatchHost``). The jobs are planned with the batch code
 of the command line (``inference.batch``: inputs expanded, unique output names, existing outputs
 refused unless overwrite is ticked, a writable folder, every input checked) before the model
 loads, and each runs through ``batch.run_job`` (TIFF or OME-Zarr, optionally with objects) in a
@@ -15,11 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
 
-from .workers import PredictionError, download_with_status, import_torch_stack
+from .messages import CANCELLED, FileDone, FileStarted, ModelReady, Progress, RunOutcome, Status
+from .workers import PredictionError, WorkerLauncher, download_with_status, import_torch_stack
 
 PROGRESS_PER_PLANE = 100
 OVERWRITE_HINT = "tick 'overwrite' or choose another output folder"
@@ -75,14 +76,14 @@ def batch_job(
     planes: list[int],
     download: str | None = None,
     cancel: Callable[[], bool] | None = None,
-) -> Iterator[tuple[str, Any]]:
-    """Generator run in the worker: ("status", text), ("model", (name, device)), then per file
-    ("file", (i, n, source)), ("progress", (planes done, planes in all)) after each plane and
-    ("result", ``JobResult``) once its output is written; returns the results.
+) -> Iterator[Status | ModelReady | FileStarted | Progress | FileDone]:
+    """Generator run in the worker (``messages.py``): ``Status`` lines, ``ModelReady``, then per
+    file ``FileStarted``, ``Progress(planes done, planes in all)`` after each plane and
+    ``FileDone(JobResult)`` once its output is written; returns the results.
 
     Each file runs in a helper thread, so progress comes out as it goes and ``cancel`` (the
     worker's stop request) reaches ``run_job`` within its plane; a cancelled file writes
-    nothing and the generator ends with ("status", "cancelled").
+    nothing and the generator ends with ``messages.CANCELLED``.
     """
     import queue
     import threading
@@ -93,14 +94,14 @@ def batch_job(
     try:
         if download is not None:
             yield from download_with_status(download)
-        yield "status", "loading model"
+        yield Status("loading model")
         segmenter = get_segmenter()
-        yield "model", (str(segmenter.name), str(segmenter.device))
+        yield ModelReady(str(segmenter.name), str(segmenter.device))
         total, done, results = sum(planes), 0, []
         for i, (job, n_planes) in enumerate(zip(jobs, planes, strict=True)):
             if is_cancelled(cancel):
                 break
-            yield "file", (i, len(jobs), job.source)
+            yield FileStarted(i, len(jobs), str(job.source))
             messages: queue.SimpleQueue = queue.SimpleQueue()
 
             def work(job=job, messages=messages) -> None:
@@ -115,39 +116,69 @@ def batch_job(
             while True:
                 kind, payload = messages.get()
                 if kind == "plane":
-                    yield "progress", (done + payload, total)
+                    yield Progress(done + payload, total)
                     continue
                 if kind == "done":
                     done += n_planes
                     results.append(payload)
-                    yield "result", payload
+                    yield FileDone(payload)
                 elif isinstance(payload, PredictionCancelled) and is_cancelled(cancel):
-                    yield "status", "cancelled"
+                    yield CANCELLED
                     return results
                 else:
                     raise payload
                 break
         if is_cancelled(cancel):
-            yield "status", "cancelled"
+            yield CANCELLED
         return results
     except RuntimeError as err:  # superqt swallows a worker's RuntimeError (workers.PredictionError)
         name = "" if type(err) is RuntimeError else f"{type(err).__name__}: "
         raise PredictionError(f"{name}{err}") from err
 
 
-class BatchActions:
-    """The Batch panel of the dock widget (mixed into ``LabelAnythingWidget``)."""
+class BatchHost(Protocol):
+    """What ``BatchPanel`` uses of the dock."""
 
-    def _build_batch_box(self) -> QGroupBox:
+    closed: bool
+    runs: Any  # the RunController: ``busy``
+    model_picker: Any
+
+    @property
+    def finetuning(self) -> bool: ...
+
+    @property
+    def normalise(self) -> str: ...
+
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def report_error(self, what: str, err: BaseException) -> None: ...
+
+    def run_episode(self) -> Any: ...
+
+    def cancel_preview(self) -> None: ...
+
+    def segmenter_after_encoding(self) -> Any: ...
+
+    def schedule_encoding(self, *_) -> None: ...
+
+
+class BatchPanel:
+    """The Batch panel of the dock."""
+
+    def __init__(self, host: BatchHost) -> None:
+        self.host = host
+
+    def build(self) -> QGroupBox:
         from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 
         from ..inference.batch import FORMATS
-        from .workers import WorkerLauncher
 
         self._batch_launcher = WorkerLauncher()
-        self._batch_worker = None
+        self.worker = None  # the worker of the latest batch
         self.batch_results: list = []
-        self.batch_outcome: str | None = None  # "done", "cancelled" or "failed" once a batch ended
+        self.batch_outcome: RunOutcome | None = None  # once a batch ended
+        self._batch_claims = None  # the outputs claimed while a batch runs (``_claim_batch``)
+        self._batch_started = 0.0
         tips = FORM_TOOLTIPS
         self.batch_input = FileEdit(mode="d", label="input folder", tooltip=tips["input"])
         self.batch_recursive = CheckBox(text="include sub-folders", value=False, tooltip=tips["recursive"])
@@ -170,7 +201,7 @@ class BatchActions:
             "Segment every image of the input folder with the current classes, examples and model\n"
             "(as Run does) and write the results to the output folder; napari stays usable"
         )
-        self.batch_button.clicked.connect(lambda: self._guard(self._run_batch_from_form, "cannot run the batch"))
+        self.batch_button.clicked.connect(lambda: self.host.guard(self._run_batch_from_form, "cannot run the batch"))
         self.batch_stop_button = QPushButton("Stop")
         self.batch_stop_button.setToolTip(
             "Stop the batch within the file in progress: that file's output is not written; files\nfinished before stay"
@@ -207,21 +238,22 @@ class BatchActions:
         model loads (ValueError / FileNotFoundError). ``batch_results`` collects each file's
         ``JobResult``; ``batch_outcome`` says how the batch ended.
         """
-        if self.closed:
+        if self.host.closed:
             raise ValueError("the Label Anything widget is closed; open it again")
-        if self.batching or self.runs.busy or self.finetuning:
+        if self.batching or self.host.runs.busy or self.host.finetuning:
             raise ValueError("a run, batch or fine-tuning is in progress: wait for it or stop it")
-        picker = self.model_picker
-        episode = self._run_episode()
+        picker = self.host.model_picker
+        episode = self.host.run_episode()
         metadata = {"model": picker.model_name}
         if picker.resolved_encoder() != "torch" and not picker.is_classic():  # "auto" as it resolves
             metadata["encoder"] = picker.resolved_encoder()
-        options = {} if self.normalise == "auto" else {"normalise": self.normalise}
+        normalise = self.host.normalise
+        options = {} if normalise == "auto" else {"normalise": normalise}
         jobs, planes = plan_batch(folder, out, recursive, format, overwrite, objects, options, metadata)
         import_torch_stack()
         download = picker.checkpoint_to_download()
         self._claim_batch(jobs, overwrite)  # another run into these outputs stops here (OutputClaimed)
-        self.cancel_preview()
+        self.host.cancel_preview()
         self.batch_results, self.batch_outcome = [], None
         self._batch_started = time.perf_counter()
         self.batch_progress.setRange(0, max(sum(planes), 1) * PROGRESS_PER_PLANE)
@@ -230,15 +262,15 @@ class BatchActions:
         self.batch_stop_button.setEnabled(True)
         self.batch_status.setText(f"{len(jobs)} file(s) to {out}: starting")
         try:
-            self._batch_worker = self._batch_launcher.start(
-                batch_job, self.segmenter_after_encoding, episode, jobs, planes, download, cancellable=True,
+            self.worker = self._batch_launcher.start(
+                batch_job, self.host.segmenter_after_encoding, episode, jobs, planes, download, cancellable=True,
                 yielded=self._on_batch_message, returned=self._on_batch_returned, errored=self._on_batch_error,
                 aborted=self._on_batch_aborted, finished=self._on_batch_finished,
             )  # fmt: skip
         except BaseException:
             self._release_batch()
             raise
-        return self._batch_worker
+        return self.worker
 
     def _claim_batch(self, jobs: list, overwrite: bool) -> None:
         """Claim the batch's outputs until it ends (``batch.claimed_outputs``, existing outputs
@@ -253,7 +285,7 @@ class BatchActions:
         self._batch_claims = stack
 
     def _release_batch(self) -> None:
-        stack = getattr(self, "_batch_claims", None)
+        stack = self._batch_claims
         self._batch_claims = None
         if stack is not None:
             stack.close()
@@ -264,46 +296,45 @@ class BatchActions:
             self.batch_status.setText("stopping…")
         self._batch_launcher.stop_all()
 
-    def _on_batch_message(self, message) -> None:
-        if self.closed:
+    def _on_batch_message(self, message: Status | ModelReady | FileStarted | Progress | FileDone) -> None:
+        if self.host.closed:
             return
-        kind, payload = message
-        if kind == "status":
-            self.batch_status.setText(payload)
-        elif kind == "model":
-            self.batch_status.setText(f"running {payload[0]} on {payload[1]}")
-        elif kind == "file":
-            i, n, source = payload
-            self.batch_status.setText(f"file {i + 1}/{n}: {Path(source).name}")
-        elif kind == "progress":
-            self.batch_progress.setValue(round(payload[0] * PROGRESS_PER_PLANE))
-        elif kind == "result":
-            self.batch_results.append(payload)
+        match message:
+            case Status(text):
+                self.batch_status.setText(text)
+            case ModelReady(name, device):
+                self.batch_status.setText(f"running {name} on {device}")
+            case FileStarted(number, count, source):
+                self.batch_status.setText(f"file {number + 1}/{count}: {Path(source).name}")
+            case Progress(done):
+                self.batch_progress.setValue(round(done * PROGRESS_PER_PLANE))
+            case FileDone(result):
+                self.batch_results.append(result)
 
     def _on_batch_returned(self, _results) -> None:
         if self.batch_outcome is None:
-            self.batch_outcome = "cancelled" if self._batch_worker.abort_requested else "done"
+            self.batch_outcome = RunOutcome.CANCELLED if self.worker.abort_requested else RunOutcome.DONE
         self._batch_ended()
 
     def _on_batch_aborted(self) -> None:
-        self.batch_outcome = "cancelled"
+        self.batch_outcome = RunOutcome.CANCELLED
         self._batch_ended()
 
     def _on_batch_error(self, err: BaseException) -> None:
-        self.batch_outcome = "failed"
+        self.batch_outcome = RunOutcome.FAILED
         self._batch_ended()
-        self._report_error("the batch failed", err)
+        self.host.report_error("the batch failed", err)
 
     def _batch_ended(self) -> None:
-        if self.closed:
+        if self.host.closed:
             return
         seconds = time.perf_counter() - self._batch_started
         done = len(self.batch_results)
         outputs = Path(self.batch_results[-1].target).parent if self.batch_results else None
-        if self.batch_outcome == "done":
+        if self.batch_outcome is RunOutcome.DONE:
             self.batch_progress.setValue(self.batch_progress.maximum())
             self.batch_status.setText(f"{done} file(s) in {seconds:.1f} s -> {outputs}")
-        elif self.batch_outcome == "cancelled":
+        elif self.batch_outcome is RunOutcome.CANCELLED:
             self.batch_status.setText(f"stopped after {done} file(s): their outputs are kept, the file in progress "
                                       "wrote nothing")  # fmt: skip
         else:
@@ -311,12 +342,12 @@ class BatchActions:
 
     def _on_batch_finished(self) -> None:
         self._release_batch()
-        if self.closed:
+        if self.host.closed:
             return
         self.batch_button.setEnabled(True)
         self.batch_stop_button.setEnabled(False)
-        self.schedule_encoding()  # encoding.py: what changed during the batch
+        self.host.schedule_encoding()  # encoding.py: what changed during the batch
 
-    def _stop_batch(self) -> None:
+    def stop(self) -> None:
         """Called when the widget is released: stop a batch within its file in progress."""
         self._batch_launcher.stop_all()

@@ -10,6 +10,9 @@ and suggests choosing it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from qtpy.QtWidgets import QComboBox
 
 from ..preprocessing import channel_label, check_channels, signal_in_one_channel
@@ -25,9 +28,15 @@ CHANNEL_TOOLTIP = (
 
 
 class ChannelControls:
-    """Mixin of the dock widget: the channel combo, ``channels``, ``set_channels`` and the warning."""
+    """The dock's channel combo, ``channels``, ``set_channels`` and the one-channel warning.
 
-    def _build_channel_combo(self) -> QComboBox:
+    ``query_layer``: the query chosen in the dock (None: none), whose channels are offered.
+    """
+
+    def __init__(self, query_layer: Callable[[], Any]) -> None:
+        self.query_layer = query_layer
+
+    def build(self) -> QComboBox:
         self.channel_combo = QComboBox()
         self.channel_combo.addItem(ALL_CHANNELS)
         self.channel_combo.setEnabled(False)
@@ -55,13 +64,9 @@ class ChannelControls:
             raise ValueError(f"choose one channel (or all), got {channels!r}")
         self.channel_combo.setCurrentIndex(chosen[0] + 1)
 
-    def _query_layer_or_none(self):
-        name = self.query_combo.currentText()
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
-
-    def _update_channel_choices(self, *_) -> None:
+    def update_choices(self, *_) -> None:
         """Offer the chosen query's channels (kept when the new query has it), then warn if needed."""
-        layer = self._query_layer_or_none()
+        layer = self.query_layer()
         n = colour_channels(layer) if layer is not None else 0
         current = self.channel_combo.currentIndex()
         wanted = [ALL_CHANNELS] + [channel_label(c, n) for c in range(n)]

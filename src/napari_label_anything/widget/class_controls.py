@@ -1,6 +1,6 @@
 """The class list of the dock widget: add, rename, recolour, remove, and the active class.
 
-``ClassControls`` is mixed into ``LabelAnythingWidget``; the classes themselves live in a
+``ClassControls`` is the dock's part (its host described by ``ClassHost``); the classes live in a
 ``ClassTable`` (``classes.py``), and the prompt layers follow its edits. List row k is label
 value k of the output: row 0 is the built-in background, paintable when the model takes
 background prompts ('classic' does: its explicit background class; the Label Anything models
@@ -8,6 +8,9 @@ learned the background without prompts, so their row 0 is shown but cannot be se
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -48,117 +51,137 @@ def takes_background_prompts(model_name: str, device: str = "cpu") -> bool:
         return False
 
 
-class ClassControls:
-    """The dock widget's class box (mixed into ``LabelAnythingWidget``)."""
+class ClassHost(Protocol):
+    """What ``ClassControls`` uses of the dock."""
 
-    def _build_class_box(self) -> QGroupBox:
+    classes: Any  # the ClassTable (a new one when a closed panel's is adopted)
+    supports: list
+    model_picker: Any
+    status: Any  # the status line (a QLabel)
+
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def refresh_support_list(self, event=None) -> None: ...
+
+    def output_layer(self) -> Any: ...
+
+
+class ClassControls:
+    """The dock's class box: the list (row k = label k), add, rename, recolour, remove, undo."""
+
+    def __init__(self, host: ClassHost, parent=None) -> None:
+        self.host = host
+        self.parent = parent  # the dialogs' parent widget
+
+    def build(self) -> QGroupBox:
         class_box = QGroupBox(f"Classes ({KEY_NEXT_CLASS} / {KEY_PREVIOUS_CLASS} to switch)")
         class_layout = QVBoxLayout(class_box)
         self.class_list = QListWidget()
-        self.class_list.currentRowChanged.connect(lambda row: self.classes.set_active(row) if row >= 0 else None)
+        self.class_list.currentRowChanged.connect(lambda row: self.host.classes.set_active(row) if row >= 0 else None)
         self.class_list.itemDoubleClicked.connect(lambda item: self._rename_class(self.class_list.row(item)))
         buttons, self.class_buttons = QHBoxLayout(), {}
         self._removed_class = None  # what "undo" puts back: (k, name, colour, prompt snapshots)
         for text, slot in (("add", self._add_class), ("rename", self._rename_active), ("colour", self._recolor_active),
                            ("remove", self._remove_active), ("undo", self.undo_remove_class)):  # fmt: skip
             button = self.class_buttons[text] = QPushButton(text)
-            button.clicked.connect(lambda *_, slot=slot, text=text: self._guard(slot, f"cannot {text} class"))
+            button.clicked.connect(lambda *_, slot=slot, text=text: self.host.guard(slot, f"cannot {text} class"))
             buttons.addWidget(button)
         self.class_buttons["undo"].setEnabled(False)
         class_layout.addWidget(self.class_list)
         class_layout.addLayout(buttons)
         return class_box
 
-    def _update_background_row(self) -> None:
+    def update_background_row(self) -> None:
         """Row 0 is paintable only for a model that takes background prompts."""
-        picker = self.model_picker
-        self.classes.background_paintable = takes_background_prompts(picker.model_name, picker.device)
+        picker = self.host.model_picker
+        self.host.classes.background_paintable = takes_background_prompts(picker.model_name, picker.device)
 
-    def _on_classes_changed(self) -> None:
+    def on_classes_changed(self) -> None:
         self.class_list.blockSignals(True)
         self.class_list.clear()
-        rows = [(BACKGROUND, self.classes.color_of(0)), *zip(self.classes.names, self.classes.colors, strict=True)]
+        classes = self.host.classes
+        rows = [(BACKGROUND, classes.color_of(0)), *zip(classes.names, classes.colors, strict=True)]
         for k, (name, color) in enumerate(rows):
             pixmap = QPixmap(14, 14)
             pixmap.fill(QColor(color))
             item = QListWidgetItem(QIcon(pixmap), f"{k}  {name}")
             if k == 0:
-                paintable = self.classes.background_paintable
+                paintable = self.host.classes.background_paintable
                 item.setToolTip(BACKGROUND_PAINTABLE if paintable else BACKGROUND_NOT_PAINTABLE)
                 if not paintable:
                     item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsSelectable & ~Qt.ItemFlag.ItemIsEnabled)
             self.class_list.addItem(item)
-        self.class_list.setCurrentRow(self.classes.active)
+        self.class_list.setCurrentRow(self.host.classes.active)
         self.class_list.blockSignals(False)
-        for support in self.supports:
-            support.recolor(self.classes)
-        output = self._output_layer()
+        for support in self.host.supports:
+            support.recolor(self.host.classes)
+        output = self.host.output_layer()
         if output is not None:
             from .layers import label_colormap
 
-            output.colormap = label_colormap(self.classes)
-        self._refresh_support_list()
+            output.colormap = label_colormap(self.host.classes)
+        self.host.refresh_support_list()
 
-    def _on_active_class(self, k: int) -> None:
+    def on_active_class(self, k: int) -> None:
         self.class_list.blockSignals(True)
         self.class_list.setCurrentRow(k)
         self.class_list.blockSignals(False)
-        for support in self.supports:
-            support.set_active_class(self.classes)
+        for support in self.host.supports:
+            support.set_active_class(self.host.classes)
 
-    def _on_class_removed(self, k: int) -> None:
-        for support in self.supports:
+    def on_class_removed(self, k: int) -> None:
+        for support in self.host.supports:
             support.remove_class(k)
 
     def _add_class(self) -> None:
-        name, ok = QInputDialog.getText(self, "New class", "class name:")
+        name, ok = QInputDialog.getText(self.parent, "New class", "class name:")
         if ok:
-            self.classes.add(name or None)
+            self.host.classes.add(name or None)
 
     def _rename_class(self, k: int) -> None:
         if k == 0:
-            self._guard(lambda: self.classes.rename(0, BACKGROUND), "cannot rename class")
+            self.host.guard(lambda: self.host.classes.rename(0, BACKGROUND), "cannot rename class")
             return
-        name, ok = QInputDialog.getText(self, "Rename class", "class name:", text=self.classes.names[k - 1])
+        name, ok = QInputDialog.getText(self.parent, "Rename class", "class name:", text=self.host.classes.names[k - 1])
         if ok:
-            self._guard(lambda: self.classes.rename(k, name), "cannot rename class")
+            self.host.guard(lambda: self.host.classes.rename(k, name), "cannot rename class")
 
     def _rename_active(self) -> None:
-        if len(self.classes):
-            self._rename_class(self.classes.active)
+        if len(self.host.classes):
+            self._rename_class(self.host.classes.active)
 
     def _recolor_active(self) -> None:
-        k = self.classes.active
+        k = self.host.classes.active
         if k == 0:
-            self.classes.recolor(0, self.classes.color_of(0))  # refused, with the reason
+            self.host.classes.recolor(0, self.host.classes.color_of(0))  # refused, with the reason
         elif k > 0:
-            color = QColorDialog.getColor(QColor(self.classes.color_of(k)), self, "Class colour")
+            color = QColorDialog.getColor(QColor(self.host.classes.color_of(k)), self.parent, "Class colour")
             if color.isValid():
-                self.classes.recolor(k, color.name())
+                self.host.classes.recolor(k, color.name())
 
     def _remove_active(self) -> None:
-        if len(self.classes):
-            self.remove_class(self.classes.active)
+        if len(self.host.classes):
+            self.remove_class(self.host.classes.active)
 
     def remove_class(self, k: int, ask: bool = True) -> bool:
         """Remove class ``k`` and its prompts, after asking (``reporting.confirm``) when ``ask``
         and it has prompts; "undo" puts both back. Returns whether the class was removed."""
         if k == 0:
-            self.classes.remove(0)  # refused, with the reason
-        name = self.classes.names[k - 1]
-        counts = [s.prompt_counts(len(self.classes)) for s in self.supports]
+            self.host.classes.remove(0)  # refused, with the reason
+        name = self.host.classes.names[k - 1]
+        counts = [s.prompt_counts(len(self.host.classes)) for s in self.host.supports]
         pixels, points, boxes = (sum(int(c[key][k]) for c in counts) for key in ("pixels", "points", "boxes"))
         question = (
             f"Remove class {name!r} and its prompts ({pixels} painted pixels, {points} points, {boxes} boxes)?\n"
             "The classes after it move up by one. 'undo' brings it back."
         )
-        if ask and pixels + points + boxes and not reporting.confirm(self, "Remove class", question):
+        if ask and pixels + points + boxes and not reporting.confirm(self.parent, "Remove class", question):
             return False
-        self._removed_class = (k, name, self.classes.color_of(k), [_snapshot(s) for s in self.supports])
-        self.classes.remove(k)
+        self._removed_class = (k, name, self.host.classes.color_of(k), [_snapshot(s) for s in self.host.supports])
+        self.host.classes.remove(k)
         self.class_buttons["undo"].setEnabled(True)
         self.class_buttons["undo"].setToolTip(f"Bring back class {name!r} and its prompts as they were")
-        self.status.setText(f"removed class {name!r}; 'undo' brings it back")
+        self.host.status.setText(f"removed class {name!r}; 'undo' brings it back")
         return True
 
     def undo_remove_class(self) -> None:
@@ -166,15 +189,15 @@ class ClassControls:
         if self._removed_class is None:
             raise ValueError("no removed class to bring back")
         k, name, color, snapshots = self._removed_class
-        self.classes.insert(k, name, color)
+        self.host.classes.insert(k, name, color)
         for support, saved in snapshots:
-            if support in self.supports:
+            if support in self.host.supports:
                 _restore(support, saved)
-                support.recolor(self.classes)
+                support.recolor(self.host.classes)
         self._removed_class = None
         self.class_buttons["undo"].setEnabled(False)
-        self._refresh_support_list()
-        self.status.setText(f"class {name!r} is back with its prompts")
+        self.host.refresh_support_list()
+        self.host.status.setText(f"class {name!r} is back with its prompts")
 
 
 def _snapshot(support) -> tuple:

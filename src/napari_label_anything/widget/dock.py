@@ -2,12 +2,15 @@
 
 Thin by design: it collects prompts from layers into an ``Episode`` (``layers.py``), runs a
 ``Segmenter`` in a worker, one run at a time (``run_controller.py``, ``workers.py``), and
-writes a Labels layer (``layers.write_output``); files go through ``episode_files.py``.
-The controls are laid out by ``dock_layout.py`` (a scroll area between the class box and the
-run bar, foldable sections). Every button reports a failure as one napari notification and on
-the status line. Closing the widget (napari's × takes it out of its dock) or the viewer stops
-its runs and takes back what they wrote; the state of a widget closed with × goes to the next
-one opened in that viewer (``persistence.py``).
+writes a Labels layer (``output_layers.py``). The dock is made of parts, each a small class
+with the controls and state of one concern and a ``Protocol`` naming what it uses of the dock
+(``class_controls.ClassHost``, ...); it creates and wires them and keeps the names scripts use
+(``widget.add_support``, ``widget.run_batch``, ...) as delegations. The controls are laid out
+by ``dock_layout.py`` (a scroll area between the class box and the run bar, foldable sections).
+Every button reports a failure as one napari notification and on the status line. Closing the
+widget (napari's × takes it out of its dock) or the viewer stops its runs and takes back what
+they wrote; the state of a widget closed with × goes to the next one opened in that viewer
+(``persistence.py``).
 From napari's console::
 
     widget = viewer.window.add_plugin_dock_widget("napari-label-anything", "Label Anything")[1]
@@ -25,33 +28,29 @@ import weakref
 from pathlib import Path
 
 from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QFileDialog, QWidget
+from qtpy.QtWidgets import QWidget
 
 from ..stacks import stack_layout
-from .batch import BatchActions
+from .batch import BatchPanel
 from .channels import ChannelControls
 from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
 from .classes import ClassTable
 from .dock_layout import KEY_RUN, SCOPES, build_ui
 from .encoding import SupportEncoding
-from .episode_files import export_output, load_episode_into
+from .episode_files import EpisodeFileActions, register_widget
 from .fast_encoder import FastEncoderPreparation
-from .feedback import FeedbackActions, is_plugin_output, kept_planes
-from .finetune import FinetuneActions
-from .layers import (
-    SupportLayers,
-    find_output_layer,
-    has_background_prompts,
-    spatial_shape,
-    supports_to_episode,
-)
-from .object_table import ObjectsActions
+from .feedback import FeedbackPanel, kept_planes
+from .finetune import FinetunePanel
+from .layers import SupportLayers, has_background_prompts, spatial_shape, supports_to_episode
+from .messages import RunOutcome
+from .object_table import ObjectsPanel
+from .output_layers import find_output_layer, is_plugin_output
 from .persistence import adopt_state, forget_state, keep_state
-from .preview import PreviewActions
-from .probability_export import ProbabilityExport
+from .preview import LivePreview
+from .probability_export import ProbabilityExporter
 from .reporting import notify as _notify
-from .reporting import set_status
-from .run_controller import RunController, one_line
+from .reporting import one_line, set_status
+from .run_controller import RunController
 from .support_list import SupportActions
 from .workers import import_torch_stack
 
@@ -62,53 +61,55 @@ __all__ = ["KEY_RUN", "SCOPES", "LabelAnythingWidget"]
 PROGRESS_PER_PLANE = 100  # progress bar units per plane: it moves within a plane too
 
 
-class LabelAnythingWidget(
-    ClassControls,
-    ChannelControls,
-    PreviewActions,
-    SupportEncoding,
-    FastEncoderPreparation,
-    SupportActions,
-    FeedbackActions,
-    FinetuneActions,
-    ObjectsActions,
-    BatchActions,
-    ProbabilityExport,
-    QWidget,
-):
+class LabelAnythingWidget(QWidget):
     """Few-shot multi-class segmentation from prompts on support images."""
 
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.classes = ClassTable()
-        self.supports: list[SupportLayers] = []
+        self.supports: list[SupportLayers] = []  # one list, changed in place (the parts read it)
         self.last_error: Exception | None = None
         self.status_history: list[str] = []  # status lines of the current run, for the console
         self.closed = False
+        self.query_picked = False  # whether the user (or a script) chose the query in its combo
         self._docked = False
         self._actions = {
             KEY_NEXT_CLASS: lambda *_: self.classes.set_active(self.classes.active + 1),
             KEY_PREVIOUS_CLASS: lambda *_: self.classes.set_active(self.classes.active - 1),
             KEY_RUN: lambda *_: self.run(),
         }
-        self._build_ui()
+        # the parts; each holds its controls and state and reaches the dock through its Protocol
+        self.class_controls = ClassControls(self, parent=self)
+        self.channel_controls = ChannelControls(self._query_layer_or_none)
+        self.preview = LivePreview(self, parent=self)
+        self.encoding = SupportEncoding(self, parent=self)
+        self.fast_encoder = FastEncoderPreparation(self, parent=self)
+        self.support_actions = SupportActions(self)
+        self.feedback = FeedbackPanel(self)
+        self.finetune_panel = FinetunePanel(self)
+        self.objects = ObjectsPanel(self)
+        self.batch = BatchPanel(self)
+        self.probability_export = ProbabilityExporter(self, parent=self)
+        self.files = EpisodeFileActions(self, parent=self)
+        build_ui(self)  # dock_layout.py: class box, scroll area with the sections, run bar
         self.runs = RunController(self.viewer, self, self.classes)
         self._connect_classes()
-        self.model_picker.model_combo.currentIndexChanged.connect(self._update_background_row)
-        self.model_picker.model_combo.currentIndexChanged.connect(self._default_preview)
         picker = self.model_picker
+        picker.model_combo.currentIndexChanged.connect(self.class_controls.update_background_row)
+        picker.model_combo.currentIndexChanged.connect(self.preview.default_preview)
         for signal in (picker.model_combo.currentIndexChanged, picker.device_combo.currentIndexChanged,
                        self.channel_combo.currentIndexChanged):  # fmt: skip
             signal.connect(self.schedule_encoding)  # encoding.py
-        self._start_fast_encoder_preparation()  # fast_encoder.py: the chosen model's ONNX export
-        self._default_preview()
-        self._update_background_row()
-        self._on_classes_changed()  # row 0, the background, before any class
+        self.fast_encoder.start()  # fast_encoder.py: the chosen model's ONNX export
+        self.preview.default_preview()
+        self.class_controls.update_background_row()
+        self.class_controls.on_classes_changed()  # row 0, the background, before any class
         self._connect_viewer()
-        self._refresh_layer_choices()
+        self.refresh_layer_choices()
+        register_widget(self)  # episode_files.py: the npe2 reader loads into an open widget
         if not adopt_state(self):  # persistence.py: the state of a panel closed with ×
-            self.adopt_sample_layers()
+            self.support_actions.adopt_sample_layers()
         # The main window deletes its children when it closes (WA_DeleteOnClose): stop the runs
         # then. Not a bound method of self, which Qt would no longer call once deleted.
         runs, ref = self.runs, weakref.ref(self)
@@ -116,18 +117,151 @@ class LabelAnythingWidget(
 
     # -- UI --------------------------------------------------------------------------------
 
-    def _build_ui(self) -> None:
-        self._query_picked = False  # whether the user (or a script) chose the query in its combo
-        build_ui(self)  # dock_layout.py: class box, scroll area with the sections, run bar
+    def query_chosen(self, *_) -> None:
+        """The query combo changed outside ``refresh_layer_choices``: a choice (preview.py)."""
+        self.query_picked = True
 
-    def _query_chosen(self, *_) -> None:
-        """The query combo changed outside ``_refresh_layer_choices``: a choice (preview.py)."""
-        self._query_picked = True
+    def _query_layer_or_none(self):
+        name = self.query_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    # -- the parts' names kept on the widget (the console, scripts, tests) ------------------
+
+    def add_support(self, image_layer=None, labels_layer=None) -> SupportLayers:
+        """Make ``image_layer`` (default: the one chosen in the widget) a support; ``labels_layer``:
+        an existing Labels layer as its mask prompts (``SupportActions.add_support``)."""
+        return self.support_actions.add_support(image_layer, labels_layer)
+
+    def refresh_support_list(self, event=None) -> None:
+        self.support_actions.refresh(event)
+
+    def remove_class(self, k: int, ask: bool = True) -> bool:
+        """Remove class ``k`` and its prompts (``ClassControls.remove_class``)."""
+        return self.class_controls.remove_class(k, ask)
+
+    def undo_remove_class(self) -> None:
+        self.class_controls.undo_remove_class()
+
+    @property
+    def channels(self) -> tuple[int, ...] | None:
+        """The chosen channels (a 1-tuple), or None for all (``ChannelControls``)."""
+        return self.channel_controls.channels
+
+    def set_channels(self, channels) -> None:
+        self.channel_controls.set_channels(channels)
+
+    @property
+    def live_preview(self) -> bool:
+        return self.preview.live_preview
+
+    def set_live_preview(self, on: bool) -> None:
+        self.preview.set_live_preview(on)
+
+    @property
+    def preview_busy(self) -> bool:
+        """Whether a live preview is running."""
+        return self.preview.busy
+
+    def note_plane_seconds(self, seconds: float | None) -> None:
+        self.preview.note_plane_seconds(seconds)
+
+    def cancel_preview(self) -> None:
+        self.preview.cancel()
+
+    def watch_prompt_edits(self, support: SupportLayers) -> None:
+        self.preview.watch_prompt_edits(support)
+
+    @property
+    def encoding_state(self) -> str:
+        """The text under the support list (``SupportEncoding``)."""
+        return self.encoding.encoding_state
+
+    @property
+    def encoding_busy(self) -> bool:
+        """Whether the supports are being encoded in the background."""
+        return self.encoding.busy
+
+    def schedule_encoding(self, *_) -> None:
+        self.encoding.schedule()
+
+    def segmenter_after_encoding(self):
+        return self.encoding.segmenter_after_encoding()
+
+    @property
+    def preparing(self) -> bool:
+        """Whether the chosen model's fast encoder is being prepared (``FastEncoderPreparation``)."""
+        return self.fast_encoder.preparing
+
+    def preparation_pending(self) -> bool:
+        return self.fast_encoder.pending()
+
+    def suggest_planes(self, n: int = 1, query_layer=None) -> list[tuple[int, ...]]:
+        """The ``n`` planes most worth correcting (``FeedbackPanel.suggest_planes``)."""
+        return self.feedback.suggest_planes(n, query_layer)
+
+    def add_prediction_as_support(self, plane=None, query_layer=None):
+        """A plane of the output as a complete support (``FeedbackPanel.add_prediction_as_support``)."""
+        return self.feedback.add_prediction_as_support(plane, query_layer)
+
+    def finetune(self, steps: int | None = None, name: str | None = None):
+        """Fine-tune the chosen model on the episode in a worker (``FinetunePanel.finetune``)."""
+        return self.finetune_panel.finetune(steps, name)
+
+    def cancel_finetune(self) -> None:
+        self.finetune_panel.cancel_finetune()
+
+    @property
+    def finetuning(self) -> bool:
+        return self.finetune_panel.finetuning
+
+    @property
+    def finetune_outcome(self):
+        """The last fine-tuning's ``finetune_session.FinetuneOutcome`` (None before one ended)."""
+        return self.finetune_panel.finetune_outcome
+
+    def split_objects(self, query_layer=None, watershed: bool | None = None, min_distance: int | None = None):
+        """The output split into ``"<query> objects"`` and measured (``ObjectsPanel.split_objects``)."""
+        return self.objects.split_objects(query_layer, watershed, min_distance)
+
+    def save_objects_csv(self, path: str | Path) -> Path:
+        return self.objects.save_objects_csv(path)
+
+    @property
+    def objects_table(self):
+        return self.objects.objects_table
+
+    def run_batch(self, folder, out, recursive: bool = False, format: str = "tiff", overwrite: bool = False,
+                  objects: bool = False):  # fmt: skip
+        """Segment every image of ``folder`` into ``out`` in a worker (``BatchPanel.run_batch``)."""
+        return self.batch.run_batch(folder, out, recursive, format, overwrite, objects)
+
+    def cancel_batch(self) -> None:
+        self.batch.cancel_batch()
+
+    @property
+    def batching(self) -> bool:
+        return self.batch.batching
+
+    @property
+    def batch_outcome(self) -> RunOutcome | None:
+        """How the last batch ended (None while one runs or before any)."""
+        return self.batch.batch_outcome
+
+    @property
+    def batch_results(self) -> list:
+        """Each file's ``JobResult`` of the last batch."""
+        return self.batch.batch_results
+
+    def export_probabilities(self, path: str | Path, query_layer=None, dtype: str = "float32"):
+        """The query's class probabilities to a file, in a worker (``ProbabilityExporter``)."""
+        return self.probability_export.export_probabilities(path, query_layer, dtype)
+
+    # -- classes and layers ----------------------------------------------------------------
 
     def _connect_classes(self, connect: bool = True) -> None:
-        classes = self.classes
-        pairs = ((classes.changed, self._on_classes_changed), (classes.active_changed, self._on_active_class),
-                 (classes.removed, self._on_class_removed), (classes.changed, self.schedule_encoding))  # fmt: skip
+        classes, part = self.classes, self.class_controls
+        pairs = ((classes.changed, part.on_classes_changed), (classes.active_changed, part.on_active_class),
+                 (classes.removed, part.on_class_removed), (classes.changed, self.schedule_encoding))  # fmt: skip
         for signal, slot in pairs:
             signal.connect(slot) if connect else signal.disconnect(slot)
 
@@ -136,10 +270,11 @@ class LabelAnythingWidget(
         self._connect_classes(False)
         self.classes = self.runs.classes = classes
         self._connect_classes()
-        self._update_background_row()
-        self._on_classes_changed()
+        self.class_controls.update_background_row()
+        self.class_controls.on_classes_changed()
 
-    def _refresh_layer_choices(self, event=None) -> None:
+    def refresh_layer_choices(self, event=None) -> None:
+        """Offer the viewer's image and labels layers in the combos; forget removed supports."""
         from napari.layers import Image, Labels
 
         images = [lay.name for lay in self.viewer.layers if isinstance(lay, Image) and not is_plugin_output(lay)]
@@ -158,23 +293,24 @@ class LabelAnythingWidget(
                 combo.setCurrentText(current)
             combo.blockSignals(False)
         if previous_query not in images:
-            self._query_picked = False  # the chosen query went away
+            self.query_picked = False  # the chosen query went away
         support_images = {s.image.name for s in self.supports if not s.query_too}
         if self.query_combo.currentText() in support_images:
             others = [n for n in images if n not in support_images]
             if others:
                 self.query_combo.setCurrentText(others[-1])
-                self._query_picked = False  # a guess, not a choice
-        self.supports = [s for s in self.supports if s.image in self.viewer.layers]
-        self._refresh_support_list()
-        self._bound_plane_range()
-        self._update_channel_choices()
+                self.query_picked = False  # a guess, not a choice
+        self.supports[:] = [s for s in self.supports if s.image in self.viewer.layers]
+        self.refresh_support_list()
+        self.bound_plane_range()
+        self.channel_controls.update_choices()
 
-    def _bound_plane_range(self, *_) -> None:
+    def bound_plane_range(self, *_) -> None:
         """The range spin boxes go from 0 to the query's last plane (disabled for a 2D query)."""
         name = self.query_combo.currentText()
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        depth = _depth(layer)
+        shape = spatial_shape(layer) if layer is not None else ()
+        depth = shape[0] if len(shape) > 2 else 1  # planes along the first axis
         for spin in (self.range_start, self.range_stop):
             spin.setRange(0, max(depth - 1, 0))
             spin.setEnabled(depth > 1)
@@ -184,9 +320,9 @@ class LabelAnythingWidget(
 
         A device this machine lacks is refused with one notification; the device stays as it was.
         """
-        self._guard(lambda: self.model_picker.set_model(name, device), "cannot choose device")
+        self.guard(lambda: self.model_picker.set_model(name, device), "cannot choose device")
 
-    def _guard(self, action, what: str):
+    def guard(self, action, what: str):
         """Run a user action; an error becomes one notification and the status line, never a traceback.
 
         Returns the action's result, or None when it failed. The widget stays usable.
@@ -194,10 +330,11 @@ class LabelAnythingWidget(
         try:
             return action()
         except Exception as err:  # noqa: BLE001 - the UI boundary: report, log, never re-raise
-            self._report_error(what, err)
+            self.report_error(what, err)
             return None
 
-    def _report_error(self, what: str, err: BaseException) -> None:
+    def report_error(self, what: str, err: BaseException) -> None:
+        """One failure: the status line, one notification, the log; kept as ``last_error``."""
         message, details = f"{what}: {one_line(err, limit=None)}", f"{what}: {err}"
         self.last_error = err
         if isinstance(err, (ValueError, TypeError, FileNotFoundError)):
@@ -222,9 +359,10 @@ class LabelAnythingWidget(
         Background prompts, if any, are its last class, named "background" (``supports_to_episode``);
         colour supports are as the model sees them (the chosen ``channels``).
         """
-        return self._build_episode(background=True, channels=self.channels)
+        return self.build_episode(background=True, channels=self.channels)
 
-    def _build_episode(self, background: bool, channels=None):
+    def build_episode(self, background: bool, channels=None):
+        """The episode of the layers, with background prompts or not (raises ValueError)."""
         if not len(self.classes):
             raise ValueError("define at least one class")
         episode = supports_to_episode(
@@ -234,14 +372,15 @@ class LabelAnythingWidget(
         episode.validate()
         return episode
 
-    def _run_episode(self):
+    def run_episode(self):
         """The episode a run uses: background prompts only for a model that takes them."""
         paintable = self.classes.background_paintable
         if not paintable and has_background_prompts(self.supports):
             _notify("warning", f"background scribbles are not used: {BACKGROUND_NOT_PAINTABLE}")
-        return self._build_episode(background=paintable, channels=self.channels)
+        return self.build_episode(background=paintable, channels=self.channels)
 
-    def _plane_indices(self, query_layer, scope: str) -> list[tuple[int, ...]]:
+    def plane_indices(self, query_layer, scope: str) -> list[tuple[int, ...]]:
+        """The planes of ``query_layer`` that ``scope`` names ("current plane", "plane range", ...)."""
         layout = stack_layout(query_layer.data.shape, 0, rgb=query_layer.rgb)
         if not layout.plane_axes:
             return [()]
@@ -274,20 +413,20 @@ class LabelAnythingWidget(
             _notify("warning", "a run, batch or fine-tuning is in progress: wait for it or press Cancel / Stop")
             return None
         try:
-            query_layer = query_layer or self._chosen_query()
-            episode = self._run_episode()
-            indices = self._plane_indices(query_layer, scope or self.scope_combo.currentText())
+            query_layer = query_layer or self.chosen_query()
+            episode = self.run_episode()
+            indices = self.plane_indices(query_layer, scope or self.scope_combo.currentText())
             import_torch_stack()
             download = self.model_picker.checkpoint_to_download()
             watched = [layer for support in self.supports for layer in (support.image, *support.layers())]
-            self.warn_one_channel([query_layer, *(s.image for s in self.supports)])  # channels.py
-            self.cancel_preview()  # the run wins: a preview in flight is dropped
+            self.channel_controls.warn_one_channel([query_layer, *(s.image for s in self.supports)])  # channels.py
+            self.preview.cancel()  # the run wins: a preview in flight is dropped
             return self.runs.start(self.segmenter_after_encoding, episode, query_layer, indices, watched, download,
                                    uncertainty=self.uncertainty_check.isChecked(), channels=self.channels,
                                    kept=kept_planes(self.supports, query_layer),
                                    normalise=self.normalise)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - the UI boundary
-            self._report_error("cannot run", err)
+            self.report_error("cannot run", err)
             return None
 
     def cancel(self) -> None:
@@ -310,7 +449,7 @@ class LabelAnythingWidget(
         self.run_status("starting")
 
     def run_status(self, text: str, details: str | None = None) -> None:
-        text = self.waiting_text(text)  # fast_encoder.py: a run waiting for the fast encoder says so
+        text = self.fast_encoder.waiting_text(text)  # fast_encoder.py: a run waiting for the fast encoder says so
         set_status(self.status, text, details)
         self.status_history.append(text)
 
@@ -320,128 +459,80 @@ class LabelAnythingWidget(
         text = f"plane {whole}/{total}" if done == whole else f"plane {whole + 1}/{total}: {done - whole:.0%}"
         self.status.setText(text)
 
-    def run_ended(self, kind: str, message: str, error: BaseException | None) -> None:
+    def reset_run_bar(self) -> None:
+        """Run enabled, Cancel disabled: nothing runs."""
         self.run_button.setEnabled(True)
         self.run_button.setText(f"Run ({KEY_RUN})")
         self.cancel_button.setEnabled(False)
+
+    def run_ended(self, outcome: RunOutcome, message: str, error: BaseException | None) -> None:
+        self.reset_run_bar()
         details = f"Label Anything failed: {type(error).__name__}: {error}" if error is not None else None
         self.run_status(message, details)
         if error is not None:
             self.last_error = error
-        self._preview_after_run(kind == "done")  # preview.py
+        self.preview.after_run(outcome is RunOutcome.DONE)  # preview.py
         self.schedule_encoding()  # encoding.py: what changed during the run
-        if kind == "done":
+        if outcome is RunOutcome.DONE:
             if not self.hint.isHidden():  # the first run: show what comes next (the hint's last line)
                 self.sections["feedback"].set_expanded(True)
             self.hint.hide()
-        elif kind == "failed":
+        elif outcome is RunOutcome.FAILED:
             _notify("error", message, details)
-        elif kind == "stopped":
+        elif outcome is RunOutcome.STOPPED:
             _notify("warning", f"Label Anything: {message}")
-        elif kind == "cancelled":
+        elif outcome is RunOutcome.CANCELLED:
             _notify("info", f"Label Anything: {message}")
 
-    def _output_layer(self):
+    def output_layer(self):
+        """The output layer of the query chosen in the combo, or None."""
         name = self.query_combo.currentText()
         return find_output_layer(self.viewer, self.viewer.layers[name]) if name in self.viewer.layers else None
 
-    # -- files -----------------------------------------------------------------------------
-    # The methods raise ValueError/OSError with a clear message (for the console); the buttons
-    # go through ``_guard``, which turns any error into one notification.
+    # -- files (episode_files.EpisodeFileActions): ValueError/OSError with a clear message ---
 
     def save_episode(self, path: str | Path) -> Path:
-        """Write classes, supports, prompts, the model id and the channel choice to an .episode
-        file, the support images as the model saw them (one chosen channel: that channel), so
-        ``predict`` on the command line sees colour queries as this widget does."""
-        path = self._build_episode(background=True, channels=self.channels).save(path)
-        self._saved_signature = self._signature()
-        self.status.setText(f"saved episode to {path}")
-        return path
+        """Write the episode (classes, supports, prompts, model, channels) to an .episode file."""
+        return self.files.save_episode(path)
 
     def load_episode(self, path: str | Path) -> None:
-        """Recreate an episode's support images and prompt layers, and its classes.
-
-        The file is read completely before anything changes: a damaged file changes nothing.
-        """
-        episode = load_episode_into(self, path)
-        if episode is None:
-            self.status.setText("loading cancelled: nothing changed")
-            return
-        self._refresh_support_list()
-        self._saved_signature = self._signature()
-        self.status.setText(f"loaded episode {Path(path).name}: {len(episode.supports)} support(s)")
-
-    def _signature(self) -> str | None:
-        """What would be saved, in short (None: nothing to save)."""
-        if not len(self.classes) and not self.supports:
-            return None
-        try:
-            episode = supports_to_episode(self.supports, self.classes)
-            return f"{episode.signature()} channels {self.channels} colours {self.classes.colors}"
-        except Exception:  # noqa: BLE001 - an incomplete episode still counts as changes
-            return "incomplete"
+        """Recreate an episode's support images, prompt layers and classes (a damaged file changes nothing)."""
+        self.files.load_episode(path)
 
     def has_unsaved_changes(self) -> bool:
         """Whether classes or prompts changed since the last save or load (or since opening)."""
-        return self._signature() != getattr(self, "_saved_signature", None)
+        return self.files.has_unsaved_changes()
 
     def clear_episode(self) -> None:
-        """Forget the classes and supports: prompt layers the plugin made and support images an
-        episode file made are removed; your own images and labels layers stay."""
-        from .episode_files import LOADED_KEY
-
-        for support in list(self.supports):
-            doomed = [support.points, support.shapes] + ([support.labels] if support.owns_labels else [])
-            if support.image.metadata.get(LOADED_KEY):
-                doomed.append(support.image)
-            self.supports.remove(support)
-            for layer in doomed:
-                if layer in self.viewer.layers:
-                    self.viewer.layers.remove(layer)
-        self.classes.reset([])
-        self._refresh_support_list()
+        """Forget the classes and supports (prompt layers the plugin made are removed)."""
+        self.files.clear_episode()
 
     def export_labels(self, path: str | Path, query_layer=None) -> Path:
         """Save the output layer of ``query_layer`` as TIFF with the class names in its metadata."""
-        path, name = export_output(self.viewer, query_layer or self._chosen_query(), self.classes, path)
-        self.status.setText(f"exported {name!r} to {path}")
-        return path
+        return self.files.export_labels(path, query_layer)
 
-    def _chosen_query(self):
+    def chosen_query(self):
+        """The query image layer chosen in the combo (ValueError when there is none)."""
         name = self.query_combo.currentText()
         if not name or name not in self.viewer.layers:
             raise ValueError("choose a query image layer")
         return self.viewer.layers[name]
 
-    def _save_episode_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save episode", "run.episode", "Episodes (*.episode)")
-        if path:
-            self._guard(lambda: self.save_episode(path), "cannot save episode")
-
-    def _load_episode_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load episode", "", "Episodes (*.episode)")
-        if path:
-            self._guard(lambda: self.load_episode(path), "cannot load episode")
-
-    def _export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.tif", "TIFF (*.tif *.tiff)")
-        if path:
-            self._guard(lambda: self.export_labels(path), "cannot export labels")
-
     # -- key bindings and closing ----------------------------------------------------------
 
-    def _bind_layer_keys(self, layer) -> None:
+    def bind_layer_keys(self, layer) -> None:
+        """The dock's keys (next / previous class, Run) on ``layer`` too."""
         for key, action in self._actions.items():
             layer.bind_key(key, action, overwrite=True)
 
     def _connect_viewer(self) -> None:
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self._refresh_layer_choices)
+            event.connect(self.refresh_layer_choices)
         for key, action in self._actions.items():
             self.viewer.bind_key(key, action, overwrite=True)
         for support in self.supports:
             for layer in support.layers():
-                self._bind_layer_keys(layer)
+                self.bind_layer_keys(layer)
 
     def _release(self) -> None:
         """Stop the runs, unbind keys, stop listening to the viewer. Touches no Qt object."""
@@ -450,13 +541,13 @@ class LabelAnythingWidget(
         self.closed = True
         self.runs.close()
         self._connect_classes(False)  # the class table may go on in a new widget (persistence.py)
-        self.cancel_preview()
-        self.stop_encoding()
-        self.stop_preparation()
-        self._stop_finetuning()
-        self._stop_batch()
+        self.preview.cancel()
+        self.encoding.stop()
+        self.fast_encoder.stop()
+        self.finetune_panel.stop()
+        self.batch.stop()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.disconnect(self._refresh_layer_choices)
+            event.disconnect(self.refresh_layer_choices)
         for key, action in self._actions.items():
             # only our own binding: a widget opened since then may have bound the same key
             if self.viewer.keymap.get(coerce_keybinding(key)) is action:
@@ -475,9 +566,7 @@ class LabelAnythingWidget(
             return
         self._release()
         keep_state(self)  # persistence.py: a new widget for this viewer takes it over
-        self.run_button.setEnabled(True)
-        self.run_button.setText(f"Run ({KEY_RUN})")
-        self.cancel_button.setEnabled(False)
+        self.reset_run_bar()
         self.status.setText("closed")
 
     def _reopen(self) -> None:
@@ -486,7 +575,7 @@ class LabelAnythingWidget(
         self._connect_classes()
         self.runs.reopen()
         self._connect_viewer()
-        self._refresh_layer_choices()
+        self.refresh_layer_choices()
         self.status.setText("ready")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -510,14 +599,6 @@ class LabelAnythingWidget(
         hint = super().sizeHint()
         hint.setWidth(max(hint.width(), 360))
         return hint
-
-
-def _depth(layer) -> int:
-    """Planes along the first axis of an image layer's stack; 1 for a 2D image or no layer."""
-    if layer is None:
-        return 1
-    shape = spatial_shape(layer)
-    return shape[0] if len(shape) > 2 else 1
 
 
 def _release_after_delete(runs: RunController, ref) -> None:

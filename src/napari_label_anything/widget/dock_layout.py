@@ -5,9 +5,10 @@ the run bar (Run / Cancel, the progress bar and the status line) at the bottom: 
 scrolls away. Between them a scroll area holds the rest: the first-run hint, the Model section,
 the supports, the query, and the less-used sections Correct and feed back, Objects, Fine-tune,
 Batch and Files. The Model section and those fold away (``sections.py``); they start folded,
-and the Model header names the chosen model and device. The controls keep their attribute names
-on the widget (``widget.run_button``, ``widget.model_picker``, ...); ``widget.sections`` holds
-the foldable sections by key.
+and the Model header names the chosen model and device. Each part (``class_controls.py``, ...)
+builds its own box; the controls keep their attribute names on the widget (``widget.run_button``,
+``widget.class_list``, ``widget.batch_button``, ...: ``EXPOSED``); ``widget.sections`` holds the
+foldable sections by key.
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ KEY_RUN = "Alt-R"
 SCOPES = ("current plane", "plane range", "all planes")
 CLASS_ROWS = 10  # rows the class list shows before it scrolls
 SUPPORT_ROWS = 8  # rows the support list shows before it scrolls
+# The parts' controls and counters, also reachable as attributes of the widget (tests, console).
+EXPOSED = {
+    "class_controls": ("class_list", "class_buttons"),
+    "support_actions": ("support_image_combo", "support_labels_combo", "add_support_button",
+                        "remove_support_button", "support_list", "go_to_plane_button"),
+    "encoding": ("encoding_label", "encode_timer", "encoding_stats"),
+    "channel_controls": ("channel_combo",),
+    "preview": ("preview_check", "preview_timer", "preview_stats", "plane_seconds"),
+    "fast_encoder": ("prepare_timer", "preparation_stats", "preparation_messages"),
+    "feedback": ("uncertainty_check", "suggest_button", "feedback_button"),
+    "finetune_panel": ("finetune_steps", "finetune_name", "finetune_button", "finetune_cancel_button",
+                       "finetune_status"),
+    "objects": ("watershed_check", "min_distance_spin", "objects_button", "objects_save_button"),
+    "batch": ("batch_input", "batch_recursive", "batch_output", "batch_format", "batch_overwrite", "batch_objects",
+              "batch_form", "batch_button", "batch_stop_button", "batch_progress", "batch_status"),
+}  # fmt: skip
 SECTION_TOOLTIPS = {
     "model": "Show or hide the model choice: model, device, encoder, where image features are kept",
     "feedback": "Show or hide the correction loop: the uncertainty layer, 'Suggest next plane' and\n"
@@ -49,9 +66,10 @@ SECTION_TOOLTIPS = {
 def build_ui(widget) -> None:
     """Build the dock's controls on ``widget`` (a ``LabelAnythingWidget``) and lay them out."""
     widget.model_picker = ModelPicker()
-    class_box = widget._build_class_box()  # class_controls.py
+    class_box = widget.class_controls.build()  # class_controls.py
     widget.hint = FirstRunHint()  # how to scribble, until the first successful run
-    support_box = widget._build_support_box()  # support_list.py
+    support_box = widget.support_actions.build(widget.encoding.build())  # support_list.py, encoding.py
+    _expose(widget, "class_controls", "support_actions", "encoding")
     for rows, listing in ((CLASS_ROWS, widget.class_list), (SUPPORT_ROWS, widget.support_list)):
         _fit_rows(listing, rows)
     query_box = _build_query_box(widget)
@@ -59,19 +77,20 @@ def build_ui(widget) -> None:
     widget.sections = {
         "model": CollapsibleSection("Model", widget.model_picker, False, SECTION_TOOLTIPS["model"]),
         "feedback": CollapsibleSection(
-            "Correct and feed back", widget._build_feedback_box(), False, SECTION_TOOLTIPS["feedback"]
+            "Correct and feed back", widget.feedback.build(), False, SECTION_TOOLTIPS["feedback"]
         ),  # feedback.py: uncertainty, suggest, correct
         "finetune": CollapsibleSection(
-            "Fine-tune", widget._build_finetune_box(), False, SECTION_TOOLTIPS["finetune"]
+            "Fine-tune", widget.finetune_panel.build(), False, SECTION_TOOLTIPS["finetune"]
         ),  # finetune.py: learn from painted planes
         "objects": CollapsibleSection(
-            "Objects", widget._build_objects_box(), False, SECTION_TOOLTIPS["objects"]
+            "Objects", widget.objects.build(), False, SECTION_TOOLTIPS["objects"]
         ),  # object_table.py: split, measure, table
         "batch": CollapsibleSection(
-            "Batch", widget._build_batch_box(), False, SECTION_TOOLTIPS["batch"]
+            "Batch", widget.batch.build(), False, SECTION_TOOLTIPS["batch"]
         ),  # batch.py: a folder of files, as predict
         "files": CollapsibleSection("Files", _build_file_row(widget), False, SECTION_TOOLTIPS["files"]),
     }
+    _expose(widget, "feedback", "finetune_panel", "objects", "batch", "fast_encoder")
     picker = widget.model_picker
     for combo in (picker.model_combo, picker.device_combo):
         combo.currentIndexChanged.connect(lambda *_: _summarise_model(widget))
@@ -92,6 +111,13 @@ def build_ui(widget) -> None:
     layout.addWidget(widget.scroll_area, stretch=1)
     layout.addWidget(run_bar)
     apply_tooltips(widget)
+
+
+def _expose(widget, *parts: str) -> None:
+    """The controls of ``parts`` (``EXPOSED``) as attributes of the widget too."""
+    for part in parts:
+        for name in EXPOSED[part]:
+            setattr(widget, name, getattr(getattr(widget, part), name))
 
 
 def _fit_rows(listing, rows: int) -> None:
@@ -129,7 +155,7 @@ def _build_query_box(widget) -> QGroupBox:
     form.addRow("image", widget.query_combo)
     form.addRow("planes", widget.scope_combo)
     form.addRow("range (axis 0)", range_row)
-    form.addRow("channels", widget._build_channel_combo())  # channels.py
+    form.addRow("channels", widget.channel_controls.build())  # channels.py
     widget.normalise_combo = QComboBox()
     for label, mode in NORMALISE_CHOICES:
         widget.normalise_combo.addItem(label, mode)
@@ -141,11 +167,12 @@ def _build_query_box(widget) -> QGroupBox:
         "each plane its own: every plane and support stretched by its own percentiles."
     )
     form.addRow("brightness", widget.normalise_combo)
-    form.addRow(widget._build_preview_check())  # preview.py
-    widget.query_combo.currentTextChanged.connect(widget._bound_plane_range)
-    widget.query_combo.currentTextChanged.connect(widget._update_channel_choices)
-    widget.query_combo.currentTextChanged.connect(widget._query_chosen)  # by a script too
-    widget.query_combo.activated.connect(widget._query_chosen)  # the user, even the same image
+    form.addRow(widget.preview.build())  # preview.py
+    _expose(widget, "channel_controls", "preview")
+    widget.query_combo.currentTextChanged.connect(widget.bound_plane_range)
+    widget.query_combo.currentTextChanged.connect(widget.channel_controls.update_choices)
+    widget.query_combo.currentTextChanged.connect(widget.query_chosen)  # by a script too
+    widget.query_combo.activated.connect(widget.query_chosen)  # the user, even the same image
     return query_box
 
 
@@ -178,9 +205,10 @@ def _build_file_row(widget) -> QWidget:
     widget.load_button = QPushButton("load episode…")
     widget.export_button = QPushButton("export TIFF…")
     widget.probabilities_button = QPushButton("export probabilities…")  # probability_export.py
-    for pair in (((widget.save_button, widget._save_episode_dialog), (widget.load_button, widget._load_episode_dialog)),
-                 ((widget.export_button, widget._export_dialog),
-                  (widget.probabilities_button, widget._export_probabilities_dialog))):  # fmt: skip
+    actions = widget.files  # episode_files.py
+    for pair in (((widget.save_button, actions.save_dialog), (widget.load_button, actions.load_dialog)),
+                 ((widget.export_button, actions.export_dialog),
+                  (widget.probabilities_button, widget.probability_export.export_dialog))):  # fmt: skip
         row = QHBoxLayout()
         for button, slot in pair:
             button.clicked.connect(slot)

@@ -21,14 +21,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel
 
 from .layers import model_data, spatial_shape, supports_to_episode
-from .run_controller import one_line
+from .messages import EncodingEnded, EncodingOutcome, SupportsEncoded
+from .reporting import one_line
 from .workers import WorkerLauncher, import_torch_stack
 
 logger = logging.getLogger(__name__)
@@ -45,38 +46,64 @@ ENCODING_TOOLTIP = (
 
 def encode_supports_job(
     get_segmenter: Callable[[], Any], lock: threading.Lock, idle: threading.Event, images: list[np.ndarray], episode
-) -> Iterator[tuple[str, Any]]:
+) -> Iterator[SupportsEncoded | EncodingEnded]:
     """Worker generator: the features of ``images`` (the supports' planes), then the class
-    prototypes of ``episode`` (None: incomplete, prompts not encoded). Yields ("encoded", n) after
-    each image, then ("ready", None), ("incomplete", None) or ("nothing", None) for a
-    segmenter without features. Sets ``idle`` when it ends (the GUI thread cleared it)."""
+    prototypes of ``episode`` (None: incomplete, prompts not encoded). Yields ``SupportsEncoded(n)``
+    after each image, then ``EncodingEnded`` (ready, incomplete, or nothing for a segmenter
+    without features). Sets ``idle`` when it ends (the GUI thread cleared it)."""
     try:
         with lock:  # loading the model: one thread at a time
             segmenter = get_segmenter()
         if not hasattr(segmenter, "class_embeddings"):
-            yield "nothing", None
+            yield EncodingEnded(EncodingOutcome.NOTHING)
             return
         for done, image in enumerate(images, start=1):
             segmenter.features(image)
-            yield "encoded", done
+            yield SupportsEncoded(done)
         if episode is None:
-            yield "incomplete", None
+            yield EncodingEnded(EncodingOutcome.INCOMPLETE)
             return
         segmenter.class_embeddings(episode)
     finally:
         idle.set()
-    yield "ready", None
+    yield EncodingEnded(EncodingOutcome.READY)
+
+
+class EncodingHost(Protocol):
+    """What ``SupportEncoding`` uses of the dock."""
+
+    closed: bool
+    supports: list
+    classes: Any
+    model_picker: Any
+    runs: Any  # the RunController: ``busy``
+    channels: tuple[int, ...] | None
+
+    @property
+    def finetuning(self) -> bool: ...
+
+    @property
+    def batching(self) -> bool: ...
+
+    @property
+    def preview_busy(self) -> bool: ...
+
+    def preparation_pending(self) -> bool: ...
 
 
 class SupportEncoding:
-    """Mixin of the dock widget: the background encoding of the supports and its status line."""
+    """The dock's background encoding of the supports and its line under the support list."""
 
-    def _build_encoding_label(self) -> QLabel:
+    def __init__(self, host: EncodingHost, parent=None) -> None:
+        self.host = host
+        self.parent = parent  # the timer's parent object
+
+    def build(self) -> QLabel:
         self.encoding_label = QLabel("")
         self.encoding_label.setWordWrap(True)
         self.encoding_label.setToolTip(ENCODING_TOOLTIP)
         self.encoding_label.hide()
-        self.encode_timer = QTimer(self)
+        self.encode_timer = QTimer(self.parent)
         self.encode_timer.setSingleShot(True)
         self.encode_timer.setInterval(ENCODE_DELAY_MS)
         self.encode_timer.timeout.connect(self._encode_now)
@@ -89,6 +116,11 @@ class SupportEncoding:
         return self.encoding_label
 
     @property
+    def busy(self) -> bool:
+        """Whether an encoding is running."""
+        return self._encodings.busy
+
+    @property
     def encoding_state(self) -> str:
         """The text under the support list ("" when there is nothing to say)."""
         return self.encoding_label.text()
@@ -97,15 +129,15 @@ class SupportEncoding:
         """The chosen segmenter, once a background encoding in progress has ended (worker threads)."""
         self._encoding_idle.wait(timeout=900)
         with self._segmenter_lock:
-            return self.model_picker.get_segmenter()
+            return self.host.model_picker.get_segmenter()
 
-    def schedule_encoding(self, *_) -> None:
+    def schedule(self, *_) -> None:
         """Something the encoding depends on changed: encode once the changes pause."""
-        if getattr(self, "closed", True) or not hasattr(self, "encode_timer"):
+        if self.host.closed or not hasattr(self, "encode_timer"):
             return
         self.encode_timer.start()
 
-    def stop_encoding(self) -> None:
+    def stop(self) -> None:
         self.encode_timer.stop()
         self._encodings.stop_all()
         self._encoding_idle.set()
@@ -115,18 +147,19 @@ class SupportEncoding:
         self.encoding_label.setVisible(bool(text))
 
     def _encode_now(self) -> None:
-        if self.closed:
+        host = self.host
+        if self.host.closed:
             return
-        if self.finetuning or self.batching:  # they use the same segmenter; encode at the next edit or Run
+        if self.host.finetuning or self.host.batching:  # they use the same segmenter; encode at the next edit or Run
             return
-        if self.runs.busy or self._previews.busy or self._encodings.busy or self.preparation_pending():
+        if host.runs.busy or host.preview_busy or self.busy or host.preparation_pending():
             self.encode_timer.start()  # after them: the model is used by one worker at a time
             return
-        if not self.supports or self.model_picker.is_classic():
+        if not self.host.supports or self.host.model_picker.is_classic():
             self._set_encoding_text("")
             return
         try:
-            if self.model_picker.checkpoint_to_download() is not None:
+            if self.host.model_picker.checkpoint_to_download() is not None:
                 self._set_encoding_text("supports are encoded at the first Run (the model is downloaded then)")
                 return
         except Exception:  # noqa: BLE001 - offline: Run says so, once
@@ -137,7 +170,7 @@ class SupportEncoding:
         except Exception as err:  # noqa: BLE001 - e.g. a bad channel: Run reports it
             self._set_encoding_text(f"supports not encoded: {one_line(err)}")
             return
-        key = (self.model_picker._key(), tuple(_digest(i) for i in images), _signature(episode))
+        key = (self.host.model_picker._key(), tuple(_digest(i) for i in images), _signature(episode))
         if key == self._encoded_key:
             self._set_encoding_text(READY_TEXT if episode is not None else self.encoding_state)
             return
@@ -146,18 +179,19 @@ class SupportEncoding:
         self.encoding_stats["started"] += 1
         state: dict[str, Any] = {}
 
-        def yielded(message) -> None:
-            kind, payload = message
-            state[kind] = payload
-            if kind == "encoded" and not self.closed:
-                self._set_encoding_text(f"{BUSY_TEXT} {payload}/{len(images)}")
+        def yielded(message: SupportsEncoded | EncodingEnded) -> None:
+            if isinstance(message, EncodingEnded):
+                state["outcome"] = message.outcome
+            elif not self.host.closed:
+                self._set_encoding_text(f"{BUSY_TEXT} {message.count}/{len(images)}")
 
         def returned(_value) -> None:
-            if self.closed:
+            if self.host.closed:
                 return
-            if "nothing" in state:
+            outcome = state.get("outcome")
+            if outcome is EncodingOutcome.NOTHING:
                 self._set_encoding_text("")
-            elif "incomplete" in state:
+            elif outcome is EncodingOutcome.INCOMPLETE:
                 self._set_encoding_text("support images encoded; the prompts once every class has some")
             else:
                 self._set_encoding_text(READY_TEXT)
@@ -166,13 +200,13 @@ class SupportEncoding:
 
         def errored(error) -> None:
             logger.info("encoding the supports failed: %s", error)
-            if not self.closed:
+            if not self.host.closed:
                 self._set_encoding_text(f"supports not encoded: {one_line(error)}")
 
         self._encoding_idle.clear()  # from now: a Run or preview waits for this encoding
         idle = self._encoding_idle
         self._encodings.start(
-            encode_supports_job, self.model_picker.get_segmenter, self._segmenter_lock, idle, images, episode,
+            encode_supports_job, self.host.model_picker.get_segmenter, self._segmenter_lock, idle, images, episode,
             yielded=yielded, returned=returned, errored=errored, finished=idle.set,
         )  # fmt: skip
 
@@ -180,16 +214,16 @@ class SupportEncoding:
         """The images to encode (every prompted plane, and each 2D support not yet prompted) and
         the episode a Run would use (None while it is incomplete)."""
         episode = supports_to_episode(
-            self.supports, self.classes, model=self.model_picker.model_name,
-            background=self.classes.background_paintable, channels=self.channels,
+            self.host.supports, self.host.classes, model=self.host.model_picker.model_name,
+            background=self.host.classes.background_paintable, channels=self.host.channels,
         )  # fmt: skip
         images = [s.image for s in episode.supports]
         prompted = {s.name for s in episode.supports}
-        for support in self.supports:
+        for support in self.host.supports:
             if len(spatial_shape(support.image)) == 2 and support.name not in prompted:
-                images.append(np.asarray(model_data(support.image, self.channels)[0]))
+                images.append(np.asarray(model_data(support.image, self.host.channels)[0]))
         try:
-            if not len(self.classes):
+            if not len(self.host.classes):
                 raise ValueError("no class")
             episode.validate()
         except ValueError:

@@ -9,19 +9,30 @@ completely before any layer or class is touched.
 from __future__ import annotations
 
 import re
+import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+from qtpy.QtWidgets import QFileDialog
 
 from ..episode_layers import background_mapping
 from ..labels import labels_dtype
 from ..preprocessing import select_channels
 from . import reporting
 from .classes import BACKGROUND_PROMPT, default_color
-from .layers import find_output_layer, same_layer, spatial_shape
-from .run_controller import one_line
+from .layers import same_layer, spatial_shape, supports_to_episode
+from .output_layers import find_output_layer
+from .reporting import one_line
 
 LOADED_KEY = "label_anything_loaded_support"  # metadata of support images an episode file created
+_WIDGETS: weakref.WeakSet = weakref.WeakSet()  # the dock widgets made so far (``register_widget``)
+
+
+def register_widget(widget) -> None:
+    """Make ``widget`` (a dock) a target of ``load_into_open_widget`` while it is open."""
+    _WIDGETS.add(widget)
 
 
 def read_episode(path: str | Path):
@@ -121,13 +132,11 @@ def load_into_open_widget(path: str | Path, viewer=None) -> bool:
     reader then opens the episode as layers)."""
     import napari
 
-    from .dock import LabelAnythingWidget
-
     viewer = viewer or napari.current_viewer()
     if viewer is None:
         return False
     docked = [getattr(w, "native", w) for w in viewer.window.dock_widgets.values()]
-    widget = next((w for w in docked if isinstance(w, LabelAnythingWidget) and not w.closed), None)
+    widget = next((w for w in docked if w in _WIDGETS and not w.closed), None)
     if widget is None:
         return False
     widget.load_episode(path)
@@ -143,3 +152,103 @@ def export_output(viewer, query_layer, classes, path: str | Path) -> tuple[Path,
         raise ValueError(f"no prediction for {query_layer.name!r} yet: press Run first")
     path = write_labels(path, np.asarray(layer.data), classes.names, {"query": query_layer.name}, classes.colors)
     return path, layer.name
+
+
+class FilesHost(Protocol):
+    """What ``EpisodeFileActions`` uses of the dock (``load_episode_into`` uses the dock itself:
+    its classes, supports, model choice and channels)."""
+
+    viewer: Any
+    classes: Any
+    supports: list
+    status: Any  # the status line (a QLabel)
+    channels: tuple[int, ...] | None
+
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def build_episode(self, background: bool, channels=None) -> Any: ...
+
+    def chosen_query(self) -> Any: ...
+
+    def refresh_support_list(self, event=None) -> None: ...
+
+
+class EpisodeFileActions:
+    """The dock's Files box: save / load an episode, export the labels; the buttons go through
+    ``guard``, the methods raise ValueError/OSError with a clear message (for the console)."""
+
+    def __init__(self, host: FilesHost, parent=None) -> None:
+        self.host = host
+        self.parent = parent  # the dialogs' parent widget
+        self.saved_signature: str | None = None  # what was saved or loaded last
+
+    def save_episode(self, path: str | Path) -> Path:
+        """Write classes, supports, prompts, the model id and the channel choice to an .episode
+        file, the support images as the model saw them (one chosen channel: that channel), so
+        ``predict`` on the command line sees colour queries as this widget does."""
+        path = self.host.build_episode(background=True, channels=self.host.channels).save(path)
+        self.saved_signature = self._signature()
+        self.host.status.setText(f"saved episode to {path}")
+        return path
+
+    def load_episode(self, path: str | Path) -> None:
+        """Recreate an episode's support images and prompt layers, and its classes.
+
+        The file is read completely before anything changes: a damaged file changes nothing.
+        """
+        episode = load_episode_into(self.host, path)
+        if episode is None:
+            self.host.status.setText("loading cancelled: nothing changed")
+            return
+        self.host.refresh_support_list()
+        self.saved_signature = self._signature()
+        self.host.status.setText(f"loaded episode {Path(path).name}: {len(episode.supports)} support(s)")
+
+    def _signature(self) -> str | None:
+        """What would be saved, in short (None: nothing to save)."""
+        if not len(self.host.classes) and not self.host.supports:
+            return None
+        try:
+            episode = supports_to_episode(self.host.supports, self.host.classes)
+            return f"{episode.signature()} channels {self.host.channels} colours {self.host.classes.colors}"
+        except Exception:  # noqa: BLE001 - an incomplete episode still counts as changes
+            return "incomplete"
+
+    def has_unsaved_changes(self) -> bool:
+        """Whether classes or prompts changed since the last save or load (or since opening)."""
+        return self._signature() != self.saved_signature
+
+    def clear_episode(self) -> None:
+        """Forget the classes and supports: prompt layers the plugin made and support images an
+        episode file made are removed; your own images and labels layers stay."""
+        for support in list(self.host.supports):
+            doomed = [support.points, support.shapes] + ([support.labels] if support.owns_labels else [])
+            if support.image.metadata.get(LOADED_KEY):
+                doomed.append(support.image)
+            self.host.supports.remove(support)
+            for layer in doomed:
+                if layer in self.host.viewer.layers:
+                    self.host.viewer.layers.remove(layer)
+        self.host.classes.reset([])
+        self.host.refresh_support_list()
+
+    def export_labels(self, path: str | Path, query_layer=None) -> Path:
+        """Save the output layer of ``query_layer`` as TIFF with the class names in its metadata."""
+        path, name = export_output(self.host.viewer, query_layer or self.host.chosen_query(), self.host.classes, path)
+        self.host.status.setText(f"exported {name!r} to {path}")
+        return path
+
+    def save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.parent, "Save episode", "run.episode", "Episodes (*.episode)")
+        if path:
+            self.host.guard(lambda: self.save_episode(path), "cannot save episode")
+
+    def load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.parent, "Load episode", "", "Episodes (*.episode)")
+        if path:
+            self.host.guard(lambda: self.load_episode(path), "cannot load episode")
+
+    def export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.parent, "Export labels", "labels.tif", "TIFF (*.tif *.tiff)")
+        if path:
+            self.host.guard(lambda: self.export_labels(path), "cannot export labels")

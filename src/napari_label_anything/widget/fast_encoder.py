@@ -23,13 +23,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from qtpy.QtCore import QTimer
 
 from ..inference.encoder_backends import ENCODER_LABELS, PREPARING_TEXT
-from .reporting import set_status, short
-from .run_controller import one_line
+from .messages import EncoderReady, Status
+from .reporting import one_line, set_status, short
 from .workers import LOADING_TEXT, PredictionError, WorkerLauncher, import_torch_stack
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ PREPARE_DELAY_MS = 300  # quiet time after the last change of the model choice
 WAITING_TEXT = f"{PREPARING_TEXT} the run starts once it is ready"
 
 
-def prepare_job(get_segmenter: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
-    """Worker generator: ``get_segmenter(on_status=...)`` in a helper thread, yielding ("status",
-    line) for each message of a one-off export as it comes, then ("ready", (backend, note)): the
+def prepare_job(get_segmenter: Callable[..., Any]) -> Iterator[Status | EncoderReady]:
+    """Worker generator: ``get_segmenter(on_status=...)`` in a helper thread, yielding a
+    ``Status`` for each message of a one-off export as it comes, then ``EncoderReady``: the
     encoder that runs and None, or the note saying why PyTorch runs instead."""
     messages: queue.SimpleQueue = queue.SimpleQueue()
     outcome: dict[str, Any] = {}
@@ -55,22 +55,37 @@ def prepare_job(get_segmenter: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
 
     threading.Thread(target=load, name="nla-prepare", daemon=True).start()
     while (message := messages.get()) is not None:
-        yield "status", message
+        yield Status(message)
     if "error" in outcome:
         error = outcome["error"]
         if isinstance(error, RuntimeError):  # superqt would swallow it (workers.PredictionError)
             raise PredictionError(f"{type(error).__name__}: {error}") from error
         raise error
     segmenter = outcome["segmenter"]
-    yield "ready", (getattr(segmenter, "encoder_backend", None), getattr(segmenter, "encoder_note", None))
+    yield EncoderReady(getattr(segmenter, "encoder_backend", None), getattr(segmenter, "encoder_note", None))
+
+
+class PreparationHost(Protocol):
+    """What ``FastEncoderPreparation`` uses of the dock."""
+
+    closed: bool
+    model_picker: Any
+    runs: Any  # the RunController: ``busy``
+    status: Any  # the status line (a QLabel)
+
+    @property
+    def finetuning(self) -> bool: ...
+
+    @property
+    def batching(self) -> bool: ...
 
 
 class FastEncoderPreparation:
-    """Mixin of the dock widget: the background preparation of the chosen model's fast encoder."""
+    """The dock's background preparation of the chosen model's fast encoder."""
 
-    def _start_fast_encoder_preparation(self) -> None:
-        """Build the timer and worker launcher; prepare after each change of the model choice."""
-        self.prepare_timer = QTimer(self)
+    def __init__(self, host: PreparationHost, parent=None) -> None:
+        self.host = host
+        self.prepare_timer = QTimer(parent)
         self.prepare_timer.setSingleShot(True)
         self.prepare_timer.setInterval(PREPARE_DELAY_MS)
         self.prepare_timer.timeout.connect(self._prepare_now)
@@ -78,27 +93,30 @@ class FastEncoderPreparation:
         self._prepare_shown: str | None = None  # the status line the preparation wrote last
         self.preparation_stats = {"started": 0, "ready": 0, "fallback": 0, "failed": 0}
         self.preparation_messages: list[str] = []  # every line it showed, for the console and tests
-        picker = self.model_picker
+
+    def start(self) -> None:
+        """Prepare now and after each change of the model choice."""
+        picker = self.host.model_picker
         for combo in (picker.model_combo, picker.device_combo, picker.encoder_combo):
-            combo.currentIndexChanged.connect(self.schedule_preparation)
-        self.schedule_preparation()
+            combo.currentIndexChanged.connect(self.schedule)
+        self.schedule()
 
     @property
     def preparing(self) -> bool:
         """Whether a fast encoder is being prepared (a Run started now waits for it)."""
         return self._preparations.busy
 
-    def preparation_pending(self) -> bool:
+    def pending(self) -> bool:
         """Whether a preparation is about to start or running: the support encoding waits for it,
         so that the preparation loads the model (and says what it does)."""
         return self.prepare_timer.isActive() or self.preparing
 
-    def schedule_preparation(self, *_) -> None:
-        if getattr(self, "closed", True) or not hasattr(self, "prepare_timer"):
+    def schedule(self, *_) -> None:
+        if self.host.closed or not hasattr(self, "prepare_timer"):
             return
         self.prepare_timer.start()
 
-    def stop_preparation(self) -> None:
+    def stop(self) -> None:
         """Stop listening (on close); the export itself finishes in its thread and stays cached."""
         self.prepare_timer.stop()
         self._preparations.stop_all()
@@ -116,34 +134,33 @@ class FastEncoderPreparation:
         if self.preparation_messages[-1:] != [text]:  # a fallback note comes as progress, then as the end
             self.preparation_messages.append(text)
         if final:
-            if self._prepare_shown is None or self.status.text() != short(self._prepare_shown):
+            if self._prepare_shown is None or self.host.status.text() != short(self._prepare_shown):
                 return
-        elif self.runs.busy or self.batching or self.finetuning:
+        elif self.host.runs.busy or self.host.batching or self.host.finetuning:
             return
-        set_status(self.status, text)
+        set_status(self.host.status, text)
         self._prepare_shown = text
 
     def _prepare_now(self) -> None:
-        if self.closed:
+        if self.host.closed:
             return
-        if self._preparations.busy or self.runs.busy or self.batching or self.finetuning:
+        if self._preparations.busy or self.host.runs.busy or self.host.batching or self.host.finetuning:
             self.prepare_timer.start()  # after them; the choice is looked at again then
             return
-        picker = self.model_picker
+        picker = self.host.model_picker
         if not picker.needs_fast_encoder():  # imports onnxruntime, on the GUI thread (workers.py)
             return
         import_torch_stack()  # native extensions load on the GUI thread (workers.py)
         self.preparation_stats["started"] += 1
         self._show_preparation(f"loading {picker.model_combo.currentText()}…")
 
-        def yielded(message) -> None:
-            if self.closed:
+        def yielded(message: Status | EncoderReady) -> None:
+            if self.host.closed:
                 return
-            kind, payload = message
-            if kind == "status":
-                self._show_preparation(payload)
+            if isinstance(message, Status):
+                self._show_preparation(message.text)
                 return
-            backend, note = payload
+            backend, note = message.backend, message.note
             if note:
                 self.preparation_stats["fallback"] += 1
                 self._show_preparation(note, final=True)
@@ -153,7 +170,7 @@ class FastEncoderPreparation:
 
         def errored(error) -> None:
             logger.info("preparing the model failed: %s", error)
-            if not self.closed:
+            if not self.host.closed:
                 self.preparation_stats["failed"] += 1
                 self._show_preparation(f"model not loaded: {one_line(error)}", final=True)
 

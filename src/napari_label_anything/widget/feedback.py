@@ -14,66 +14,22 @@ it to every later run and preview, which show it unchanged (``corrections.keep_p
 count where the model now disagrees. Only the new support plane is new to the model: a Label
 Anything segmenter finds every query plane in its feature cache.
 
-The layer functions need a viewer only (no Qt); ``FeedbackActions`` is the dock widget's part.
+The functions need a viewer only (no Qt); ``FeedbackPanel`` is the dock's part (its host, the
+dock, described by ``FeedbackHost``). The uncertainty layer itself is in ``output_layers.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 import numpy as np
 
 from ..corrections import as_complete_prompts, complete_planes
-from ..inference.uncertainty import plane_score, rank_planes
+from ..inference.uncertainty import rank_planes
 from .classes import BACKGROUND_PROMPT
-from .layers import find_output_layer, find_plugin_layer, keep_selection, place_output_layer, same_layer, spatial_shape
-
-UNCERTAINTY_KEY = "label_anything_uncertainty_for"  # metadata: the query layer's name
-SCORES_KEY = "label_anything_plane_uncertainty"  # metadata: {plane index: mean uncertainty}
-
-
-def find_uncertainty_layer(viewer, query_layer):
-    """The plugin's uncertainty layer for ``query_layer``, or None (user layers never match)."""
-    return find_plugin_layer(viewer, UNCERTAINTY_KEY, query_layer, "Image")
-
-
-def is_plugin_output(layer) -> bool:
-    """An uncertainty layer written by the plugin (not an image to segment or prompt)."""
-    return UNCERTAINTY_KEY in layer.metadata
-
-
-def write_uncertainty(viewer, query_layer, planes: dict[tuple[int, ...], np.ndarray], n_channels: int):
-    """Write per-plane uncertainty maps into ``"<query> uncertainty"`` (created when missing).
-
-    Planes not in ``planes`` keep their values (0 when new) and their scores; ``n_channels``
-    (classes + background) sets the top of the colour range, 1 - 1/K, the most a pixel can reach.
-    """
-    shape = spatial_shape(query_layer)
-    layer = find_uncertainty_layer(viewer, query_layer)
-    if layer is not None and tuple(layer.data.shape) == shape:
-        data = np.array(layer.data, dtype=np.float32)
-        scores = dict(layer.metadata.get(SCORES_KEY, {}))
-    else:
-        data, scores = np.zeros(shape, np.float32), {}
-    for index, plane in planes.items():
-        data[index] = plane
-        scores[index] = plane_score(plane)
-    top = max(1.0 - 1.0 / max(n_channels, 2), 1e-3)
-    if layer is None:
-        existing = {lay.name for lay in viewer.layers}
-        name, suffix = f"{query_layer.name} uncertainty", 2
-        while name in existing:
-            name, suffix = f"{query_layer.name} uncertainty ({suffix})", suffix + 1
-        kept = keep_selection(viewer)
-        layer = viewer.add_image(
-            data, name=name, scale=query_layer.scale, translate=query_layer.translate, colormap="inferno",
-            blending="additive", opacity=0.5, contrast_limits=(0.0, top),
-            metadata={UNCERTAINTY_KEY: query_layer.name},  # before the layer lists refresh
-        )  # fmt: skip
-        place_output_layer(viewer, layer, query_layer, kept)  # below the prompts; the selection kept
-    else:
-        layer.data = data
-        layer.contrast_limits = (0.0, top)
-    layer.metadata[SCORES_KEY] = scores
-    return layer
+from .layers import same_layer, spatial_shape
+from .output_layers import SCORES_KEY, find_output_layer, find_uncertainty_layer
 
 
 def plane_index(query_layer, plane) -> tuple[int, ...]:
@@ -128,10 +84,32 @@ def kept_note(disagreements: dict[tuple[int, ...], int]) -> str:
     return note + (f" (the model differs on {differ} pixel(s), plane(s) {planes})" if differ else "")
 
 
-class FeedbackActions:
-    """The dock widget's annotation loop (mixed into ``LabelAnythingWidget``)."""
+class FeedbackHost(Protocol):
+    """What ``FeedbackPanel`` uses of the dock."""
 
-    def _build_feedback_box(self):
+    viewer: Any
+    supports: list
+    classes: Any
+    status: Any  # the status line (a QLabel)
+
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def chosen_query(self) -> Any: ...
+
+    def plane_indices(self, query_layer, scope: str) -> list[tuple[int, ...]]: ...
+
+    def add_support(self, image_layer=None, labels_layer=None) -> Any: ...
+
+    def refresh_support_list(self, event=None) -> None: ...
+
+
+class FeedbackPanel:
+    """The dock's "Correct and feed back" box: the uncertainty choice, Suggest, Use this plane."""
+
+    def __init__(self, host: FeedbackHost) -> None:
+        self.host = host
+
+    def build(self):
         from qtpy.QtWidgets import QCheckBox, QGroupBox, QHBoxLayout, QPushButton, QVBoxLayout
 
         box = QGroupBox("Correct and feed back")
@@ -149,7 +127,7 @@ class FeedbackActions:
             "Go to the plane of the query where the last run was least sure (highest mean\n"
             "uncertainty): the plane most worth correcting. Planes already used as supports are skipped."
         )
-        self.suggest_button.clicked.connect(lambda: self._guard(self.suggest_planes, "cannot suggest a plane"))
+        self.suggest_button.clicked.connect(lambda: self.host.guard(self.suggest_planes, "cannot suggest a plane"))
         self.feedback_button = QPushButton("Use this plane as support")
         self.feedback_button.setToolTip(
             "After correcting the output labels on this plane with napari's Labels tools (fixing the\n"
@@ -157,7 +135,7 @@ class FeedbackActions:
             "included, becomes a prompt, and later runs keep the plane exactly as you left it. Run again."
         )
         self.feedback_button.clicked.connect(
-            lambda: self._guard(self.add_prediction_as_support, "cannot use this plane as support")
+            lambda: self.host.guard(self.add_prediction_as_support, "cannot use this plane as support")
         )
         row.addWidget(self.suggest_button)
         row.addWidget(self.feedback_button)
@@ -165,7 +143,7 @@ class FeedbackActions:
         return box
 
     def _query_support(self, query_layer):
-        return next((s for s in self.supports if same_layer(s.image, query_layer)), None)
+        return next((s for s in self.host.supports if same_layer(s.image, query_layer)), None)
 
     def suggest_planes(self, n: int = 1, query_layer=None) -> list[tuple[int, ...]]:
         """The ``n`` planes of the query most worth correcting, most uncertain first.
@@ -174,8 +152,8 @@ class FeedbackActions:
         keeps it); planes already used as supports are skipped. The viewer moves to the first
         and the status line shows the ranking. Raises ValueError before any run with uncertainty.
         """
-        query_layer = query_layer or self._chosen_query()
-        layer = find_uncertainty_layer(self.viewer, query_layer)
+        query_layer = query_layer or self.host.chosen_query()
+        layer = find_uncertainty_layer(self.host.viewer, query_layer)
         scores = {} if layer is None else dict(layer.metadata.get(SCORES_KEY, {}))
         if not scores:
             raise ValueError(f"no uncertainty for {query_layer.name!r} yet: run with 'write an uncertainty layer' on")
@@ -184,9 +162,9 @@ class FeedbackActions:
         ranked = rank_planes(scores, n, exclude=done)
         if not ranked:
             raise ValueError(f"every plane of {query_layer.name!r} with uncertainty is already a support")
-        move_to_plane(self.viewer, query_layer, ranked[0])
+        move_to_plane(self.host.viewer, query_layer, ranked[0])
         shown = ", ".join(f"{_plane_text(i)} ({scores[i]:.3f})" for i in ranked)
-        self.status.setText(f"most uncertain plane(s) of {query_layer.name!r} (mean uncertainty): {shown}")
+        self.host.status.setText(f"most uncertain plane(s) of {query_layer.name!r} (mean uncertainty): {shown}")
         return ranked
 
     def add_prediction_as_support(self, plane=None, query_layer=None):
@@ -198,22 +176,22 @@ class FeedbackActions:
         The query layer becomes a support (mask prompts ``"<query> mask prompts"``) the first
         time; later planes are added to the same layers. Returns the ``SupportLayers``.
         """
-        query_layer = query_layer or self._chosen_query()
-        output = find_output_layer(self.viewer, query_layer)
+        query_layer = query_layer or self.host.chosen_query()
+        output = find_output_layer(self.host.viewer, query_layer)
         if output is None or tuple(output.data.shape) != spatial_shape(query_layer):
             raise ValueError(f"run {query_layer.name!r} first: it has no output labels to correct")
         if plane is None:
-            index = self._plane_indices(query_layer, "current plane")[0]
+            index = self.host.plane_indices(query_layer, "current plane")[0]
         else:
             index = plane_index(query_layer, plane)
         labels = np.asarray(output.data[index] if index else output.data)
         if not labels.any():  # most likely a plane no run wrote; paint background prompts instead
             raise ValueError(f"the output has no labels on plane {_plane_text(index)}: paint the classes first")
-        if labels.max() > len(self.classes):
-            raise ValueError(f"the output has label {int(labels.max())}, above the {len(self.classes)} class(es)")
+        if labels.max() > len(self.host.classes):
+            raise ValueError(f"the output has label {int(labels.max())}, above the {len(self.host.classes)} class(es)")
         support = self._query_support(query_layer)
         if support is None:
-            support = self.add_support(query_layer)
+            support = self.host.add_support(query_layer)
             support.query_too = True
         elif not support.owns_labels:
             raise ValueError(f"{query_layer.name!r} is a support with your own labels layer: paint it there")
@@ -224,8 +202,8 @@ class FeedbackActions:
         else:
             data[...] = prompts
         support.labels.data = data  # emits the data event: the support list updates
-        self._refresh_support_list()
-        self.status.setText(
+        self.host.refresh_support_list()
+        self.host.status.setText(
             f"plane {_plane_text(index)} of {query_layer.name!r} is a support now and is kept as it is "
             f"(every pixel, background included, from {output.name!r}); run again to use it"
         )

@@ -1,6 +1,6 @@
 """The dock widget's Fine-tune box: learn from the painted and corrected planes of this episode.
 
-``FinetuneActions`` is mixed into ``LabelAnythingWidget``. The work is
+``FinetunePanel`` is the dock's part (its host described by ``FinetuneHost``). The work is
 ``finetune_session.finetune_episode`` (the widget's only door to training), run in a thread
 worker that yields progress, so napari stays responsive; Cancel stops it between steps. On
 success the new checkpoint is registered under a model name and chosen in the model picker; the
@@ -11,11 +11,16 @@ layers are untouched whether the run succeeds, fails or is cancelled.
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout
+
+from .messages import FinetuneStep, Status
+from .workers import WorkerLauncher
 
 DEFAULT_STEPS = 100
 
@@ -40,19 +45,17 @@ def _discard(folder: Path | None) -> None:
 
 
 def _finetune_job(segmenter_source, episode, out: Path, steps: int, name: str, device: str, stop):
-    """Generator for the worker: yields ("progress", step, total, loss, eta) and returns the outcome."""
+    """Generator for the worker: yields a ``Status``, then ``FinetuneStep`` per step; returns the outcome."""
     from ..finetune_session import finetune_episode
 
     segmenter = segmenter_source()
-    yield ("status", f"fine-tuning {segmenter.name} on the episode's painted planes…")
-    updates: list[tuple] = []
+    yield Status(f"fine-tuning {segmenter.name} on the episode's painted planes…")
+    updates: list[FinetuneStep] = []
 
     def progress(step: int, total: int, loss: float, eta: float) -> None:
-        updates.append((step, total, loss, eta))
+        updates.append(FinetuneStep(step, total, loss, eta))
 
-    # finetune_episode calls progress from this thread; the worker forwards it on the next yield.
-    import threading
-
+    # finetune_episode calls progress from its thread; the worker forwards it on the next yield.
     outcome: dict[str, Any] = {}
 
     def target() -> None:
@@ -68,22 +71,39 @@ def _finetune_job(segmenter_source, episode, out: Path, steps: int, name: str, d
     while thread.is_alive():
         thread.join(0.2)
         while updates:
-            yield ("progress", *updates.pop(0))
+            yield updates.pop(0)
     while updates:
-        yield ("progress", *updates.pop(0))
+        yield updates.pop(0)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
 
 
-class FinetuneActions:
-    """The Fine-tune box of the dock widget (mixed into ``LabelAnythingWidget``)."""
+class FinetuneHost(Protocol):
+    """What ``FinetunePanel`` uses of the dock."""
 
-    def _build_finetune_box(self) -> QGroupBox:
-        import threading
+    closed: bool
+    runs: Any  # the RunController: ``busy``
+    model_picker: Any
+    channels: tuple[int, ...] | None
 
-        from .workers import WorkerLauncher
+    @property
+    def batching(self) -> bool: ...
 
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def report_error(self, what: str, err: BaseException) -> None: ...
+
+    def build_episode(self, background: bool, channels=None) -> Any: ...
+
+
+class FinetunePanel:
+    """The Fine-tune box of the dock."""
+
+    def __init__(self, host: FinetuneHost) -> None:
+        self.host = host
+
+    def build(self) -> QGroupBox:
         self._finetune_launcher = WorkerLauncher()
         self._finetune_stop = threading.Event()
         self.finetune_outcome = None
@@ -104,7 +124,7 @@ class FinetuneActions:
             "answers: unpainted pixels are background). The last quarter of them is held out and scored\n"
             "before and after. The new model is added to the model picker; your layers are not changed."
         )
-        self.finetune_button.clicked.connect(lambda: self._guard(self.finetune, "cannot fine-tune"))
+        self.finetune_button.clicked.connect(lambda: self.host.guard(self.finetune, "cannot fine-tune"))
         self.finetune_cancel_button = QPushButton("Stop")
         self.finetune_cancel_button.setToolTip("Stop fine-tuning after the current step (the model in use is kept)")
         self.finetune_cancel_button.setEnabled(False)
@@ -130,13 +150,13 @@ class FinetuneActions:
         The result (``finetune_session.FinetuneOutcome``) lands in ``self.finetune_outcome``; the
         new model is registered as ``name`` and chosen in the model picker.
         """
-        if self.finetuning or self.runs.busy or self.batching:
+        if self.finetuning or self.host.runs.busy or self.host.batching:
             raise ValueError("wait for the current run, batch or fine-tuning to finish")
         from ..finetune_session import split_held_out
 
-        episode = self._build_episode(background=False, channels=self.channels)  # as runs see them
+        episode = self.host.build_episode(background=False, channels=self.host.channels)  # as runs see them
         split_held_out(episode)  # refuse too few painted planes before any loading
-        picker = self.model_picker
+        picker = self.host.model_picker
         if picker.model_name == "classic":
             raise ValueError("fine-tuning needs a Label Anything model: choose one in the model picker")
         steps = int(steps or self.finetune_steps.value())
@@ -163,24 +183,26 @@ class FinetuneActions:
         if self.finetuning:
             self.finetune_status.setText("stopping after the current step…")
 
-    def _on_finetune_message(self, message) -> None:
-        if self.closed:
+    def _on_finetune_message(self, message: Status | FinetuneStep) -> None:
+        if self.host.closed:
             return
-        if message[0] == "status":
-            self.finetune_status.setText(message[1])
+        if isinstance(message, Status):
+            self.finetune_status.setText(message.text)
             return
-        _, step, total, loss, eta = message
-        self.finetune_status.setText(f"step {step}/{total}, loss {loss:.4f}, about {eta:.0f} s left")
+        self.finetune_status.setText(
+            f"step {message.step}/{message.total}, loss {message.loss:.4f}, about {message.eta:.0f} s left"
+        )
 
     def _on_finetune_done(self, outcome) -> None:
         self.finetune_outcome = outcome
-        if self.closed:
+        if self.host.closed:
             return
         if outcome.cancelled:
             _discard(self._finetune_out)  # nothing to resume from the widget: no half-made model is kept
             self.finetune_status.setText(f"stopped after {outcome.steps} step(s); the model in use is unchanged")
             return
-        self.model_picker.set_model(outcome.registered_as or str(outcome.checkpoint), self.model_picker.device)
+        picker = self.host.model_picker
+        picker.set_model(outcome.registered_as or str(outcome.checkpoint), picker.device)
         held = ", ".join(outcome.held_out)
         self.finetune_status.setText(
             f"{outcome.registered_as}: held-out mIoU {outcome.before:.3f} → {outcome.after:.3f} "
@@ -190,15 +212,15 @@ class FinetuneActions:
 
     def _on_finetune_error(self, err: BaseException) -> None:
         _discard(self._finetune_out)
-        self._report_error("fine-tuning failed", err)
+        self.host.report_error("fine-tuning failed", err)
 
     def _on_finetune_finished(self) -> None:
-        if self.closed:
+        if self.host.closed:
             return
         self.finetune_button.setEnabled(True)
         self.finetune_cancel_button.setEnabled(False)
 
-    def _stop_finetuning(self) -> None:
+    def stop(self) -> None:
         """Called when the widget is released: stop a running fine-tuning at its next step."""
         self._finetune_stop.set()
         self._finetune_launcher.stop_all()

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..episode import Episode, count_prompts
-from ..labels import BACKGROUND, CLASSES_KEY, class_names, labels_dtype  # CLASSES_KEY: {value: name}
+from ..labels import BACKGROUND, labels_dtype
 from ..preprocessing import select_channels
 from .classes import BACKGROUND_PROMPT, ClassTable, rgba
-
-OUTPUT_KEY = "label_anything_output_for"  # metadata of output layers: the query layer's name
 
 
 def unwrapped(layer):
@@ -273,87 +271,3 @@ def supports_to_episode(
 def background_class_value(episode: Episode, classes: ClassTable) -> int | None:
     """The label value of the background class ``supports_to_episode`` added, or None."""
     return len(classes) + 1 if episode.n_classes == len(classes) + 1 else None
-
-
-def find_plugin_layer(viewer, key: str, query_layer, kind: str):
-    """The layer of type ``kind`` ("Labels", "Image") whose metadata ``key`` names
-    ``query_layer``: a layer the plugin wrote for that query, or None (user layers never match)."""
-    for layer in viewer.layers:
-        if layer.metadata.get(key) == query_layer.name and layer.__class__.__name__ == kind:
-            return layer
-    return None
-
-
-def find_output_layer(viewer, query_layer):
-    """The plugin's own output layer for ``query_layer``, or None (user layers never match)."""
-    return find_plugin_layer(viewer, OUTPUT_KEY, query_layer, "Labels")
-
-
-def keep_selection(viewer) -> tuple:
-    """The layer selection as it is now: (selected layers, the active layer, its mode)."""
-    selection = viewer.layers.selection
-    active = selection.active
-    return list(selection), active, getattr(active, "mode", None)
-
-
-def _position(layers, layer) -> int | None:
-    return next((i for i, other in enumerate(layers) if same_layer(other, layer)), None)
-
-
-def place_output_layer(viewer, layer, query_layer, kept: tuple) -> None:
-    """Put a layer the plugin just added where it covers no scribbles, and give the selection back.
-
-    ``layer`` goes directly above ``query_layer`` in the layer list, so below the prompt layers
-    (added after their images); the selected layers, the active layer and its mode become
-    ``kept`` again (``keep_selection`` before adding: napari selects the layer it adds, and the
-    next drag would pan the new layer instead of painting the prompt layer).
-    """
-    layers = viewer.layers
-    query, current = _position(layers, query_layer), _position(layers, layer)
-    if query is not None and current is not None:
-        layers.move(current, query + 1)  # before the layer above the query (pre-move index)
-    selected, active, mode = kept
-    present = [other for other in selected if _position(layers, other) is not None]
-    layers.selection.clear()
-    layers.selection.update(present)
-    if active is not None and mode is not None and _position(layers, active) is not None and active.mode != mode:
-        active.mode = mode
-
-
-def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarray], classes: ClassTable):
-    """Write predicted planes into the plugin's output layer for ``query_layer``.
-
-    Creates ``"<query> labels"`` (a unique name if a user layer already has it) or updates the
-    existing output layer; planes not in ``predicted`` keep their values (0 when new).
-    """
-    shape = spatial_shape(query_layer)
-    layer = find_output_layer(viewer, query_layer)
-    dtype = labels_dtype(len(classes))
-    if layer is not None and tuple(layer.data.shape) == shape:
-        data = np.array(layer.data, dtype=dtype)
-    else:
-        data = np.zeros(shape, dtype=dtype)
-    for index, plane in predicted.items():
-        # a value above the classes is the background class of supports_to_episode: label 0
-        data[index] = np.where(plane > len(classes), 0, plane)
-    names = class_names(classes.names)
-    features = {"index": list(names), "class": list(names.values())}
-    if layer is None:
-        name = f"{query_layer.name} labels"
-        existing = {lay.name for lay in viewer.layers}
-        suffix = 2
-        while name in existing:
-            name = f"{query_layer.name} labels ({suffix})"
-            suffix += 1
-        kept = keep_selection(viewer)
-        layer = viewer.add_labels(
-            data, name=name, scale=query_layer.scale, translate=query_layer.translate, opacity=0.6
-        )
-        layer.metadata[OUTPUT_KEY] = query_layer.name
-        place_output_layer(viewer, layer, query_layer, kept)
-    else:
-        layer.data = data
-    layer.metadata[CLASSES_KEY] = names
-    layer.features = features
-    layer.colormap = label_colormap(classes)
-    return layer

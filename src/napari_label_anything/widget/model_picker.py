@@ -36,10 +36,9 @@ ENCODER_TOOLTIP = (
     "starts in the background as soon as you choose a model (then it is reused from the disk); if it\n"
     "fails, PyTorch runs instead and the status line says why.\n"
     "PyTorch: the reference.\n"
-    "ONNX Runtime: faster on a CPU, the same results within 1e-5.\n"
-    "ONNX Runtime int8: that export with 8-bit weights, faster again but approximate: image features\n"
-    "are slightly off and pixels where classes are nearly tied may change label. Check it on your data.\n"
-    "The speeds measured are in docs/benchmarks.md."
+    "ONNX Runtime: the same encoder exported for a CPU, with the same results.\n"
+    "ONNX Runtime int8: that export with 8-bit weights, approximate: image features are slightly\n"
+    "off and pixels where classes are nearly tied may change label. Check it on your data."
 )
 
 

@@ -1,6 +1,6 @@
 """The dock's Objects panel: the query's result split into objects, measured, shown as a table.
 
-``ObjectsActions`` is mixed into ``LabelAnythingWidget``. *Split into objects* takes the output
+``ObjectsPanel`` is the dock's part (its host described by ``ObjectsHost``). *Split into objects* takes the output
 layer of the query (``"<query> labels"``), splits it with ``objects.split_objects`` (connected
 components, touching objects split by a watershed when ticked) into a ``"<query> objects"``
 Labels layer, and measures them (``objects.measure_objects``: class, area or volume, mean
@@ -11,7 +11,9 @@ both. The output layer itself is never changed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from qtpy.QtWidgets import (
@@ -28,15 +30,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..labels import CLASSES_KEY
 from ..objects import DEFAULT_MIN_DISTANCE
-from .layers import CLASSES_KEY, find_output_layer, find_plugin_layer, keep_selection, place_output_layer, spatial_shape
-
-OBJECTS_KEY = "label_anything_objects_for"  # metadata of objects layers: the query layer's name
-
-
-def find_objects_layer(viewer, query_layer):
-    """The plugin's objects layer for ``query_layer``, or None (user layers never match)."""
-    return find_plugin_layer(viewer, OBJECTS_KEY, query_layer, "Labels")
+from .layers import spatial_shape
+from .output_layers import find_output_layer, write_objects
 
 
 def _cell(value) -> str:
@@ -98,10 +95,25 @@ class ObjectsTable(QWidget):
                 notify("error", f"cannot save the table: {err}")
 
 
-class ObjectsActions:
-    """The Objects panel of the dock widget (mixed into ``LabelAnythingWidget``)."""
+class ObjectsHost(Protocol):
+    """What ``ObjectsPanel`` uses of the dock."""
 
-    def _build_objects_box(self) -> QGroupBox:
+    viewer: Any
+    classes: Any
+    status: Any  # the status line (a QLabel)
+
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def chosen_query(self) -> Any: ...
+
+
+class ObjectsPanel:
+    """The Objects panel of the dock."""
+
+    def __init__(self, host: ObjectsHost) -> None:
+        self.host = host
+
+    def build(self) -> QGroupBox:
         self.objects_table: ObjectsTable | None = None
         self._objects_dock = None
         box = QGroupBox("Objects")
@@ -131,7 +143,7 @@ class ObjectsActions:
             "Number every object of the query's result ('<image> labels') in a new '<image> objects'\n"
             "layer and measure each one (class, size, mean intensity, centroid, box) in a table"
         )
-        self.objects_button.clicked.connect(lambda: self._guard(self.split_objects, "cannot split into objects"))
+        self.objects_button.clicked.connect(lambda: self.host.guard(self.split_objects, "cannot split into objects"))
         self.objects_save_button = QPushButton("Save CSV…")
         self.objects_save_button.setToolTip("Save the objects table as a CSV file")
         self.objects_save_button.setEnabled(False)
@@ -151,8 +163,8 @@ class ObjectsActions:
         from ..objects import measure_objects
         from ..objects import split_objects as split
 
-        query_layer = query_layer or self._chosen_query()
-        output = find_output_layer(self.viewer, query_layer)
+        query_layer = query_layer or self.host.chosen_query()
+        output = find_output_layer(self.host.viewer, query_layer)
         if output is None or tuple(output.data.shape) != spatial_shape(query_layer):
             raise ValueError(f"run {query_layer.name!r} first: it has no output labels to split")
         labels = np.asarray(output.data)
@@ -160,12 +172,12 @@ class ObjectsActions:
         min_distance = self.min_distance_spin.value() if min_distance is None else int(min_distance)
         spacing = tuple(float(s) for s in query_layer.scale[-labels.ndim :]) if labels.ndim in (2, 3) else None
         instances = split(labels, watershed=watershed, min_distance=min_distance, spacing=spacing)
-        names = output.metadata.get(CLASSES_KEY) or dict(enumerate(self.classes.names, start=1))
+        names = output.metadata.get(CLASSES_KEY) or dict(enumerate(self.host.classes.names, start=1))
         intensity = np.asarray(query_layer.data[0] if query_layer.multiscale else query_layer.data)
         table = measure_objects(instances, labels, intensity, {int(k): v for k, v in names.items()})
-        layer = self._write_objects_layer(query_layer, instances)
+        layer = write_objects(self.host.viewer, query_layer, instances)
         self._show_objects_table(table, query_layer.name)
-        self.status.setText(f"{len(table['label'])} object(s) in {layer.name!r}; the table is in its own panel")
+        self.host.status.setText(f"{len(table['label'])} object(s) in {layer.name!r}; the table is in its own panel")
         return layer, table
 
     def save_objects_csv(self, path: str | Path) -> Path:
@@ -173,30 +185,13 @@ class ObjectsActions:
         if self.objects_table is None:
             raise ValueError("no objects measured yet: press 'Split into objects' first")
         path = self.objects_table.save_csv(path)
-        self.status.setText(f"saved the objects table to {path}")
+        self.host.status.setText(f"saved the objects table to {path}")
         return path
-
-    def _write_objects_layer(self, query_layer, instances: np.ndarray):
-        layer = find_objects_layer(self.viewer, query_layer)
-        if layer is not None:
-            layer.data = instances
-            return layer
-        existing = {lay.name for lay in self.viewer.layers}
-        name, suffix = f"{query_layer.name} objects", 2
-        while name in existing:
-            name, suffix = f"{query_layer.name} objects ({suffix})", suffix + 1
-        kept = keep_selection(self.viewer)
-        layer = self.viewer.add_labels(
-            instances, name=name, scale=query_layer.scale, translate=query_layer.translate, opacity=0.6,
-            metadata={OBJECTS_KEY: query_layer.name},
-        )  # fmt: skip
-        place_output_layer(self.viewer, layer, query_layer, kept)  # below the prompts; the selection kept
-        return layer
 
     def _show_objects_table(self, table: dict[str, np.ndarray], query_name: str) -> None:
         if self.objects_table is None or self._objects_dock is None or not _alive(self._objects_dock):
             self.objects_table = ObjectsTable()
-            self._objects_dock = self.viewer.window.add_dock_widget(
+            self._objects_dock = self.host.viewer.window.add_dock_widget(
                 self.objects_table, name="Objects table", area="right", tabify=False
             )
         self.objects_table.set_table(table, query_name)

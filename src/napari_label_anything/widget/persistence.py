@@ -44,13 +44,13 @@ def keep_state(widget) -> None:
         "embeddings": picker.embeddings_folder,
         "segmenters": picker._segmenters,
         "channel": widget.channel_combo.currentText(),
-        "preview_choice": widget._preview_user_choice,
+        "preview_choice": widget.preview.user_choice,
         "plane_seconds": dict(widget.plane_seconds),
         "query": widget.query_combo.currentText(),
-        "query_picked": widget._query_picked,
+        "query_picked": widget.query_picked,
         "sections": {key: section.expanded for key, section in widget.sections.items()},
         "scope": widget.scope_combo.currentText(),
-        "saved_signature": getattr(widget, "_saved_signature", None),
+        "saved_signature": widget.files.saved_signature,
         "hint_hidden": widget.hint.dismissed or widget.hint.isHidden(),
         "uncertainty": widget.uncertainty_check.isChecked(),
     }
@@ -86,24 +86,24 @@ def adopt_state(widget) -> bool:
     present = {id(getattr(layer, "__wrapped__", layer)) for layer in viewer.layers}
     for support in state["supports"]:
         if id(getattr(support.image, "__wrapped__", support.image)) in present:
-            widget._attach_support(support)
-    widget._refresh_layer_choices()
+            widget.support_actions.attach_support(support)
+    widget.refresh_layer_choices()
     if state["query"] in viewer.layers:
         widget.query_combo.setCurrentText(state["query"])
-    widget._query_picked = state["query_picked"] and widget.query_combo.currentText() == state["query"]
+    widget.query_picked = state["query_picked"] and widget.query_combo.currentText() == state["query"]
     widget.scope_combo.setCurrentText(state["scope"])
     for key, expanded in state["sections"].items():
         widget.sections[key].set_expanded(expanded)
-    widget._update_channel_choices()
+    widget.channel_controls.update_choices()
     if widget.channel_combo.findText(state["channel"]) >= 0:
         widget.channel_combo.setCurrentText(state["channel"])
     widget.plane_seconds.update(state["plane_seconds"])
     if state["preview_choice"] is not None:
         widget.set_live_preview(state["preview_choice"])
     else:
-        widget._default_preview()
+        widget.preview.default_preview()
     widget.uncertainty_check.setChecked(state["uncertainty"])
-    widget._saved_signature = state["saved_signature"]
+    widget.files.saved_signature = state["saved_signature"]
     if state["hint_hidden"]:
         widget.hint.dismiss()
     widget.status.setText(f"state kept from the closed panel: {len(widget.supports)} support(s)")

@@ -1,6 +1,6 @@
 """The dock's "export probabilities…": the query's class probabilities as TIFF or OME-Zarr.
 
-``ProbabilityExport`` is mixed into ``LabelAnythingWidget``. The probabilities are computed
+``ProbabilityExporter`` is the dock's part (its host described by ``ProbabilityHost``). The probabilities are computed
 again, with the episode as it is now, rather than kept from the last run: a run keeps only
 labels (a stack's probabilities are N+1 floats per pixel, too much to hold for every run), and
 the file then always matches the current prompts and model, even after edits since the run.
@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from .messages import Progress, Status
 
 # Save-dialog filters: (file type filter, dtype)
 FILTERS = {
@@ -29,7 +32,7 @@ FILTERS = {
 
 def probability_job(get_segmenter, episode, query, rgb: bool, target: str, dtype: str, normalise: str,
                     download: str | None, extra: dict[str, Any], cancel=None):  # fmt: skip
-    """Generator for the worker: yields ("status", text) and ("progress", (done, total)); returns
+    """Generator for the worker: yields ``Status`` and ``Progress`` (planes); returns
     the written path (None when cancelled). The planes are predicted and written in a helper
     thread, so progress comes out while they run."""
     from ..inference.base import PredictionCancelled, is_cancelled
@@ -40,9 +43,9 @@ def probability_job(get_segmenter, episode, query, rgb: bool, target: str, dtype
     try:
         if download is not None:
             yield from download_with_status(download)
-        yield "status", "loading model"
+        yield Status("loading model")
         segmenter = get_segmenter()
-        yield "status", f"class probabilities with {segmenter.name} on {segmenter.device}"
+        yield Status(f"class probabilities with {segmenter.name} on {segmenter.device}")
         layout = stack_layout(query.shape, 0, rgb)
         mode = segmenter.normalisation(query, rgb=rgb, normalise=normalise)
         updates: queue.SimpleQueue = queue.SimpleQueue()
@@ -63,7 +66,7 @@ def probability_job(get_segmenter, episode, query, rgb: bool, target: str, dtype
         while thread.is_alive() or not updates.empty():
             thread.join(0.1)
             while not updates.empty():
-                yield "progress", updates.get()
+                yield Progress(*updates.get())
         error = outcome.get("error")
         if isinstance(error, PredictionCancelled) and is_cancelled(cancel):
             return None
@@ -75,8 +78,53 @@ def probability_job(get_segmenter, episode, query, rgb: bool, target: str, dtype
         raise PredictionError(f"{name}{err}") from err
 
 
-class ProbabilityExport:
-    """The probability export of the dock widget (mixed into ``LabelAnythingWidget``)."""
+class ProbabilityHost(Protocol):
+    """What ``ProbabilityExporter`` uses of the dock: its state, the run bar, the run's inputs."""
+
+    closed: bool
+    runs: Any  # the RunController: ``busy``, and its ``launcher`` (an export counts as a run)
+    model_picker: Any
+    channels: tuple[int, ...] | None
+    progress: Any  # the run bar's QProgressBar
+    run_button: Any
+    cancel_button: Any
+    status: Any  # the status line (a QLabel)
+
+    @property
+    def finetuning(self) -> bool: ...
+
+    @property
+    def batching(self) -> bool: ...
+
+    @property
+    def normalise(self) -> str: ...
+
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def report_error(self, what: str, err: BaseException) -> None: ...
+
+    def chosen_query(self) -> Any: ...
+
+    def run_episode(self) -> Any: ...
+
+    def run_status(self, text: str, details: str | None = None) -> None: ...
+
+    def reset_run_bar(self) -> None:
+        """Run enabled, Cancel disabled: nothing runs."""
+
+    def cancel_preview(self) -> None: ...
+
+    def segmenter_after_encoding(self) -> Any: ...
+
+    def schedule_encoding(self, *_) -> None: ...
+
+
+class ProbabilityExporter:
+    """The dock's class probability export (Files box)."""
+
+    def __init__(self, host: ProbabilityHost, parent=None) -> None:
+        self.host = host
+        self.parent = parent  # the dialogs' parent widget
 
     def export_probabilities(self, path: str | Path, query_layer=None, dtype: str = "float32"):
         """Write the class probabilities of ``query_layer`` (default: the widget's query) with the
@@ -94,28 +142,29 @@ class ProbabilityExport:
         from .layers import model_data
         from .workers import import_torch_stack
 
-        if self.closed:
+        host = self.host
+        if host.closed:
             raise ValueError("the Label Anything widget is closed; open it again to export")
-        if self.runs.busy or self.finetuning or getattr(self, "batching", False):
+        if host.runs.busy or host.finetuning or host.batching:
             raise ValueError("a run or fine-tuning is in progress: wait for it or press Cancel / Stop")
         dtype = check_dtype(dtype).name
         path = Path(path)
         if not (path.name.lower().endswith(TIFF_SUFFIXES) or is_zarr_path(path)):
             raise ValueError(f"{path.name}: probabilities are written as .tif / .tiff or .ome.zarr")
-        query_layer = query_layer or self._chosen_query()
-        episode = self._run_episode()
-        data, rgb = model_data(query_layer, self.channels)
+        query_layer = query_layer or host.chosen_query()
+        episode = host.run_episode()
+        data, rgb = model_data(query_layer, host.channels)
         import_torch_stack()
-        download = self.model_picker.checkpoint_to_download()
-        self.cancel_preview()  # the export wins: a preview in flight is dropped
-        extra = {"query": query_layer.name, "model": self.model_picker.model_name}
-        self.progress.setRange(0, 0)
-        self.run_button.setEnabled(False)
-        self.run_button.setText("exporting…")
-        self.cancel_button.setEnabled(True)
-        self.run_status(f"exporting the class probabilities of {query_layer.name!r}")
-        return self.runs.launcher.start(
-            probability_job, self.segmenter_after_encoding, episode, data, rgb, str(path), dtype, self.normalise,
+        download = host.model_picker.checkpoint_to_download()
+        host.cancel_preview()  # the export wins: a preview in flight is dropped
+        extra = {"query": query_layer.name, "model": host.model_picker.model_name}
+        host.progress.setRange(0, 0)
+        host.run_button.setEnabled(False)
+        host.run_button.setText("exporting…")
+        host.cancel_button.setEnabled(True)
+        host.run_status(f"exporting the class probabilities of {query_layer.name!r}")
+        return host.runs.launcher.start(
+            probability_job, host.segmenter_after_encoding, episode, data, rgb, str(path), dtype, host.normalise,
             download, extra, cancellable=True,
             yielded=self._on_probability_message,
             returned=lambda written: self._probabilities_ended(written, query_layer.name, dtype),
@@ -123,44 +172,40 @@ class ProbabilityExport:
             aborted=lambda: self._probabilities_ended(None, query_layer.name, dtype),
         )  # fmt: skip
 
-    def _on_probability_message(self, message) -> None:
-        if self.closed:
+    def _on_probability_message(self, message: Status | Progress) -> None:
+        if self.host.closed:
             return
-        kind, payload = message
-        if kind == "progress":
-            done, total = payload
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
-            self.status.setText(f"probabilities: plane {done}/{total}")
+        if isinstance(message, Progress):
+            done, total = int(message.done), message.total
+            self.host.progress.setRange(0, total)
+            self.host.progress.setValue(done)
+            self.host.status.setText(f"probabilities: plane {done}/{total}")
         else:
-            self.run_status(payload)
+            self.host.run_status(message.text)
 
     def _probabilities_ended(self, written, query_name: str, dtype: str, error: BaseException | None = None) -> None:
-        from .dock_layout import KEY_RUN
-
-        if self.closed:
+        host = self.host
+        if host.closed:
             return
-        self.run_button.setEnabled(True)
-        self.run_button.setText(f"Run ({KEY_RUN})")
-        self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0 if written is None else 1)
+        host.reset_run_bar()
+        host.progress.setRange(0, 1)
+        host.progress.setValue(0 if written is None else 1)
         if error is not None:
-            self._report_error("cannot export probabilities", error)
+            host.report_error("cannot export probabilities", error)
         elif written is None:
-            self.run_status("probability export cancelled: no file written")
+            host.run_status("probability export cancelled: no file written")
         else:
-            self.run_status(f"exported the class probabilities of {query_name!r} ({dtype}) to {written}")
-        self.schedule_encoding()  # encoding.py: what changed meanwhile
+            host.run_status(f"exported the class probabilities of {query_name!r} ({dtype}) to {written}")
+        host.schedule_encoding()  # encoding.py: what changed meanwhile
 
-    def _export_probabilities_dialog(self) -> None:
+    def export_dialog(self) -> None:
         from qtpy.QtWidgets import QFileDialog
 
         path, chosen = QFileDialog.getSaveFileName(
-            self, "Export class probabilities", "probabilities.tif", ";;".join(FILTERS)
+            self.parent, "Export class probabilities", "probabilities.tif", ";;".join(FILTERS)
         )
         if path:
             if "OME-Zarr" in chosen and not path.lower().endswith(".zarr"):
                 path += ".ome.zarr"
             dtype = FILTERS.get(chosen, "float32")
-            self._guard(lambda: self.export_probabilities(path, dtype=dtype), "cannot export probabilities")
+            self.host.guard(lambda: self.export_probabilities(path, dtype=dtype), "cannot export probabilities")

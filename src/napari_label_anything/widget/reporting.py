@@ -75,3 +75,16 @@ def confirm(parent, title: str, question: str) -> bool:
     buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
     answer = QMessageBox.question(parent, title, question, buttons, QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes
+
+
+def one_line(error: BaseException | str, limit: int | None = 300) -> str:
+    """A one-line message for an exception (its type name when it has no text), at most
+    ``limit`` characters (None: whole)."""
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        if isinstance(error, KeyError) and error.args:
+            text = f"missing {error.args[0]!r}"
+        text = text or type(error).__name__
+    else:
+        text = str(error)
+    return flat(text) if limit is None else short(text, limit)

@@ -1,7 +1,7 @@
 """One prediction run at a time, from the Run button to the output layer, and nothing after close.
 
 The controller owns the worker launcher. Each plane is written into the output layer as it
-finishes (``run_output.ProgressiveOutput``), so a stack fills up in the viewer; a run that is
+finishes (``output_layers.ProgressiveOutput``), so a stack fills up in the viewer; a run that is
 cancelled, stopped or fails takes those planes back: every layer is as it was before the run.
 A run reads layers that the user can remove while it works (the query, every support image
 and prompt layer): removing one stops the run, which then ends with a message naming the
@@ -25,9 +25,10 @@ import numpy as np
 
 from ..corrections import keep_planes
 from .feedback import kept_note
-from .layers import model_data, same_layer, write_output
-from .reporting import flat, short
-from .run_output import ProgressiveOutput, ProgressiveUncertainty
+from .layers import model_data, same_layer
+from .messages import ModelReady, Normalised, PlaneResult, Progress, RunOutcome, Status
+from .output_layers import ProgressiveOutput, ProgressiveUncertainty, write_output
+from .reporting import one_line
 from .workers import PredictionError, WorkerLauncher, predict_planes
 
 logger = logging.getLogger(__name__)
@@ -44,21 +45,8 @@ class RunView(Protocol):
 
     def run_status(self, text: str) -> None: ...
 
-    def run_ended(self, kind: str, message: str, error: BaseException | None) -> None:
-        """``kind``: "done", "cancelled", "stopped" or "failed"; ``message`` is one line."""
-
-
-def one_line(error: BaseException | str, limit: int | None = 300) -> str:
-    """A one-line message for an exception (its type name when it has no text), at most
-    ``limit`` characters (None: whole)."""
-    if isinstance(error, BaseException):
-        text = str(error).strip()
-        if isinstance(error, KeyError) and error.args:
-            text = f"missing {error.args[0]!r}"
-        text = text or type(error).__name__
-    else:
-        text = str(error)
-    return flat(text) if limit is None else short(text, limit)
+    def run_ended(self, outcome: RunOutcome, message: str, error: BaseException | None) -> None:
+        """How the run ended; ``message`` is one line."""
 
 
 def run_summary(run: Run) -> str:
@@ -81,7 +69,7 @@ class Run:
     total: int
     pending: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
     stop_reason: str | None = None  # set when a watched layer disappears
-    outcome: tuple[str, str, BaseException | None] | None = None  # reported when the worker finishes
+    outcome: tuple[RunOutcome, str, BaseException | None] | None = None  # reported when the worker finishes
     model: tuple[str, str, str | None] | None = None  # (name, device, encoder label) of the segmenter that ran
     started: float = field(default_factory=time.perf_counter)
     last_event: float | None = None  # when the model was ready, then when the last plane arrived
@@ -134,7 +122,7 @@ class RunController:
         ``normalise``: how a stack's planes are normalised ("auto", "stack" or "plane"); the
         done message says when each plane was normalised on its own.
 
-        ``uncertainty``: also write the uncertainty layer (``feedback.write_uncertainty``), plane
+        ``uncertainty``: also write the uncertainty layer (``output_layers.write_uncertainty``), plane
         by plane with the labels, if the segmenter gives uncertainty.
         """
         if self.closed:
@@ -227,24 +215,26 @@ class RunController:
             except Exception:  # noqa: BLE001 - e.g. the viewer's window is gone: never raise here
                 logger.warning("could not restore an output layer after the run", exc_info=True)
 
-    def _on_yielded(self, run: Run, message) -> None:
+    def _on_yielded(self, run: Run, message: Status | ModelReady | Normalised | Progress | PlaneResult) -> None:
         if not self._live(run) or run.stop_reason is not None or run.stopping:
             return
-        kind, payload = message
-        if kind == "status":
-            self.view.run_status(payload)
+        if isinstance(message, Status):
+            self.view.run_status(message.text)
             return
-        if kind == "plane_progress":  # (planes done with the share of the one running, total)
-            self.view.run_progress(*payload)
+        if isinstance(message, Progress):  # planes done with the share of the one running
+            self.view.run_progress(message.done, message.total)
             return
-        if kind == "normalise":
-            run.normalised = payload
+        if isinstance(message, Normalised):
+            run.normalised = message.mode
             return
-        if kind == "model":
-            run.model = payload
+        if isinstance(message, ModelReady):
+            run.model = (message.name, message.device, message.encoder)
             run.last_event = time.perf_counter()
             return
-        index, labels, done, total, uncertainty = payload
+        self._on_plane(run, message)
+
+    def _on_plane(self, run: Run, result: PlaneResult) -> None:
+        index, labels, uncertainty = result.index, result.labels, result.uncertainty
         plane = {index: labels}
         run.disagreements.update(keep_planes(plane, run.kept))  # a kept plane replaces the prediction
         run.pending[index] = labels = plane[index]
@@ -260,7 +250,7 @@ class RunController:
         run.output.write(index, labels, run.pending)  # the plane appears at once
         if uncertainty is not None and run.uncertainty is not None:
             run.uncertainty.write(index, uncertainty)
-        self.view.run_progress(done, total)
+        self.view.run_progress(result.done, result.total)
 
     def _on_returned(self, run: Run) -> None:
         if not self._live(run):
@@ -274,7 +264,7 @@ class RunController:
             return
         if run.stopping:  # cancelled after its last plane: cancelled all the same
             self._restore(run)
-            run.outcome = ("cancelled", "run cancelled; no layer was changed", None)
+            run.outcome = (RunOutcome.CANCELLED, "run cancelled; no layer was changed", None)
             return
         layer = write_output(self.viewer, run.query, {**run.pending, **run.kept}, self.classes)
         message = f"done: {len(run.pending)} plane(s) -> {layer.name!r}"
@@ -284,7 +274,7 @@ class RunController:
         message += f" ({run_summary(run)})"
         if run.disagreements:
             message += f"; {kept_note(run.disagreements)}"
-        run.outcome = ("done", message, None)
+        run.outcome = (RunOutcome.DONE, message, None)
         if run.plane_seconds:
             self.last_plane_seconds = float(np.median(run.plane_seconds))
         run.pending = {}
@@ -294,7 +284,7 @@ class RunController:
             self._restore(run)
         logger.warning("Label Anything run failed", exc_info=error)
         original = error.__cause__ if isinstance(error, PredictionError) and error.__cause__ else error
-        run.outcome = ("failed", f"Label Anything failed: {one_line(error, limit=None)}", original)
+        run.outcome = (RunOutcome.FAILED, f"Label Anything failed: {one_line(error, limit=None)}", original)
 
     def _on_aborted(self, run: Run) -> None:
         if not self._live(run):
@@ -303,11 +293,11 @@ class RunController:
             self._end_stopped(run)
         else:
             self._restore(run)
-            run.outcome = ("cancelled", "run cancelled; no layer was changed", None)
+            run.outcome = (RunOutcome.CANCELLED, "run cancelled; no layer was changed", None)
 
     def _end_stopped(self, run: Run) -> None:
         self._restore(run)
-        run.outcome = ("stopped", f"run stopped: {run.stop_reason}; nothing was written", None)
+        run.outcome = (RunOutcome.STOPPED, f"run stopped: {run.stop_reason}; nothing was written", None)
 
     def _on_finished(self, run: Run) -> None:
         """The worker is done: the run is over and its outcome is reported (once)."""
@@ -315,5 +305,5 @@ class RunController:
             self.current = None
         if self.closed:
             return
-        kind, message, error = run.outcome or ("failed", "the run ended without a result", None)
-        self.view.run_ended(kind, message, error)
+        outcome, message, error = run.outcome or (RunOutcome.FAILED, "the run ended without a result", None)
+        self.view.run_ended(outcome, message, error)

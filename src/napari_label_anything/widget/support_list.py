@@ -1,6 +1,6 @@
 """The supports of the dock widget: add and remove support images, and the list of prompted planes.
 
-``SupportActions`` is mixed into ``LabelAnythingWidget``; the prompt layers themselves are made
+``SupportActions`` is the dock's part (its host described by ``SupportHost``); the prompt layers are made
 and read in ``layers.py``. Every prompted plane of a stack is one support of the episode, so the
 list has one row per prompted plane (with its prompt counts per class); *go to plane* shows the
 selected one, and a stroke on a plane that had no prompts adds a row and says so on the status
@@ -8,6 +8,9 @@ line, so that a stray stroke never becomes a support unnoticed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
@@ -22,10 +25,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..labels import BACKGROUND
+from ..labels import BACKGROUND, CLASSES_KEY
 from .feedback import move_to_plane
 from .layers import (
-    CLASSES_KEY,
     SupportLayers,
     _classes_of,
     create_support_layers,
@@ -61,10 +63,35 @@ def plane_prompts(support: SupportLayers, n_classes: int) -> dict[tuple[int, ...
     return out
 
 
-class SupportActions:
-    """The dock widget's support box (mixed into ``LabelAnythingWidget``)."""
+class SupportHost(Protocol):
+    """What ``SupportActions`` uses of the dock."""
 
-    def _build_support_box(self) -> QGroupBox:
+    closed: bool
+    viewer: Any
+    supports: list  # the dock's list of SupportLayers, changed in place
+    classes: Any
+    status: Any  # the status line (a QLabel)
+
+    def guard(self, action: Callable[[], Any], what: str) -> Any: ...
+
+    def refresh_layer_choices(self, event=None) -> None: ...
+
+    def schedule_encoding(self, *_) -> None: ...
+
+    def watch_prompt_edits(self, support: SupportLayers) -> None: ...
+
+    def bind_layer_keys(self, layer) -> None: ...
+
+
+class SupportActions:
+    """The dock's support box: add and remove supports, one row per prompted plane."""
+
+    def __init__(self, host: SupportHost) -> None:
+        self.host = host
+        self._listed_planes: set = set()  # (support name, plane) rows of the last refresh
+
+    def build(self, encoding_label) -> QGroupBox:
+        """The box, with ``encoding_label`` (the background encoding's line) under the list."""
         support_box = QGroupBox("Supports (every prompted plane is one support)")
         support_layout = QVBoxLayout(support_box)
         row = QFormLayout()
@@ -75,21 +102,22 @@ class SupportActions:
         support_layout.addLayout(row)
         buttons = QHBoxLayout()
         self.add_support_button = QPushButton("add support")
-        self.add_support_button.clicked.connect(lambda: self._guard(self.add_support, "cannot add support"))
+        self.add_support_button.clicked.connect(lambda: self.host.guard(self.add_support, "cannot add support"))
         self.remove_support_button = QPushButton("remove selected")
         self.remove_support_button.clicked.connect(
-            lambda: self._guard(self._remove_selected_support, "cannot remove support")
+            lambda: self.host.guard(self._remove_selected_support, "cannot remove support")
         )
         buttons.addWidget(self.add_support_button)
         buttons.addWidget(self.remove_support_button)
         support_layout.addLayout(buttons)
         self.support_list = QListWidget()
         self.support_list.setWordWrap(True)
-        self.support_list.itemDoubleClicked.connect(lambda *_: self._guard(self.go_to_support, "cannot go to plane"))
+        go_to = lambda *_: self.host.guard(self.go_to_support, "cannot go to plane")  # noqa: E731
+        self.support_list.itemDoubleClicked.connect(go_to)
         support_layout.addWidget(self.support_list)
-        support_layout.addWidget(self._build_encoding_label())  # encoding.py: background encoding
+        support_layout.addWidget(encoding_label)  # encoding.py: background encoding
         self.go_to_plane_button = QPushButton("go to plane")
-        self.go_to_plane_button.clicked.connect(lambda: self._guard(self.go_to_support, "cannot go to plane"))
+        self.go_to_plane_button.clicked.connect(lambda: self.host.guard(self.go_to_support, "cannot go to plane"))
         buttons.addWidget(self.go_to_plane_button)
         return support_box
 
@@ -102,30 +130,30 @@ class SupportActions:
             name = self.support_image_combo.currentText()
             if not name:
                 raise ValueError("open an image layer first")
-            image_layer = self.viewer.layers[name]
+            image_layer = self.host.viewer.layers[name]
             choice = self.support_labels_combo.currentText()
             if labels_layer is None and choice and choice != "(new layer)":
-                labels_layer = self.viewer.layers[choice]
-        if any(same_layer(s.image, image_layer) for s in self.supports):
+                labels_layer = self.host.viewer.layers[choice]
+        if any(same_layer(s.image, image_layer) for s in self.host.supports):
             raise ValueError(f"{image_layer.name!r} is already a support")
-        if not len(self.classes):
-            self.classes.add()
-        support = create_support_layers(self.viewer, image_layer, self.classes, labels_layer)
-        self._attach_support(support)
-        self._refresh_layer_choices()
-        self.schedule_encoding()  # encoding.py: its image is encoded at once
+        if not len(self.host.classes):
+            self.host.classes.add()
+        support = create_support_layers(self.host.viewer, image_layer, self.host.classes, labels_layer)
+        self.attach_support(support)
+        self.host.refresh_layer_choices()
+        self.host.schedule_encoding()  # encoding.py: its image is encoded at once
         return support
 
-    def _attach_support(self, support: SupportLayers) -> None:
+    def attach_support(self, support: SupportLayers) -> None:
         """Use ``support`` (new, or kept from a closed panel: persistence.py) in this widget."""
-        self.supports.append(support)
-        self._watch_prompt_edits(support)  # preview.py: live preview after each edit
+        self.host.supports.append(support)
+        self.host.watch_prompt_edits(support)  # preview.py: live preview after each edit
         for layer in support.layers():
-            self._bind_layer_keys(layer)
-            layer.events.data.connect(self._refresh_support_list)
+            self.host.bind_layer_keys(layer)
+            layer.events.data.connect(self.refresh)
         # napari emits "paint" before it writes the pixels: refresh once the stroke is in
         support.labels.events.paint.connect(
-            lambda event: QTimer.singleShot(0, lambda: None if self.closed else self._refresh_support_list(event))
+            lambda event: QTimer.singleShot(0, lambda: None if self.host.closed else self.refresh(event))
         )
 
     def _selected_support(self) -> tuple[SupportLayers, tuple[int, ...]] | None:
@@ -133,7 +161,7 @@ class SupportActions:
         if item is None:
             return None
         index, plane = item.data(Qt.ItemDataRole.UserRole)
-        return (self.supports[index], plane) if index < len(self.supports) else None  # list not yet refreshed
+        return (self.host.supports[index], plane) if index < len(self.host.supports) else None  # list not yet refreshed
 
     def go_to_support(self) -> None:
         """Show the plane of the selected row of the support list."""
@@ -141,8 +169,8 @@ class SupportActions:
         if selected is None:
             raise ValueError("select a support in the list first")
         support, plane = selected
-        move_to_plane(self.viewer, support.image, plane)
-        self.viewer.layers.selection.active = support.labels
+        move_to_plane(self.host.viewer, support.image, plane)
+        self.host.viewer.layers.selection.active = support.labels
 
     def _remove_selected_support(self) -> None:
         """A plane row of a stack: erase that plane's prompts. A 2D support or one without
@@ -154,14 +182,14 @@ class SupportActions:
         if plane:
             self._erase_plane(support, plane)
             return
-        self.supports.remove(support)
+        self.host.supports.remove(support)
         for layer in support.layers():
             if same_layer(layer, support.labels) and not support.owns_labels:
                 continue
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
-        self._refresh_support_list()
-        self.schedule_encoding()
+            if layer in self.host.viewer.layers:
+                self.host.viewer.layers.remove(layer)
+        self.refresh()
+        self.host.schedule_encoding()
 
     def _erase_plane(self, support: SupportLayers, plane: tuple[int, ...]) -> None:
         if not support.owns_labels:
@@ -177,16 +205,17 @@ class SupportActions:
                 layer.remove_selected()
         support.labels.data = data  # emits the data event: the list updates
 
-    def _refresh_support_list(self, event=None) -> None:
-        if self.closed:  # still connected to the prompt layers' events
+    def refresh(self, event=None) -> None:
+        """List every prompted plane of every support (a new one is selected and named)."""
+        if self.host.closed:  # still connected to the prompt layers' events
             return
-        names = [BACKGROUND, *self.classes.names]
+        names = [BACKGROUND, *self.host.classes.names]
         selected = self._selected_support() if self.support_list.currentItem() is not None else None
-        before = set(getattr(self, "_listed_planes", set()))
+        before = set(self._listed_planes)
         listed = set()
         self.support_list.clear()
-        for index, support in enumerate(self.supports):
-            planes = plane_prompts(support, len(self.classes)) or {None: None}
+        for index, support in enumerate(self.host.supports):
+            planes = plane_prompts(support, len(self.host.classes)) or {None: None}
             for plane, counts in planes.items():
                 if plane is None:  # a support without prompts yet
                     text, key = f"{support.name}: no prompts yet", ()
@@ -207,30 +236,30 @@ class SupportActions:
                     self.support_list.setCurrentItem(item)
         self._listed_planes = listed
         new = sorted(p for p in listed - before if p[1])
-        if new and before is not None and getattr(self, "status", None) is not None and event is not None:
+        if new and event is not None:
             name, plane = new[-1]
-            self.status.setText(f"plane {', '.join(map(str, plane))} of {name!r} is a new support (see the list)")
+            self.host.status.setText(f"plane {', '.join(map(str, plane))} of {name!r} is a new support (see the list)")
             for row in range(self.support_list.count()):
                 item = self.support_list.item(row)
                 index, key = item.data(Qt.ItemDataRole.UserRole)
-                if self.supports[index].name == name and key == plane:
+                if self.host.supports[index].name == name and key == plane:
                     self.support_list.setCurrentItem(item)
 
     def adopt_sample_layers(self) -> None:
         """Set up the plugin's sample (or any Labels layer carrying class names) as a support."""
         from napari.layers import Image, Labels
 
-        if self.supports:
+        if self.host.supports:
             return
-        for layer in list(self.viewer.layers):
+        for layer in list(self.host.viewer.layers):
             names = layer.metadata.get(CLASSES_KEY) if isinstance(layer, Labels) else None
             image_name = layer.name.removesuffix(" prompts")
-            if not names or image_name not in self.viewer.layers:
+            if not names or image_name not in self.host.viewer.layers:
                 continue
-            image = self.viewer.layers[image_name]
+            image = self.host.viewer.layers[image_name]
             if not isinstance(image, Image) or spatial_shape(image) != tuple(layer.data.shape):
                 continue
-            if not len(self.classes):
-                self.classes.reset(list(names)[1:])
+            if not len(self.host.classes):
+                self.host.classes.reset(list(names)[1:])
             self.add_support(image, labels_layer=layer)
             return

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .messages import CANCELLED, ModelReady, Normalised, PlaneResult, Progress, Status
+
 
 def import_torch_stack() -> None:
     """Import torch, torchvision and segment_anything on the GUI thread (``device.import_torch``
@@ -83,8 +85,8 @@ class WorkerLauncher:
             worker.quit()
 
 
-def download_with_status(repo_id: str, poll_seconds: float = 0.25) -> Iterator[tuple[str, str]]:
-    """Download a checkpoint in a helper thread, yielding ("status", "downloading ... 42%") lines."""
+def download_with_status(repo_id: str, poll_seconds: float = 0.25) -> Iterator[Status]:
+    """Download a checkpoint in a helper thread, yielding ``Status("downloading ... 42%")`` lines."""
     import threading
 
     from ..checkpoint import download_checkpoint, hub_cache_dir
@@ -102,12 +104,12 @@ def download_with_status(repo_id: str, poll_seconds: float = 0.25) -> Iterator[t
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    yield "status", f"downloading {repo_id} into {hub_cache_dir()}"
+    yield Status(f"downloading {repo_id} into {hub_cache_dir()}")
     while thread.is_alive():
         thread.join(poll_seconds)
         if state["total"]:
             percent = 100 * state["done"] / state["total"]
-            yield "status", f"downloading {state['file']}: {percent:.0f}% of {state['total'] / 1e6:.0f} MB"
+            yield Status(f"downloading {state['file']}: {percent:.0f}% of {state['total'] / 1e6:.0f} MB")
     if state["error"] is not None:
         raise state["error"]
 
@@ -134,23 +136,22 @@ def predict_planes(
     uncertainty: bool = False,
     normalise: str = "auto",
     cancel: Callable[[], bool] | None = None,
-) -> Iterator[tuple[str, Any]]:
-    """Generator run in the worker: yields ("status", text), ("model", (name, device, encoder)) once
+) -> Iterator[Status | ModelReady | Normalised | Progress | PlaneResult]:
+    """Generator run in the worker (``messages.py``): yields ``Status`` lines, ``ModelReady`` once
     the model is loaded (for "auto", the model it resolved to; ``encoder``: the label of the image
-    encoder that runs, ``encoder_backends.ENCODER_LABELS``, None for models without one), then for each plane
-    ("plane_progress", (done, total)) while it runs (``done`` a float: the planes finished plus
-    the finished share of this one, from segmenters that predict a plane in steps) and
-    ("plane", (index, labels, done, total, uncertainty map or None)).
+    encoder that runs, ``encoder_backends.ENCODER_LABELS``, None for models without one), then for
+    each plane ``Progress`` while it runs (``done`` a float: the planes finished plus the finished
+    share of this one, from segmenters that predict a plane in steps) and a ``PlaneResult``.
 
     ``uncertainty``: also compute each plane's uncertainty map, in the same pass, when the
     segmenter can (``Segmenter.predict_with_uncertainty``); others give None.
 
     ``normalise``: "auto", "stack" or "plane" (``Segmenter.iter_predict_stack``); what it
-    resolves to for this query is yielded as ("normalise", "stack" or "plane") before the planes.
+    resolves to for this query is yielded as ``Normalised("stack" or "plane")`` before the planes.
 
     ``cancel``: a callable that turns true when the run is cancelled
     (``WorkerLauncher.start(cancellable=True)``); the segmenter then stops within its current
-    step (``inference.base.PlaneSteps``) and the generator ends with ("status", "cancelled").
+    step (``inference.base.PlaneSteps``) and the generator ends with ``messages.CANCELLED``.
 
     Downloading the checkpoint ``download`` (a hub repo id, when not cached) and loading the
     model happen here, off the GUI thread; the planes go through ``Segmenter.iter_predict_stack``
@@ -161,17 +162,17 @@ def predict_planes(
             yield from download_with_status(download)
         from ..inference.encoder_backends import encoder_label
 
-        yield "status", LOADING_TEXT
+        yield Status(LOADING_TEXT)
         segmenter = get_segmenter()
-        yield "model", (str(segmenter.name), str(segmenter.device), encoder_label(segmenter))
-        yield "status", f"running {segmenter.name} on {segmenter.device}"
+        yield ModelReady(str(segmenter.name), str(segmenter.device), encoder_label(segmenter))
+        yield Status(f"running {segmenter.name} on {segmenter.device}")
         with_uncertainty = uncertainty and hasattr(segmenter, "predict_with_uncertainty")
         if uncertainty and not with_uncertainty:
-            yield "status", f"{segmenter.name} gives no uncertainty: labels only"
+            yield Status(f"{segmenter.name} gives no uncertainty: labels only")
         options = {"uncertainty": True} if with_uncertainty else {}
         if hasattr(segmenter, "normalisation"):  # a Segmenter; a bare plane iterator has no choice
             options["normalise"] = segmenter.normalisation(query, rgb=rgb, normalise=normalise)
-            yield "normalise", options["normalise"]
+            yield Normalised(options["normalise"])
 
         def planes(stop, plane_progress) -> Iterator[tuple]:
             for item in segmenter.iter_predict_stack(episode, query, planes=plane_indices, rgb=rgb, cancel=stop,
@@ -188,16 +189,16 @@ def stream_planes(
     planes: Callable[[Callable[[], bool], Callable[[int, int], Any]], Iterator[tuple]],
     total: int,
     cancel: Callable[[], bool] | None = None,
-) -> Iterator[tuple[str, Any]]:
+) -> Iterator[Status | Progress | PlaneResult]:
     """Run ``planes(stop, plane_progress)`` in a helper thread; yield what it gives as it comes.
 
-    ``planes`` yields (index, labels, uncertainty map or None) per plane and calls
-    ``plane_progress(done, steps)`` within a plane; here they become ("plane", (index, labels,
-    done, total, uncertainty)) and ("plane_progress", (planes done + done / steps, total)). A
+    ``planes`` yields the core's (index, labels, uncertainty map or None) per plane and calls
+    ``plane_progress(done, steps)`` within a plane; here they become ``PlaneResult`` and
+    ``Progress(planes done + done / steps, total)`` (``messages.py``). A
     napari generator worker acts on ``quit()`` only at a yield, so the plane runs outside this
     generator: progress comes out while it runs, and ``stop`` turns true as soon as ``cancel``
     does (or this generator is closed), which a segmenter checks between its steps. A plane
-    cancelled that way ends the generator with ("status", "cancelled"), the yield at which the
+    cancelled that way ends the generator with ``messages.CANCELLED``, the yield at which the
     worker ends as aborted; any other exception of the helper is raised here.
     """
     import queue
@@ -225,16 +226,16 @@ def stream_planes(
         while True:
             kind, payload = messages.get()
             if kind == "step":
-                yield "plane_progress", (done + min(payload, 1.0), total)
+                yield Progress(done + min(payload, 1.0), total)
             elif kind == "plane":
                 done += 1
                 index, labels, uncertainty_map = payload
-                yield "plane", (index, labels, done, total, uncertainty_map)
+                yield PlaneResult(tuple(index), labels, done, total, uncertainty_map)
             elif kind == "error" and not (isinstance(payload, PredictionCancelled) and stop()):
                 raise payload
             else:
                 break
         if is_cancelled(cancel):
-            yield "status", "cancelled"
+            yield CANCELLED
     finally:
         closed.set()
