@@ -68,7 +68,7 @@ class Stopwatch:
 def child_eager(folder: str, reps: int) -> dict:
     import torch
 
-    from napari_label_anything.checkpoint import load_model
+    from napari_label_anything.hub.model_files import load_model
     from napari_label_anything.preprocessing import image_to_model_input, to_uint8_rgb
 
     model = load_model(folder).eval()
@@ -171,7 +171,7 @@ def main() -> None:
         Path(args._out).write_text(json.dumps(row))
         return
 
-    from napari_label_anything.checkpoint import save_model
+    from napari_label_anything.hub.model_files import save_model
 
     started = time.perf_counter()
     print(f"# {load_line()}; 2 supports, 3 classes, {SIZE}x{SIZE} uint16 planes; default settings", flush=True)

@@ -29,9 +29,9 @@ import torch
 
 import napari_label_anything as nla
 from napari_label_anything.inference import LabelAnythingSegmenter
+from napari_label_anything.inference.label_anything.model_inputs import build_prompt_arrays
 from napari_label_anything.model.config import LabelAnythingConfig
 from napari_label_anything.model.label_anything import LabelAnything
-from napari_label_anything.model_inputs import build_prompt_arrays
 
 CONFIGS = {
     "mae": {

@@ -1,7 +1,7 @@
 """One table of Label Anything inference costs: config x backend, each row in a fresh subprocess.
 
 Rows are a model configuration (``tiny-sam`` / ``tiny-mae``: the checkpoints in
-``tests/data/reference/{sam_like,mae_like}`` loaded with ``checkpoint.load_model``; ``mae480`` /
+``tests/data/reference/{sam_like,mae_like}`` loaded with ``hub.model_files.load_model``; ``mae480`` /
 ``sam1024``: the full-size release configurations with random weights, nothing downloaded)
 times an encoder backend (``torch``, ``onnx``, ``onnx-int8`` on the CPU; ``torch``, ``torch-bf16``,
 ``torch-fp16`` on CUDA, each at every ``--batch-sizes``; ``auto``: the default, whichever of them it
@@ -73,7 +73,7 @@ def build_model(config: str, seed: int = 0):
     import torch
 
     if config.startswith("tiny-"):
-        from napari_label_anything.checkpoint import load_model
+        from napari_label_anything.hub.model_files import load_model
 
         folder = {"tiny-sam": "sam_like", "tiny-mae": "mae_like"}[config]
         return load_model(REFERENCE / folder, local_files_only=True)
@@ -254,7 +254,7 @@ def run_official(config: str, planes: int, device: str) -> dict:
     import torch
 
     from napari_label_anything.inference import LabelAnythingSegmenter
-    from napari_label_anything.model_inputs import build_prompt_arrays
+    from napari_label_anything.inference.label_anything.model_inputs import build_prompt_arrays
 
     rng = np.random.default_rng(0)
     segmenter = LabelAnythingSegmenter(build_model(config), device=device, name=config, encoder="torch")

@@ -49,7 +49,7 @@ def main() -> None:
     from PIL import Image
     from scipy import ndimage
 
-    from napari_label_anything.samples import load_sample
+    from napari_label_anything.demo_episodes import load_sample
 
     viewer = napari.Viewer(title="napari-label-anything")
     viewer.window._qt_window.resize(1600, 1000)

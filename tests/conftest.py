@@ -14,7 +14,7 @@ import pytest
 
 # Import torch the safe way before any test opens an OpenGL context (see device.import_torch):
 # tests run napari viewers and torch models in one process, in any order.
-from napari_label_anything.device import import_torch  # noqa: E402
+from napari_label_anything.hub.device import import_torch  # noqa: E402
 
 import_torch()
 
@@ -216,3 +216,72 @@ def classic_dock(viewer, *classes: str):
     for name in classes:
         widget.classes.add(name)
     return widget
+
+
+def dimmed_stack(n=9, shape=(64, 72), seed=1, dip=6, depth=50, width=1.2, noise=14):
+    """A grey (Z, Y, X) uint8 stack with a known answer: three discs (class 1) and a square
+    (class 2) per plane on a background of 100. Around plane ``dip`` the discs dim from 200
+    towards the background (a staining artefact), so a support on plane 0 makes those planes
+    hard: the classic model is unsure there, and wrong."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    stack = np.zeros((n, *shape), np.uint8)
+    truth = np.zeros((n, *shape), np.uint8)
+    for z in range(n):
+        labels = np.zeros(shape, np.uint8)
+        y0, x0 = rng.integers(4, shape[0] - 16), rng.integers(4, shape[1] - 16)
+        labels[y0 : y0 + 12, x0 : x0 + 12] = 2
+        placed = 0
+        while placed < 3:
+            cy, cx = rng.uniform(10, shape[0] - 10), rng.uniform(10, shape[1] - 10)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 7.5**2
+            if not labels[disc].any() and not labels[np.roll(disc, 2, 0)].any():
+                labels[disc] = 1
+                placed += 1
+        image = np.full(shape, 100.0)
+        image[labels == 1] = 200 - depth * np.exp(-(((z - dip) / width) ** 2))
+        image[labels == 2] = 30
+        image += rng.normal(0, noise, shape)
+        stack[z] = np.clip(image, 0, 255).astype(np.uint8)
+        truth[z] = labels
+    return stack, truth
+
+
+def mean_iou(predicted: np.ndarray, truth: np.ndarray, n_classes: int = 2) -> float:
+    """Mean over classes 1..N of the intersection over union."""
+    scores = []
+    for k in range(1, n_classes + 1):
+        union = np.count_nonzero((predicted == k) | (truth == k))
+        scores.append(np.count_nonzero((predicted == k) & (truth == k)) / union if union else 1.0)
+    return float(np.mean(scores))
+
+
+def blobs(shape: tuple[int, int], seed: int) -> np.ndarray:
+    """A uint8 image of bright blobs on a noisy dark ground."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    smooth = gaussian_filter(rng.random(shape, dtype=np.float32), 6)
+    bright = smooth > np.percentile(smooth, 70)
+    return (bright * 150 + rng.integers(0, 50, shape)).astype(np.uint8)
+
+
+def fake_hub_download(source: Path, calls: list):
+    """A stand-in for hf_hub_download that fills the cache from ``source`` and reports bytes."""
+
+    def download(repo_id, filename, cache_dir, tqdm_class=None):
+        calls.append((repo_id, filename, Path(cache_dir)))
+        repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+        snapshot = repo / "snapshots" / "abc123"
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text("abc123")
+        data = (source / filename).read_bytes()
+        if tqdm_class is not None:
+            bar = tqdm_class(total=len(data))
+            for _ in range(4):
+                bar.update(len(data) // 4)
+        (snapshot / filename).write_bytes(data)
+        return str(snapshot / filename)
+
+    return download

@@ -170,4 +170,25 @@ def test_only_the_cluster_module_uses_dask_distributed():
         for p in SOURCES
         if any(m.split(".")[0] == "distributed" or m.startswith("dask.distributed") for m in imports(p))
     }
-    assert users <= {"napari_label_anything.inference.cluster"}, users
+    assert users <= {"napari_label_anything.batch.cluster"}, users
+
+
+# Each room's folder may use the rooms listed below it, never those above (module-level and lazy
+# imports alike): files know nothing of models, models' sources nothing of segmenters, segmenters
+# nothing of the jobs that run them, and none of them the training, the plugin or the CLI.
+ROOMS_ABOVE = {
+    "io": ("hub", "inference", "batch", "training", "widget", "cli"),
+    "hub": ("inference", "batch", "training", "widget", "cli"),
+    "inference": ("batch", "training", "widget", "cli"),
+    "batch": ("training", "widget", "cli"),
+}
+
+
+def test_io_and_hub_import_neither_inference_nor_widget_and_no_room_imports_one_above_it():
+    for path in SOURCES:
+        room = path.relative_to(PACKAGE).parts[0]
+        if room not in ROOMS_ABOVE:
+            continue
+        above = tuple(f"napari_label_anything.{r}" for r in ROOMS_ABOVE[room])
+        found = {m for m in imports(path) if m in above or m.startswith(tuple(a + "." for a in above))}
+        assert not found, f"{module_name(path)} imports {sorted(found)} (rooms above {room}/)"

@@ -269,7 +269,7 @@ def test_b12_bad_value_range(sam_like_segmenter, episode, value_range):
 
 
 def test_b12_unreadable_image_file_is_a_value_error(tmp_path):
-    from napari_label_anything.files import read_image
+    from napari_label_anything.io.label_files import read_image
 
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     (tmp_path / "broken.png").write_bytes(b"not a png")

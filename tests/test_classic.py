@@ -359,3 +359,27 @@ def test_trees_are_the_same_whichever_threads_grow_them():
     for one, other in zip(alone, together, strict=True):
         assert all(np.array_equal(a, b) for a, b in zip(one, other, strict=True))
     assert not np.array_equal(alone[0][0], alone[1][0])  # another seed, other trees
+
+
+def test_trees_read_only_their_column_sets():
+    """``column_sets``: trees are dealt round the sets and each reads only its columns, so a set
+    without the informative column learns nothing and one with it learns the classes."""
+    from napari_label_anything.inference.classic_trees import BalancedExtraTrees
+
+    rng = np.random.default_rng(0)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 2, n)
+        return np.stack([y + rng.normal(0, 0.1, n), rng.normal(0, 1, n)], axis=1).astype(np.float32), y
+
+    (x, y), (x_new, y_new) = draw(400), draw(400)
+    weight = np.ones(400)
+
+    def accuracy(sets) -> float:  # on pixels the trees never saw
+        trees = BalancedExtraTrees(8, 1, None, 1, 0, column_sets=[np.array(s) for s in sets]).fit(x, y, weight)
+        return float((trees.predict_proba(x_new).argmax(axis=1) == y_new).mean())
+
+    assert accuracy([[0]]) == 1.0
+    assert accuracy([[1]]) < 0.65
+    informed = BalancedExtraTrees(8, 1, None, 1, 0, column_sets=[np.array([0]), np.array([1])]).fit(x, y, weight)
+    assert informed.tree_sets_ == [0, 1] * 4

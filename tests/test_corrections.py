@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import dimmed_stack, mean_iou
 from napari_label_anything import Episode
 from napari_label_anything.corrections import as_complete_prompts, complete_planes, is_complete, keep_planes
 from napari_label_anything.inference.classic import ClassicSegmenter
 from napari_label_anything.preprocessing import brightness_drifts
-from test_uncertainty import dimmed_stack, mean_iou
 
 
 def test_an_output_plane_becomes_complete_prompts_and_back():
@@ -84,3 +84,40 @@ def test_normalise_options_are_checked():
         segmenter.predict_stack(episode, stack, normalise="each")
     with pytest.raises(ValueError, match="either value_range or normalise='plane'"):
         segmenter.predict_stack(episode, stack, normalise="plane", value_range=(0, 255))
+
+
+def _fluorescence(seed: int, gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """(96, 96) uint8 dark-background image of bright discs at ``gain`` times the usual exposure,
+    and its truth (1 = disc)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:96, :96]
+    truth = np.zeros((96, 96), np.uint8)
+    for cy, cx in rng.uniform(12, 84, (7, 2)):
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = 1
+    image = 8 + truth * 180.0 * gain + rng.normal(0, 3, truth.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), truth
+
+
+def test_a_lone_image_at_another_exposure_is_normalised_on_its_own():
+    """Highlights that move (``highlights_move``) while the dark background stays: a query image
+    from another exposure is stretched by its own percentiles, as its supports are, and found;
+    a query like the supports keeps their one range."""
+    from napari_label_anything.inference.base import brightness_differs
+    from napari_label_anything.preprocessing import PER_PLANE, highlights_move
+
+    support, truth = _fluorescence(0, 1.0)
+    dim, dim_truth = _fluorescence(1, 0.3)
+    alike, _ = _fluorescence(2, 1.0)
+    episode = Episode(["background", "nucleus"])
+    episode.add_support(support, labels=truth + 1)
+    assert highlights_move([support], [dim]) and not highlights_move([support], [alike])
+    assert not brightness_drifts([support, dim])  # the median (background) hardly moves
+    assert brightness_differs(episode, [dim]) and not brightness_differs(episode, [alike])
+    segmenter = ClassicSegmenter(n_jobs=1)
+    auto = segmenter.predict(episode, dim)
+    np.testing.assert_array_equal(auto, segmenter.predict(episode, dim, value_range=PER_PLANE))
+    shared = segmenter.predict(episode, dim, value_range=None)
+    assert mean_iou(auto == 2, dim_truth) > mean_iou(shared == 2, dim_truth) + 0.2
+    kept_range = segmenter.predict(episode, alike, value_range=None)
+    np.testing.assert_array_equal(segmenter.predict(episode, alike), kept_range)
+    assert segmenter.normalisation(dim[None], episode=episode) == "plane"  # the widget's one-plane query

@@ -86,7 +86,7 @@ def test_a_tampered_and_rechecksummed_entry_is_recomputed(reference, tmp_path, c
 
     import torch
 
-    from napari_label_anything.checkpoint import load_model
+    from napari_label_anything.hub.model_files import load_model
     from napari_label_anything.inference import LabelAnythingSegmenter
 
     model = load_model(reference / "mae_like")
@@ -159,7 +159,7 @@ def test_integer_or_boolean_weights_are_refused(reference, tmp_path):
 def test_integer_weights_in_a_sam_file_are_refused(reference, tmp_path):
     import torch
 
-    from napari_label_anything.checkpoint import load_model, load_sam_image_encoder
+    from napari_label_anything.hub.model_files import load_model, load_sam_image_encoder
 
     model = load_model(reference / "sam_like")
     weights = {f"image_encoder.{k}": v.clone() for k, v in model.image_encoder.state_dict().items()}
@@ -358,8 +358,8 @@ def test_an_episode_with_100000_classes_gives_a_short_message(tmp_path):
 
 
 def test_a_zarr_declaring_a_million_planes_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    from napari_label_anything.batch.jobs import BatchJob, check_job
     from napari_label_anything.cli import main
-    from napari_label_anything.inference.batch import BatchJob, check_job
 
     path = tmp_path / "planes.zarr"
     zarr.create_array(str(path), shape=(10**6, 64, 64), dtype="u1", chunks=(1, 64, 64))
@@ -468,7 +468,7 @@ def test_a_huge_zarr_query_with_classic_is_refused_before_reading_it(tmp_path):
     code = (
         "import resource, sys\n"
         "from napari_label_anything.cli import main\n"
-        "from napari_label_anything.device import import_torch\n"
+        "from napari_label_anything.hub.device import import_torch\n"
         "from napari_label_anything.inference import classic\n"
         "from napari_label_anything.limits import _status\n"
         "import_torch()  # what a run imports, before the limit\n"

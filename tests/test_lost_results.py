@@ -20,10 +20,10 @@ import pytest
 import tifffile
 
 from conftest import REFERENCE, blob_image, wait_for
-from napari_label_anything import claims
+from napari_label_anything.batch import jobs as batch
 from napari_label_anything.cli import MAX_ERROR_CHARS, main
-from napari_label_anything.files import read_label_metadata
-from napari_label_anything.inference import batch
+from napari_label_anything.io import claims
+from napari_label_anything.io.label_files import read_label_metadata
 
 MAE_LIKE = REFERENCE / "mae_like"
 
@@ -50,7 +50,7 @@ def hold_claim(target: Path) -> subprocess.Popen:
     """A process that claims ``target`` as a predict run does and holds it until killed."""
     code = textwrap.dedent(f"""
         import sys, time
-        from napari_label_anything.claims import claim
+        from napari_label_anything.io.claims import claim
         held = claim({str(target)!r})
         print("held", flush=True)
         time.sleep(600)
@@ -145,7 +145,7 @@ def test_finetune_into_an_existing_run_is_refused_unless_overwrite_or_resume(tmp
     assert f"{out} holds a training run already" in line and "--overwrite" in line and "--resume" in line
     assert (out / "final" / "model.safetensors").read_bytes() == weights and (out / "log.csv").read_text() == log
     assert not (out.parent / "R.claim").exists()
-    from napari_label_anything.registry import local_models
+    from napari_label_anything.hub.registry import local_models
 
     assert set(local_models()) == {"mine"}
     assert main(finetune_args(out, "--overwrite", "--resume", "latest")) == 2
@@ -200,7 +200,7 @@ def test_twelve_registrations_at_once_keep_twelve_entries(tmp_path):
     for worker in workers:
         worker.join(120)
     assert [w.exitcode for w in workers] == [0] * 12
-    from napari_label_anything.registry import local_models
+    from napari_label_anything.hub.registry import local_models
 
     assert sorted(local_models()) == sorted(f"model{i}" for i in range(12))
 
@@ -256,8 +256,8 @@ def test_a_safetensors_error_while_saving_names_the_file(tmp_path, monkeypatch):
     import safetensors.torch
     from safetensors import SafetensorError
 
-    from napari_label_anything.checkpoint import load_model
-    from napari_label_anything.training.checkpointing import write_checkpoint
+    from napari_label_anything.hub.model_files import load_model
+    from napari_label_anything.training.run_state import write_checkpoint
 
     def full(*args, **kwargs):
         raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No s" })')
@@ -287,7 +287,7 @@ def test_lost_dask_workers_are_one_line(tmp_path, capsys, monkeypatch):
     import distributed
     from distributed.client import FutureCancelledError
 
-    from napari_label_anything.inference import cluster
+    from napari_label_anything.batch import cluster
 
     class Future:
         key = "_run_job_task-1"

@@ -14,9 +14,10 @@ import zarr
 
 import napari_label_anything as nla
 from conftest import blob_image, predict_classic
-from napari_label_anything import metrics, probabilities
+from napari_label_anything import probabilities
 from napari_label_anything.cli import main
-from napari_label_anything.files import read_label_classes, read_label_metadata, write_labels
+from napari_label_anything.io.label_files import read_label_classes, read_label_metadata, write_labels
+from napari_label_anything.training import metrics
 from napari_label_anything.training.datasets import FolderDataset
 
 pytestmark = pytest.mark.usefixtures("offline_settings")  # conftest: no user config, no network

@@ -26,9 +26,9 @@ _LAZY = {
     "LabelAnythingSegmenter": "inference",
     "PredictionCancelled": "inference",
     "PlaneSteps": "inference",
-    "resolve_device": "device",
-    "available_devices": "device",
-    "CheckpointNotAvailableError": "checkpoint",
+    "resolve_device": "hub.device",
+    "available_devices": "hub.device",
+    "CheckpointNotAvailableError": "hub.model_files",
     "split_objects": "objects",
     "measure_objects": "objects",
     "write_measurements": "objects",
@@ -52,8 +52,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .checkpoint import CheckpointNotAvailableError
-    from .device import available_devices, resolve_device
+    from .hub.device import available_devices, resolve_device
+    from .hub.model_files import CheckpointNotAvailableError
     from .inference import LabelAnythingSegmenter, PlaneSteps, PredictionCancelled, Segmenter, load_segmenter
     from .objects import measure_objects, split_objects, write_measurements
 

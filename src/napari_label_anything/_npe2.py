@@ -1,15 +1,18 @@
-"""napari's own contribution points (``napari.yaml``): a reader of ``.episode`` files and a
-writer of Labels layers as label TIFFs with class names.
+"""napari's own contribution points (``napari.yaml``) but the widget: a reader of ``.episode``
+files, a writer of Labels layers as label TIFFs with class names, and the sample data.
 
 Reader: drag-and-drop or File > Open of an ``.episode`` restores the episode into the Label
 Anything widget of the current viewer when it is open (``widget.load_episode``, the widget's
 "load episode…"); otherwise it opens the episode's support images and prompt layers as layers
 (``episode_layers.py``). Writer: File > Save Selected Layer(s) of a Labels layer with "label
-TIFF with class names" writes ``files.write_labels`` (ImageJ TIFF; the class names the plugin
+TIFF with class names" writes ``io.label_files.write_labels`` (ImageJ TIFF; the class names the plugin
 keeps in the layer's metadata or features, its colours as the LUT).
 
 Neither napari nor Qt is imported at module level: the widget is reached only when one was
 built in this process.
+
+Sample data: the demo's episodes (``demo_episodes.py``) as layer data tuples, ready to run
+(napari is never imported for them either).
 """
 
 from __future__ import annotations
@@ -47,14 +50,14 @@ def read_episode(path: str | Sequence[str]) -> list[tuple]:
 def _load_into_open_widget(path: str) -> bool:
     if "napari_label_anything.widget" not in sys.modules:  # no widget was ever built here: none is open
         return False
-    from .widget.episode_files import load_into_open_widget
+    from .widget.file_actions import load_into_open_widget
 
     return load_into_open_widget(path)
 
 
 def write_labels_layer(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """npe2 single-layer writer: a Labels layer as a label TIFF with class names; returns [path]."""
-    from .files import write_labels
+    from .io.label_files import write_labels
 
     if attributes.get("multiscale"):
         data = data[0]  # the full-resolution level
@@ -90,3 +93,30 @@ def _hex(colormap: Any, value: int) -> str | None:
     if rgba is None:
         return None
     return "#" + "".join(f"{round(255 * float(c)):02x}" for c in np.asarray(rgba)[:3])
+
+
+def _sample_layers(name: str, **options) -> list[tuple]:
+    from .demo_episodes import load_sample
+    from .labels import class_names
+
+    sample = load_sample(name, **options)
+    classes = list(class_names(sample.classes).values())
+    return [
+        (sample.support, {"name": f"{sample.name} support"}, "image"),
+        (
+            sample.scribbles,
+            {"name": f"{sample.name} support prompts", "metadata": {"label_anything_classes": classes}},
+            "labels",
+        ),
+        (sample.query, {"name": f"{sample.name} query"}, "image"),
+    ]
+
+
+def textures_sample() -> list[tuple]:
+    """Sample data: brick / grass / gravel, a scribbled support and a 2D query."""
+    return _sample_layers("textures")
+
+
+def textures_stack_sample() -> list[tuple]:
+    """Sample data: the same support with a 5-plane query stack."""
+    return _sample_layers("textures", planes=5)

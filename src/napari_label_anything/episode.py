@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write
+from .io.label_files import atomic_write
+from .io.npz_reader import NpzError, NpzReader
 from .labels import as_labels
 from .limits import brief, short
-from .npz_reader import NpzError, NpzReader
 from .stacks import is_index, reach_window
 
 FORMAT_NAME = "napari-label-anything.episode"

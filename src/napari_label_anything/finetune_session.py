@@ -102,7 +102,7 @@ def _scoring_episodes(episode: Episode, held: Sequence[int]):
 
 def held_out_miou(segmenter: Any, episode: Episode, held: Sequence[int]) -> float:
     """mIoU (foreground classes, one confusion matrix) of ``segmenter`` on the held-out supports."""
-    from .evaluation import evaluate_episodes
+    from .training.evaluation import evaluate_episodes
 
     classes = dict(enumerate(episode.classes, start=1))
     return evaluate_episodes(segmenter, _scoring_episodes(episode, held), classes).miou
@@ -140,7 +140,7 @@ def finetune_episode(
         FinetuneOutcome with the held-out mIoU before and after.
     """
     from .inference import load_segmenter
-    from .training.checkpointing import check_previous_run
+    from .training.run_state import check_previous_run
     from .training.trainer import finetune
 
     if not hasattr(segmenter, "model") or not hasattr(segmenter.model, "encode_images"):

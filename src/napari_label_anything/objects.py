@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write, image_base_name
+from .io.label_files import atomic_write, image_base_name
 
 DEFAULT_MIN_DISTANCE = 5  # pixels between two objects' centres for the watershed to keep both
 DEFAULT_PROMINENCE = 2.0  # pixels a centre must stand above the neck to its neighbour (ragged edges)

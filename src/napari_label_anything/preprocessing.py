@@ -80,7 +80,7 @@ def select_channels(image, channels) -> np.ndarray:
 
 def pick_channels(image, channels) -> np.ndarray:
     """``select_channels``' rule for a trailing channel axis of any length (e.g. the 2 or 6
-    channels of a hyperstack that ``files.read_image`` returns as (..., Y, X, C)): one channel
+    channels of a hyperstack that ``io.label_files.read_image`` returns as (..., Y, X, C)): one channel
     -> that grey (..., Y, X) image, several -> their mean, dtype kept; lazy arrays stay lazy.
     ``channels`` must be given (an int or a sequence of ints)."""
     if not isinstance(image, np.ndarray):
@@ -240,6 +240,47 @@ def brightness_drifts(planes, share: float = DRIFT_SHARE) -> bool:
     shift = (levels - np.median(levels, axis=0)) / (high - low)
     moved = (np.abs(shift) > share).all(axis=1) & (np.sign(shift[:, 0]) == np.sign(shift[:, 1]))
     return bool(moved.any())
+
+
+HIGHLIGHT_SHIFT = 0.25  # an image whose bright level moves this share of the supports' range differs
+MIN_CONTENT = 0.1  # ... if its own range spans at least this share of theirs (else it is an empty field)
+
+
+def _levels_sample(image) -> np.ndarray:
+    """About 65,000 values of a 2D (Y, X[, C]) image, float64, 1D."""
+    image = np.asarray(image)
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 65_536)))
+    return image[::step, ::step].astype(np.float64).ravel()
+
+
+def highlights_move(supports, images, share: float = HIGHLIGHT_SHIFT) -> bool:
+    """Whether some image's bright level (98th percentile) lies more than ``share`` of the
+    supports' intensity range (0.5th..99.5th percentiles) from the supports': the same objects
+    imaged at another exposure, gain or stain strength. On a dark background (fluorescence)
+    that moves the highlights while the median stays where the background is, which
+    ``brightness_drifts`` needs to move as well. Colour images are compared channel by channel
+    (a stain or a white balance moves one channel more than the others). An image whose own
+    range is under ``MIN_CONTENT`` of the supports' (an empty field, noise only) has not moved:
+    stretching it would make its noise look like objects.
+
+    Args:
+        supports, images: sequences of 2D (Y, X[, C]) arrays.
+    """
+    supports, images = [np.asarray(s) for s in supports], [np.asarray(im) for im in images]
+    colour = all(a.ndim == 3 and a.shape[-1] >= 3 for a in [*supports, *images])
+    channels = [(lambda a, c=c: a[..., c]) for c in range(3)] if colour else [lambda a: a]
+    for channel in channels:
+        reference = np.concatenate([_levels_sample(channel(s)) for s in supports])
+        low, high = np.percentile(reference, DEFAULT_PERCENTILES)
+        if not high > low:
+            continue
+        level, span = np.percentile(reference, 98), high - low
+        for image in images:  # moved, and holds more than noise: an empty field is not stretched to look full
+            values = _levels_sample(channel(image))
+            own_low, own_high = np.percentile(values, DEFAULT_PERCENTILES)
+            if abs(np.percentile(values, 98) - level) > share * span and own_high - own_low > MIN_CONTENT * span:
+                return True
+    return False
 
 
 def _intensity_sample(image) -> np.ndarray:

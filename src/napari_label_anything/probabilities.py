@@ -149,7 +149,7 @@ def write_probabilities(
     }
     if target.name.lower().endswith(TIFF_SUFFIXES):
         return _write_tiff(target, planes, plane_sizes, spatial_shape, list(names), dtype, metadata)
-    from .ome_zarr import is_zarr_path
+    from .io.ome_zarr import is_zarr_path
 
     if is_zarr_path(target):
         return _write_zarr(target, planes, plane_sizes, spatial_shape, list(names), dtype, metadata)
@@ -157,7 +157,7 @@ def write_probabilities(
 
 
 def _write_tiff(target, planes, plane_sizes, spatial_shape, names, dtype, metadata) -> Path:
-    from .files import write_tiff
+    from .io.label_files import write_tiff
 
     shape = output_shape(plane_sizes, len(names), spatial_shape, zarr=False)
     axes = {3: "CYX", 4: "ZCYX", 5: "TZCYX"}.get(len(shape))
@@ -179,7 +179,7 @@ def _write_tiff(target, planes, plane_sizes, spatial_shape, names, dtype, metada
 
 
 def _write_zarr(target, planes, plane_sizes, spatial_shape, names, dtype, metadata) -> Path:
-    from . import ome_zarr
+    from .io import ome_zarr
 
     at = channel_position(len(plane_sizes), zarr=True)
     shape = output_shape(plane_sizes, len(names), spatial_shape, zarr=True)

@@ -24,8 +24,8 @@ from . import predict, train
 def _embed(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..files import read_image
     from ..inference import load_segmenter
+    from ..io.label_files import read_image
 
     missing = [q for q in args.images if not Path(q).is_file()]
     if missing:
@@ -48,7 +48,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model
+    from ..hub.model_files import load_model
 
     model = load_model(args.model)
     c = model.config
@@ -61,9 +61,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..files import check_writable_folder, overlay_png, write_labels
+    from ..demo_episodes import iou_per_class, load_sample
     from ..inference import load_segmenter
-    from ..samples import iou_per_class, load_sample
+    from ..io.label_files import check_writable_folder, overlay_png, write_labels
 
     clock = time.perf_counter()
 
@@ -106,8 +106,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from ..checkpoint import hub_cache_dir, is_offline
-    from ..registry import list_models, register_local_model, unregister_local_model
+    from ..hub.model_files import hub_cache_dir, is_offline
+    from ..hub.registry import list_models, register_local_model, unregister_local_model
 
     if args.add:
         name, folder = args.add
@@ -128,8 +128,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..checkpoint import cached_checkpoint, download_checkpoint
-    from ..registry import find_known
+    from ..hub.model_files import cached_checkpoint, download_checkpoint
+    from ..hub.registry import find_known
 
     known = find_known(args.name)
     repo_id = known.repo_id if known else args.name

@@ -2,8 +2,8 @@
 
 Everything that can fail on the user's input (episode, inputs, output names and folder, plane
 axes, dask.distributed being installed) is checked before the model loads, and the outputs are
-claimed for the run (``batch.claimed_outputs``); the work itself is ``inference.batch`` (one
-process) or ``inference.cluster`` (``--workers`` / ``--scheduler``).
+claimed for the run (``batch.jobs.claimed_outputs``); the work itself is ``batch.jobs`` (one
+process) or ``batch.cluster`` (``--workers`` / ``--scheduler``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def add_parser(sub) -> None:
 
 def episode_from_args(args: argparse.Namespace):
     from ..episode import Episode
-    from ..files import read_image
+    from ..io.label_files import read_image
 
     if args.episode:
         return Episode.load(args.episode)
@@ -145,9 +145,9 @@ def add_supports(episode, image, labels, name: str) -> None:
 
 def plan(args: argparse.Namespace) -> list:
     """The jobs of a run, every one checked (readable input, planes, unique free output)."""
-    from ..files import check_writable_folder
-    from ..inference import batch
-    from ..inference.batch import FORMATS, BatchJob, check_job, expand_inputs, output_paths
+    from ..batch import jobs as batch
+    from ..batch.jobs import FORMATS, BatchJob, check_job, expand_inputs, output_paths
+    from ..io.label_files import check_writable_folder
 
     try:
         rows = [int(r) for r in args.class_rows.split(",")] if args.class_rows else None
@@ -160,9 +160,9 @@ def plan(args: argparse.Namespace) -> list:
     targets = output_paths(inputs, args.out, FORMATS[args.format])
     metadata = {"model": args.model}
     if args.encoder != "torch":  # the outputs say how they were made (onnx-int8 is approximate)
-        from ..device import resolve_device
+        from ..hub.device import resolve_device
+        from ..hub.registry import CLASSIC, resolve_model_name
         from ..inference.encoder_backends import resolve_encoder
-        from ..registry import CLASSIC, resolve_model_name
 
         if resolve_model_name(args.model) != CLASSIC:  # classic has no image encoder to swap
             encoder = resolve_encoder(args.encoder, resolve_device(args.device).type)
@@ -194,12 +194,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--probabilities runs in one process: leave out --workers / --scheduler")
     jobs = plan(args)
     if distributed:
-        from ..inference.cluster import require_distributed
+        from ..batch.cluster import require_distributed
 
         require_distributed()
         if args.planes_per_task < 1:
             raise ValueError(f"--planes-per-task must be at least 1, got {args.planes_per_task}")
-    from ..inference.batch import claimed_outputs
+    from ..batch.jobs import claimed_outputs
 
     with claimed_outputs(jobs, overwrite=args.overwrite) as notes:  # a second run into these names stops
         for note in notes:
@@ -210,8 +210,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_here(args: argparse.Namespace, episode, jobs) -> int:
     from tqdm import tqdm
 
+    from ..batch.jobs import run_job
     from ..inference import load_segmenter
-    from ..inference.batch import run_job
 
     start = time.perf_counter()
     segmenter = load_segmenter(args.model, device=args.device, embeddings=args.cache, encoder=args.encoder,
@@ -229,7 +229,7 @@ def _run_here(args: argparse.Namespace, episode, jobs) -> int:
             result = run_job(segmenter, episode, job, progress=progress)
         _report(result)
         if job.probabilities:
-            from ..inference.batch import probabilities_path
+            from ..batch.jobs import probabilities_path
 
             print(f"  class probabilities ({job.probabilities}) -> {probabilities_path(job)}")
     return 0
@@ -243,7 +243,7 @@ def missing_chunks_as_lines():
 
     from tqdm import tqdm
 
-    from ..ome_zarr import MissingChunksWarning
+    from ..io.ome_zarr import MissingChunksWarning
 
     with warnings.catch_warnings():
         shown = warnings.showwarning
@@ -273,8 +273,8 @@ def _report(result) -> None:
 def _run_on_cluster(args: argparse.Namespace, episode, jobs) -> int:
     from tqdm import tqdm
 
-    from ..inference.batch import probe
-    from ..inference.cluster import ModelSpec, close, connect, run_batch
+    from ..batch.cluster import ModelSpec, close, connect, run_batch
+    from ..batch.jobs import probe
 
     total = sum(job.layout(probe(job.source)[0]).n_planes for job in jobs)
     # Workers may run in another folder (--scheduler): they get absolute paths; the outputs'

@@ -45,8 +45,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate
     from ..inference import load_segmenter
+    from ..training.evaluation import evaluate
 
     dataset = _dataset(args, split="val")
     # Whole images resized to the model's input, as the official validation does (no tiling).
@@ -75,7 +75,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.official:
             print("official: " + ", ".join(f"{k} {_score(v)}" for k, v in summary["official"].items()))
     if args.json:
-        from ..files import atomic_write
+        from ..io.label_files import atomic_write
 
         with atomic_write(args.json) as partial:
             partial.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -12,7 +12,7 @@ The embedded default (``classic``) plugs into the same interface.
 from __future__ import annotations
 
 from .base import CancelCheck, PlaneSteps, PredictionCancelled, ProgressCallback, Segmenter
-from .label_anything import LabelAnythingSegmenter
+from .label_anything.segmenter import LabelAnythingSegmenter
 from .loading import load_segmenter
 
 __all__ = [

@@ -17,7 +17,14 @@ import numpy as np
 
 from ..episode import Episode
 from ..labels import labels_dtype
-from ..preprocessing import DRIFT_PLANES, PER_PLANE, brightness_drifts, check_normalise, stack_value_range
+from ..preprocessing import (
+    DRIFT_PLANES,
+    PER_PLANE,
+    brightness_drifts,
+    check_normalise,
+    highlights_move,
+    stack_value_range,
+)
 from ..stacks import as_stack, sample_planes, stack_layout
 from .uncertainty import uncertainty_map
 
@@ -86,6 +93,18 @@ def current_steps() -> PlaneSteps:
     cancels outside ``iter_predict_stack`` and ``with PlaneSteps(...)``. Threads a segmenter
     starts itself do not see it: it takes it in its own thread and passes ``check`` on."""
     return _CURRENT_STEPS.get() or _NO_STEPS
+
+
+def brightness_differs(episode: Episode | None, planes: Sequence[Any]) -> bool:
+    """Whether images to predict, 2D (Y, X[, C]) arrays, differ in brightness from the episode's
+    supports or among themselves (``preprocessing.brightness_drifts`` over all of them, or
+    ``preprocessing.highlights_move`` from the supports): then each is best normalised by its
+    own percentiles. Supports from one microscope session and queries from another differ;
+    images of one kind with more or fewer objects do not."""
+    supports = [s.image for s in episode.supports] if episode is not None else []
+    if len(supports) + len(planes) < 2:
+        return False
+    return brightness_drifts([*supports, *planes]) or (bool(supports) and highlights_move(supports, planes))
 
 
 class Segmenter(ABC):
@@ -163,7 +182,7 @@ class Segmenter(ABC):
         if is_cancelled(cancel):  # before the brightness check reads any plane
             raise PredictionCancelled("prediction cancelled")
         if "value_range" not in options:
-            per_plane = self.normalisation(stack, axis, rgb, normalise) == "plane"
+            per_plane = self.normalisation(stack, axis, rgb, normalise, episode) == "plane"
             options["value_range"] = PER_PLANE if per_plane else self._stack_range(stack)
         elif check_normalise(normalise) == "plane":
             raise ValueError("pass either value_range or normalise='plane', not both")
@@ -199,17 +218,20 @@ class Segmenter(ABC):
     normalises_per_plane: bool = False
 
     def normalisation(self, stack: Any, axis: int | tuple[int, ...] = 0, rgb: bool | None = None,
-                      normalise: str = "auto") -> str:  # fmt: skip
+                      normalise: str = "auto", episode: Episode | None = None) -> str:  # fmt: skip
         """What ``normalise`` resolves to for ``stack``: "stack" or "plane" (see
-        ``iter_predict_stack``); "auto" looks at up to ``DRIFT_PLANES`` evenly spaced planes."""
+        ``iter_predict_stack``); "auto" looks for drift among up to ``DRIFT_PLANES`` evenly
+        spaced planes, and compares a lone image with the ``episode``'s supports
+        (``brightness_differs``)."""
         if check_normalise(normalise) != "auto":
             return normalise
         if not self.normalises_per_plane:
             return "stack"
         stack = as_stack(stack)
         layout = stack_layout(stack.shape, axis, rgb)
-        drifts = layout.n_planes > 1 and brightness_drifts(sample_planes(stack, layout, DRIFT_PLANES))
-        return "plane" if drifts else "stack"
+        if layout.n_planes > 1:  # the planes among themselves (supports are mostly planes of it)
+            return "plane" if brightness_drifts(sample_planes(stack, layout, DRIFT_PLANES)) else "stack"
+        return "plane" if brightness_differs(episode, sample_planes(stack, layout, 1)) else "stack"
 
     def _stack_range(self, stack: Any) -> tuple[float, float] | None:
         """The one intensity range of a stack's planes in "stack" normalisation."""

@@ -112,6 +112,6 @@ def _store(store: Any, signature: dict, array: Any) -> None:
     try:
         store.put(signature, array)
     except OSError as err:
-        from ..files import write_error
+        from ..io.label_files import write_error
 
         raise write_error(f"image features into the cache folder {getattr(store, 'folder', store)}", err) from None

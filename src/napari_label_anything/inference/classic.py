@@ -19,7 +19,7 @@ import numpy as np
 from ..episode import CONTEXT_REACH, Episode, Support, check_image
 from ..labels import BACKGROUND, labels_dtype
 from ..preprocessing import PER_PLANE, intensity_range, normalise_image, stack_value_range
-from .base import PredictionCancelled, Segmenter, current_steps, is_cancelled
+from .base import PredictionCancelled, Segmenter, brightness_differs, current_steps, is_cancelled
 from .cache import LRUCache
 from .classic_background import add_background, drop_prompt_like
 from .classic_boundaries import SNAP_BYTES_PER_PIXEL, prompts_outline_boundaries, snap_to_edges
@@ -36,6 +36,7 @@ from .classic_features import (
     features_at,
     n_features,
     pixel_features,
+    scale_columns,
 )
 from .classic_trees import BalancedExtraTrees, predict_in_chunks, subsample
 
@@ -43,7 +44,8 @@ __all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
 _FIT_PARAMS = ("sigma_min", "sigma_max", "point_radius", "box_core", "box_weight", "label_margin", "point_margin",
                "box_margin", "detection_margin", "detection_threshold", "min_background", "max_samples_per_class",
-               "n_estimators", "min_samples_leaf", "background_ratio", "depth_sigmas", "seed")  # fmt: skip
+               "n_estimators", "min_samples_leaf", "background_ratio", "depth_sigmas", "seed",
+               "fine_scale")  # fmt: skip
 EDGE_SNAP_MODES = ("auto", "always", "never")
 
 
@@ -80,84 +82,37 @@ def _disk(shape: tuple[int, int], y: float, x: float, radius: float) -> tuple[np
 class ClassicSegmenter(Segmenter):
     """Few-shot pixel classification with no pretrained weights (any CPU, no download).
 
-    Images are normalised (``normalise_image``) and featurised (``pixel_features``); prompted
-    support pixels train ``BalancedExtraTrees``, which classify every query pixel; probability
-    maps are then smoothed by a Gaussian of ``smooth`` pixels.
+    Images are normalised (``normalise_image``) and featurised (``pixel_features``: intensity,
+    edges, Hessian and structure-tensor eigenvalues, texture and differences of Gaussians at
+    scales sigma_min..sigma_max, per channel for colour, across planes for stacks); prompted
+    support pixels train ``BalancedExtraTrees``, half of which see only the scales up to
+    ``fine_scale`` (local detail) and half all of them (context), so the forest does well
+    whether the objects are small or large; every query pixel is classified and the
+    probability maps are smoothed by a Gaussian of ``smooth`` pixels.
 
-    Training pixels of class k (1..N), per support (where prompts overlap, painted labels win
-    over points, and points over box cores):
+    The rules (docs/classic.md has them in full):
 
-    - labels: every pixel painted k (sparse scribbles and complete masks alike);
-    - points: the pixels within ``point_radius`` of each point;
-    - boxes: weak evidence, so only the box core, the inscribed ellipse shrunk to ``box_core``
-      of its half-axes (at least the centre pixel), with sample weight ``box_weight``; core
-      pixels claimed by boxes of two classes are dropped.
-
-    Background (class 0) training pixels follow one of two rules per support:
-
-    1. Explicit: if a class is named "background" (case-insensitive), its prompts are class 0
-       training pixels; its own output channel is always 0 (its probability is reported as
-       class 0, so ``predict`` labels it 0). A support with no background prompt (say scribbled
-       objects, beside a corrected plane fed back whole) takes rule 2.
-    2. Implicit (no such class, or no background prompt on this support):
-       a. Candidates, per support: unprompted pixels outside every box and farther
-          (Euclidean) than ``label_margin`` from every painted pixel, ``point_margin`` from
-          every point's disk and ``box_margin`` from every box (boxes are taken to be tight);
-          margins are halved until a candidate exists.
-       b. Unless ``detection_threshold`` is None, candidates that look like prompted pixels
-          are dropped (positive-unlabelled learning, Elkan & Noto 2008): prompted connected
-          components (strokes, point disks, box cores) are split into two folds; for each, a
-          classifier learns that fold's prompted pixels against a candidate subsample and
-          scores the candidates and the other fold. With c the mean score of held-out
-          prompted pixels, score / c estimates the chance that a candidate belongs to a
-          prompted class; above ``detection_threshold`` it is dropped, and so are those within
-          ``detection_margin`` of such pixels that form regions touching no prompt (the rims
-          of unprompted objects, which look unlike prompted centres).
-       c. If fewer than ``min_background`` of the candidates are left, two or more prompted
-          classes are taken to tile the image (e.g. a mosaic of textures): there is no
-          background. One prompted class cannot tile it (the user asks for it to be told from
-          the rest): the candidates kept stay background, and if none was kept, the
-          ``min_background`` share of the candidates least like it.
-       The rule assumes that pixels unlike every prompt are background; where a background
-       looks like a prompted class, add a "background" class and prompt it.
-
-    With implicit background each class keeps at most ``max_samples_per_class`` pixels and the
-    trees are class-balanced. With explicit background, at most that many per class are drawn
-    uniformly over all prompted pixels; if the prompts draw the boundaries between classes
-    (complete masks: ``classic_boundaries.outlined_share``) the trees keep their proportions
-    as priors, the image's own, else (strokes, points, boxes: a person paints what is quick to
-    paint, which says nothing about proportions) the classes are balanced
-    (``BalancedExtraTrees``). Subsamples and trees draw from ``seed``: the same episode and
-    settings always give the same result, and another seed gives another draw of equal quality
-    (how far results move between seeds is the method's own noise).
-
-    Strokes, points and boxes do not show where one class ends and the next begins either.
-    Where the prompts leave boundaries open (``edge_snap="auto"``, the default), ``predict``
-    keeps the class of every pixel at least ``edge_confidence`` sure and floods the others
-    from them along the image's edges (``classic_boundaries.snap_to_edges``); complete masks
-    keep the trees' own boundaries. Object masks without a "background" class count as strokes
-    (nothing is painted on the other side of their outline); planes that ``propagate_stack``
-    adds are complete masks, so once one is added the trees' boundaries are kept.
-    ``predict_proba`` is always the trees' probabilities.
-
-    Supports and queries are normalised with one intensity range, the percentiles of all
-    non-uint8 supports together (``_episode_range``), so equal values look alike in support
-    and query, also through a stack; pass ``value_range`` to override it per query.
-
-    When every support was taken from a stack (``Episode.add_support(stack, plane=...)``, which
-    keeps the planes around it) and the query is a plane of a stack (``predict_stack``, or
-    ``context=`` here), features also look across planes (``classic_features.depth_features`` at
-    ``depth_sigmas``): whether a pixel is brighter than the planes around it tells an object
-    centred in this plane from the out-of-focus light of one above or below; ``depth_sigmas=()``
-    turns it off (e.g. for a time series whose objects move between frames). If any support is
-    colour, every image is featurised as colour (see ``features``). Features and prediction run
-    in row bands (``classic_features``); a plane whose prediction would not fit in the available
-    memory raises ``FeatureMemoryError`` (a ``MemoryError``) before allocating. A plane is
-    predicted in steps (``PlaneSteps``: the fit, each band's features and classes, the labels),
-    reported as they finish and cancellable within them. ``stats`` counts fits and fit-cache hits.
+    - Training pixels: painted labels, point disks (``point_radius``), box cores (``box_core``,
+      weight ``box_weight``).
+    - Background: a class named "background" is class 0; without one (or on a support with no
+      background prompt) it is inferred from unprompted pixels far from every prompt, minus
+      those that look prompted (positive-unlabelled learning); classes that leave nothing
+      unlike themselves tile the image and there is no background.
+    - Proportions: complete masks keep their class proportions as priors; strokes, points and
+      boxes are class-balanced.
+    - Boundaries: where the prompts leave them open (``edge_snap="auto"``) labels snap to the
+      image's edges; complete masks keep the trees' own boundaries.
+    - Intensity: one range for supports and queries (``_episode_range``), or each image by its
+      own percentiles where a query's brightness differs from the supports' (``predict_proba``'s
+      ``value_range``; ``predict_stack``'s ``normalise``).
+    - Memory and steps: features run in row bands; a plane that would not fit raises
+      ``FeatureMemoryError`` before allocating; a plane is predicted in cancellable steps
+      (``PlaneSteps``). ``stats`` counts fits and fit-cache hits. The same episode, settings
+      and ``seed`` always give the same result.
 
     Args:
         sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
+        fine_scale: the largest scale half the trees see (None: every tree sees all scales).
         point_radius, box_core, box_weight: prompt sampling (see above).
         label_margin, point_margin, box_margin, detection_threshold, detection_margin,
             min_background: the implicit background rule (see above).
@@ -196,6 +151,7 @@ class ClassicSegmenter(Segmenter):
         background_ratio: float = 3.0,
         depth_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0),
         seed: int = 0,
+        fine_scale: float | None = 4.0,
         smooth: float = 1.0,
         edge_snap: str = "auto",
         edge_confidence: float = 0.65,
@@ -204,6 +160,8 @@ class ClassicSegmenter(Segmenter):
     ) -> None:
         if not 0 < sigma_min <= sigma_max:
             raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+        if fine_scale is not None and not sigma_min <= fine_scale <= sigma_max:
+            raise ValueError(f"fine_scale must lie in sigma_min..sigma_max, got {fine_scale}")
         if not 0 < box_core <= 1:
             raise ValueError(f"box_core must lie in (0, 1], got {box_core}")
         depth_sigmas = tuple(float(s) for s in depth_sigmas)
@@ -383,11 +341,13 @@ class ClassicSegmenter(Segmenter):
             self._fitted.put(key, fitted)
             return fitted
 
-    def _train(self, targets, weights, features, implicit: bool, balance: bool) -> BalancedExtraTrees:
+    def _train(self, targets, weights, features, implicit: bool, balance: bool, colour: bool,
+               n_depth: int) -> BalancedExtraTrees:  # fmt: skip
         """Subsample the training pixels over all supports, then fit the trees on them.
 
         ``features[i]`` is support i's (Y, X, F) features or a callable giving the (n, F)
-        features of flat pixel indices. Implicit background: at most ``max_samples_per_class``
+        features of flat pixel indices (then ``n_depth`` depth columns; with ``fine_scale``, half
+        the trees see only the columns of the scales up to it). Implicit background: at most ``max_samples_per_class``
         pixels per class. Otherwise every class was prompted, so the pixels are drawn uniformly
         (at most that cap times the number of classes). ``balance``: class-balanced trees, else
         the trees keep the drawn pixels' proportions.
@@ -410,7 +370,13 @@ class ClassicSegmenter(Segmenter):
         y = np.concatenate([t[r] for t, r in zip(flat_targets, rows, strict=True)])
         w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
         ratio = self.background_ratio if implicit else None
-        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, self.seed, balance)
+
+        sets = None
+        if self.fine_scale is not None and self.fine_scale < self.sigma_max:
+            all_columns = np.arange(x.shape[1])
+            sets = [scale_columns(self.sigma_min, self.sigma_max, self.fine_scale, colour, n_depth), all_columns]
+        trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, self.seed, balance,
+                                   column_sets=sets)  # fmt: skip
         return trees.fit(x, y, w)
 
     def _fit(self, episode: Episode, depth: bool, per_plane: bool) -> Fitted:
@@ -437,13 +403,16 @@ class ClassicSegmenter(Segmenter):
         rule = [i for i, infer in enumerate(inferred) if infer and (targets[i] == 0).any()]
         if rule and self.detection_threshold is not None:
             features = [self._features01(im, d, threshold) for im, d in zip(images, depths, strict=True)]
-            drop_prompt_like([targets[i] for i in rule], [features[i] for i in rule], self)
+            n_depth = 2 * len(self.depth_sigmas) if depth else 0
+            fine = scale_columns(self.sigma_min, self.sigma_max, self.fine_scale or self.sigma_max, colour, n_depth)
+            drop_prompt_like([targets[i] for i in rule], [features[i][..., fine] for i in rule], self)
         else:  # only the training pixels are featurised (band by band)
             at = partial(features_at, sigma_min=self.sigma_min, sigma_max=self.sigma_max, n_jobs=self.n_jobs,
                          threshold=threshold)  # fmt: skip
             features = [partial(at, im, depth=d) for im, d in zip(images, depths, strict=True)]
         current_steps().check()
-        classifier = self._train(targets, weights, features, implicit, balance=implicit or not outlined)
+        n_depth = 2 * len(self.depth_sigmas) if depth else 0
+        classifier = self._train(targets, weights, features, implicit, implicit or not outlined, colour, n_depth)
         return Fitted(classifier, colour, value_range, depth, threshold, outlined)
 
     @staticmethod
@@ -458,16 +427,21 @@ class ClassicSegmenter(Segmenter):
         low, high = intensity_range(np.concatenate([im.ravel()[::step] for im in images]))
         return (low, high) if high > low else None
 
-    def predict_proba(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
+    def predict_proba(self, episode: Episode, query: Any, value_range: tuple[float, float] | str | None = "auto",
                       context: Any = None, **options: Any) -> np.ndarray:  # fmt: skip
         """Class probabilities of a 2D query: (N+1, Y, X) float32 summing to 1, class 0 = background.
 
         Args:
             episode: classes and prompted supports (fitted once, then cached).
             query: (Y, X) or (Y, X, 3|4) image of any real dtype.
-            value_range: (low, high) intensity mapped to 0..1 for this query (default: the one
-                range of the episode's supports, see ``_episode_range``, so support and query
-                pixels of equal value look alike; a uint8 query with uint8 supports is /255).
+            value_range: (low, high) intensity mapped to 0..1 for this query; None: the one
+                range of the episode's supports (``_episode_range``), so support and query
+                pixels of equal value look alike (a uint8 query with uint8 supports is /255);
+                ``PER_PLANE``: supports and query each by their own percentiles; "auto" (the
+                default): ``PER_PLANE`` where the query's brightness differs from the
+                supports' (``base.brightness_differs``: another session, exposure or stain)
+                and no ``context`` is given, else None. ``predict_stack`` passes its own (see
+                ``normalise`` there).
             context: for a plane of a stack, (planes, position): the (D, Y, X[, C]) planes
                 within ``CONTEXT_REACH`` of it along the stack's plane axis, itself at
                 ``position`` (``predict_stack`` passes it). Used where ``uses_depth`` and
@@ -490,6 +464,8 @@ class ClassicSegmenter(Segmenter):
         steps, total = current_steps(), self._n_steps(query.shape)  # the threads below get steps.check
         steps.check()
         self.check_plane_memory(episode, query.shape, query.dtype, read=False)  # before it is normalised
+        if isinstance(value_range, str) and value_range == "auto":  # per image for a lone one; stacks decide whole
+            value_range = PER_PLANE if context is None and brightness_differs(episode, [query]) else None
         fitted = self.fit(episode, depth=context is not None, per_plane=_is_per_plane(value_range))
         steps.step(1, total)
         value_range = self._query_range(query, value_range, fitted.value_range)
@@ -542,7 +518,7 @@ class ClassicSegmenter(Segmenter):
         steps.step(self._n_steps(labels.shape), self._n_steps(labels.shape))
         return labels
 
-    def _proba_and_labels(self, episode: Episode, query: Any, value_range: tuple[float, float] | None = None,
+    def _proba_and_labels(self, episode: Episode, query: Any, value_range: tuple[float, float] | str | None = "auto",
                           context: Any = None, **options: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """``predict_proba``'s probabilities (arguments as there) and the labels ``predict`` gives:
         the most likely class of each pixel, or, where the prompts leave boundaries open, the

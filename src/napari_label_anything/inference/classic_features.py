@@ -34,9 +34,37 @@ def sigmas(sigma_min: float, sigma_max: float) -> np.ndarray:
     return sigma_min * 2.0 ** np.arange(int(np.floor(np.log2(sigma_max / sigma_min) + 1e-9)) + 1)
 
 
+BRIGHTNESS_COLUMN = 0  # the above-threshold column comes first, before every scale's block
+_STRUCTURE = 2  # structure-tensor eigenvalues per scale
+_COLOUR = 5  # per scale: each channel's blur and two colour-opponent axes
+
+
+def scale_width(i: int, colour: bool) -> int:
+    """Columns of the i-th scale's block (``pixel_features``): 5 + 2 structure-tensor columns at
+    the first scale, 7 + 2 from the second, plus ``_COLOUR`` (and a difference of Gaussians per
+    channel from the second scale) for colour images."""
+    grey = (5 if i == 0 else 7) + _STRUCTURE
+    return grey + ((_COLOUR + (3 if i else 0)) if colour else 0)
+
+
+def plane_width(n_scales: int, colour: bool) -> int:
+    """Columns of ``pixel_features`` with ``n_scales`` scales. The layout is prefix-closed: the
+    features of the first k scales are the first ``plane_width(k)`` columns of those of more."""
+    return 1 + sum(scale_width(i, colour) for i in range(n_scales))
+
+
 def n_features(sigma_min: float, sigma_max: float, colour: bool, depth: Depth | None = None) -> int:
     n = len(sigmas(sigma_min, sigma_max))
-    return 7 * n - 1 + (3 * n if colour else 0) + (2 * len(depth.sigmas) if depth is not None else 0)
+    return plane_width(n, colour) + (2 * len(depth.sigmas) if depth is not None else 0)
+
+
+def scale_columns(sigma_min: float, sigma_max: float, up_to: float, colour: bool, n_depth: int) -> np.ndarray:
+    """Column indices, in the features of scales sigma_min..sigma_max followed by ``n_depth``
+    depth columns, of the features of scales sigma_min..up_to and the depth columns: what the
+    same image gives with ``up_to`` as its largest scale."""
+    wide = plane_width(len(sigmas(sigma_min, sigma_max)), colour)
+    narrow = plane_width(len(sigmas(sigma_min, up_to)), colour)
+    return np.concatenate([np.arange(narrow), wide + np.arange(n_depth)])
 
 
 def brightness_threshold(images01: Sequence[np.ndarray], sigma_min: float) -> float:
@@ -116,10 +144,8 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     at a fraction of its cost.
 
     Edges are extended rather than mirrored: a mirror doubles whatever touches the edge (half a
-    nucleus cut by the frame becomes a whole one at the large scales), and the benchmark's
-    supports and queries are cut from larger images. Measured with ``bench_baselines`` (5 seeds):
-    2D nuclei masks +0.003 / +0.001 IoU (reported / held-out halves), held-out 3D masks +0.020
-    and masked mosaics +0.004 to +0.012; the reported stack plane lost 0.010 (3D masks).
+    nucleus cut by the frame becomes a whole one at the large scales), and images are often
+    crops of larger ones.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -186,53 +212,76 @@ def pixel_features(image01: np.ndarray, sigma_min: float = 1.0, sigma_max: float
                    threshold: float | None = None, check: Callable[[], None] | None = None) -> np.ndarray:  # fmt: skip
     """Multi-scale features of a normalised (Y, X) or (Y, X, 3) image: (Y, X, F) float32.
 
-    At each sigma s in sigma_min, 2 * sigma_min, ..., sigma_max, from the Gaussian blur G_s of
-    the (luminance) image: G_s itself, its Sobel gradient magnitude, the two eigenvalues of its
-    Hessian, the local standard deviation over s and, from the second sigma on, the local energy
-    of the finest detail (image minus G_sigma_min, RMS over s) and the difference of Gaussians
-    G_sigma_min - G_s (brightness against its surroundings, blind to slow shading). The local
-    standard deviation and the detail energy separate textures of equal mean. Then whether
-    G_sigma_min lies above ``threshold`` (default: ``brightness_threshold`` of this image): a cut
+    Column ``BRIGHTNESS_COLUMN`` says whether G_sigma_min, the finest blur of the (luminance)
+    image, lies above ``threshold`` (default: ``brightness_threshold`` of this image): a cut
     between the dark and the bright pixels, which a classifier trained on strokes far from every
-    edge cannot place by itself (it would split anywhere between the strokes). Colour images add
-    each channel's G_s: full features per channel would triple the cost for little gain. The
-    scales are computed on ``n_jobs`` threads; the result does not depend on it. ``check`` (e.g.
-    ``PlaneSteps.check``) is called before each scale, so raising there stops the work early.
+    edge cannot place by itself (it would split anywhere between the strokes). Then one block
+    per sigma s in sigma_min, 2 * sigma_min, ..., sigma_max (``scale_width`` columns), from the
+    Gaussian blur G_s of the luminance: G_s itself, its Sobel gradient magnitude, the two
+    eigenvalues of its Hessian (blobs and ridges), the local standard deviation over s, the two
+    eigenvalues of the structure tensor (gradients of G_s/2 averaged over s: oriented texture
+    and corners) and, from the second sigma on, the local energy of the finest detail (image
+    minus G_sigma_min, RMS over s) and the difference of Gaussians G_sigma_min - G_s (brightness
+    against its surroundings, blind to slow shading). Colour images add, per scale, each
+    channel's G_s, two colour-opponent axes of them (red - green, yellow - blue: a tree splits
+    one axis at a time, and hue differences lie across the channels) and, from the second
+    sigma on, each channel's difference of Gaussians. The layout is prefix-closed
+    (``plane_width``). The scales are computed on ``n_jobs`` threads; the result does not depend
+    on it. ``check`` (e.g. ``PlaneSteps.check``) is called before each scale, so raising there
+    stops the work early.
     """
+    colour = image01.ndim == 3
     grey = np.ascontiguousarray(_grey(image01), dtype=np.float32)
     steps = sigmas(sigma_min, sigma_max)
-    out = np.empty((*grey.shape, n_features(sigma_min, sigma_max, image01.ndim == 3)), np.float32)
+    out = np.empty((*grey.shape, plane_width(len(steps), colour)), np.float32)
     fine = _blur(grey, steps[0])
     if threshold is None:  # this image's own (``fine`` is the blur brightness_threshold would make)
         threshold = _otsu_cut(fine)
-    _write_columns(out, 7 * len(steps) - 2, [fine > threshold])
+    _write_columns(out, BRIGHTNESS_COLUMN, [fine > threshold])
     detail = grey - fine
     detail *= detail
     squared = grey * grey
+    channels = [np.ascontiguousarray(image01[..., c], dtype=np.float32) for c in range(3)] if colour else []
+    fine_channels = [_blur(c, steps[0]) for c in channels]
 
     def scale(i: int) -> None:  # writes the columns of sigma i (scipy's filters release the GIL)
         if check is not None:
             check()
-        s, j = steps[i], 5 * i + 2 * max(i - 1, 0)
+        s, j = steps[i], plane_width(i, colour)
         blur = fine if i == 0 else _blur(grey, s)
         columns = [blur, *_edges_and_hessian(blur)]
         columns.append(np.sqrt(np.maximum(_blur(squared, s) - blur * blur, 0)))
+        columns += _structure_tensor(grey, s)
         if i:
             columns += [np.sqrt(np.maximum(_blur(detail, s), 0)), fine - blur]
         _write_columns(out, j, columns)
-        if image01.ndim == 3:
-            for c in range(3):  # one at a time, so a thread holds no more planes than before
-                channel = _blur(np.ascontiguousarray(image01[..., c], dtype=np.float32), s)
-                _write_columns(out, 7 * len(steps) - 1 + 3 * i + c, [channel])
+        if colour:
+            blurs = fine_channels if i == 0 else [_blur(c, s) for c in channels]
+            red, green, blue = blurs
+            columns = [*blurs, red - green, 0.5 * (red + green) - blue]
+            if i:
+                columns += [f - b for f, b in zip(fine_channels, blurs, strict=True)]
+            _write_columns(out, j + scale_width(i, False), columns)
 
     run_threaded(scale, range(len(steps) - 1, -1, -1), min(n_jobs, len(steps)))  # largest (slowest) sigma first
     return out
 
 
+def _structure_tensor(grey: np.ndarray, sigma: float) -> list[np.ndarray]:
+    """The two eigenvalues (larger first) of the structure tensor at ``sigma``: the outer products
+    of the gradient of the image blurred by sigma / 2, averaged by a Gaussian of sigma."""
+    inner = _blur(grey, sigma / 2)
+    d_rows, d_cols = _derivative(inner, 0), _derivative(inner, 1)
+    rr, rc, cc = _blur(d_rows * d_rows, sigma), _blur(d_rows * d_cols, sigma), _blur(d_cols * d_cols, sigma)
+    half_trace, half_diff = (rr + cc) / 2, (rr - cc) / 2
+    root = np.sqrt(half_diff * half_diff + rc * rc)
+    return [half_trace + root, np.maximum(half_trace - root, 0)]
+
+
 def _write_columns(out: np.ndarray, start: int, columns: list[np.ndarray]) -> None:
     """``out[..., start + k] = columns[k]`` for (Y, X) columns of a (Y, X, F) array, a few rows
     at a time: each pixel's F values share cache lines, so filling the block of rows with every
-    column while it is cached is 3x faster than one column over the whole image after another."""
+    column while it is cached is faster than one column over the whole image after another."""
     step = max(1, (1 << 15) // max(out.shape[1], 1))
     for r0 in range(0, out.shape[0], step):
         block = out[r0 : r0 + step]
@@ -252,7 +301,7 @@ def _edges_and_hessian(blur: np.ndarray) -> list[np.ndarray]:
 
 def _derivative(image: np.ndarray, axis: int) -> np.ndarray:
     """``np.gradient(image, axis=axis)`` of a (Y, X) float32 image (central differences, one-sided
-    at the edges), bit for bit, written straight into its output: 1.5 to 2x faster. A
+    at the edges), bit for bit, written straight into its output (no temporaries). A
     single pixel along ``axis`` has derivative 0 (np.gradient refuses it)."""
     out = np.empty_like(image)
     moved, source = np.moveaxis(out, axis, 0), np.moveaxis(image, axis, 0)
@@ -269,7 +318,7 @@ def _derivative(image: np.ndarray, axis: int) -> np.ndarray:
 def sobel_magnitude(image: np.ndarray) -> np.ndarray:
     """The Sobel gradient magnitude of a (Y, X) float32 image, mirrored at its edges: what
     ``np.hypot(scipy.ndimage.sobel(image, 0), scipy.ndimage.sobel(image, 1))`` gives, up to
-    float32 rounding, from slices of one padded copy (1.7x faster at 256², 4.5x at 1024²)."""
+    float32 rounding, from slices of one padded copy."""
     padded = np.pad(image, 1, mode="symmetric")  # scipy.ndimage's "reflect"
     across_rows = padded[2:] - padded[:-2]
     across_cols = padded[:, 2:] - padded[:, :-2]

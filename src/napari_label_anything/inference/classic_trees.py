@@ -49,8 +49,10 @@ class BalancedExtraTrees:
     """
 
     def __init__(self, n_estimators: int = 40, min_samples_leaf: int = 3, background_ratio: float | None = 1.0,
-                 n_jobs: int = 1, seed: int = 0, balance: bool = True) -> None:  # fmt: skip
+                 n_jobs: int = 1, seed: int = 0, balance: bool = True,
+                 column_sets: list[np.ndarray] | None = None) -> None:  # fmt: skip
         self.n_estimators, self.min_samples_leaf = n_estimators, min_samples_leaf
+        self.column_sets = column_sets
         self.background_ratio, self.n_jobs, self.seed, self.balance = background_ratio, n_jobs, seed, balance
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray) -> BalancedExtraTrees:
@@ -68,7 +70,11 @@ class BalancedExtraTrees:
         if self.background_ratio is not None and 0 in sizes:
             sizes[0] = min(len(members[0]), max(1, int(self.background_ratio * m)))
 
-        def grow(seed: int):
+        sets = self.column_sets or [np.arange(x.shape[1])]
+
+        def grow(job: tuple[int, int]):
+            seed, which = job
+            cols = sets[which]
             rng = np.random.default_rng(seed)
             if self.balance:
                 rows = np.concatenate([rng.choice(members[c], sizes[c]) for c in self.classes_])
@@ -82,27 +88,34 @@ class BalancedExtraTrees:
             with config_context(skip_parameter_validation=True):
                 tree = ExtraTreeClassifier(max_features="sqrt", min_samples_leaf=self.min_samples_leaf,
                                            random_state=_seeded_state(seed))  # fmt: skip
-                return tree.fit(x[rows], y[rows], sample_weight=weights, check_input=False)
+                return tree.fit(np.ascontiguousarray(x[np.ix_(rows, cols)]), y[rows], sample_weight=weights,
+                                check_input=False)  # fmt: skip
 
         seeds = np.random.default_rng(self.seed).integers(0, 2**31 - 1, self.n_estimators)
-        self.trees_ = run_threaded(grow, [int(s) for s in seeds], self.n_jobs)  # sklearn trees release the GIL
+        jobs = [(int(s), i % len(sets)) for i, s in enumerate(seeds)]
+        self.trees_ = run_threaded(grow, jobs, self.n_jobs)  # sklearn trees release the GIL
+        self.tree_sets_ = [which for _, which in jobs]
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, len(classes_)) float32 mean of the trees' class frequencies."""
 
         x = np.ascontiguousarray(x, dtype=np.float32)  # what the trees read unchecked
+        sets = self.column_sets or [np.arange(x.shape[1])]
+        views = [x if len(c) == x.shape[1] and (c == np.arange(x.shape[1])).all() else np.ascontiguousarray(x[:, c])
+                 for c in sets]  # fmt: skip
 
-        def vote(trees):  # every tree saw every class, so their columns line up (see ``fit``)
+        def vote(indices):  # every tree saw every class, so their columns line up (see ``fit``)
             out = np.zeros((len(x), len(self.classes_)), np.float32)
-            for tree in trees:
-                out += tree.predict_proba(x, check_input=False)
+            for i in indices:
+                out += self.trees_[i].predict_proba(views[self.tree_sets_[i]], check_input=False)
             return out
 
         # A running sum per group of trees bounds memory; a fixed grouping and summing order
         # makes the result bit-identical whatever n_jobs is.
-        groups = [self.trees_[i::_VOTE_GROUPS] for i in range(min(_VOTE_GROUPS, len(self.trees_)))]
-        return sum(run_threaded(vote, groups, self.n_jobs)) / np.float32(len(self.trees_))
+        n = len(self.trees_)
+        groups = [range(i, n, _VOTE_GROUPS) for i in range(min(_VOTE_GROUPS, n))]
+        return sum(run_threaded(vote, groups, self.n_jobs)) / np.float32(n)
 
 
 def predict_in_chunks(

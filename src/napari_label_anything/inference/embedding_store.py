@@ -116,7 +116,7 @@ def weights_digest(model) -> str:
 
 def key_path() -> Path:
     """Where this user's embedding-store key lives (``registry.config_dir()`` / ``KEY_NAME``)."""
-    from ..registry import config_dir
+    from ..hub.registry import config_dir
 
     return config_dir() / KEY_NAME
 

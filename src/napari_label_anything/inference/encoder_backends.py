@@ -293,7 +293,7 @@ def export_encoder(model, path: Path) -> Path:
     """Export ``model``'s encoder + neck to ONNX at ``path`` (atomically; batch axis dynamic)."""
     import torch
 
-    from ..files import atomic_write
+    from ..io.label_files import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _EncoderWithNeck.build(model)
@@ -330,7 +330,7 @@ def quantize_encoder(float_path: Path, path: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.quant_utils import add_pre_process_metadata
 
-    from ..files import atomic_write
+    from ..io.label_files import atomic_write
 
     # quantize_dynamic writes (then deletes) a shape-inferred copy beside its input: working on
     # a private copy keeps two processes quantising at once out of each other's files. The copy

@@ -50,10 +50,10 @@ def load_segmenter(
         on_status: called with one-line messages while a one-off ONNX export runs, and with the
             note of a fallback (the CLI prints them; the widget shows them on its status line).
     """
-    from ..checkpoint import load_model
-    from ..device import resolve_device
-    from ..registry import CLASSIC, resolve_model_name
-    from .label_anything import LabelAnythingSegmenter
+    from ..hub.device import resolve_device
+    from ..hub.model_files import load_model
+    from ..hub.registry import CLASSIC, resolve_model_name
+    from .label_anything.segmenter import LabelAnythingSegmenter
 
     device = resolve_device(device)
     resolved = resolve_model_name(str(name_or_path), device.type)

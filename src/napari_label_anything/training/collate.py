@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..model_inputs import build_prompt_arrays
+from ..inference.label_anything.model_inputs import build_prompt_arrays
 from ..preprocessing import image_to_model_input, model_frame_shape, to_uint8_rgb
 from .sampler import TrainingEpisode
 

@@ -11,7 +11,7 @@ for adapting a model to one's own annotations. One step:
 3. forward (bf16 autocast on CUDA), focal loss (``distributed.global_focal_loss``: the plain
    ``loss.focal_loss`` in one process), backward, gradient-norm clipping, AdamW, scheduler.
 
-Checkpoints (``checkpointing.py``) are the published format plus the resume state; validation
+Checkpoints (``run_state.py``) are the published format plus the resume state; validation
 scores the model with ``evaluation.evaluate`` on held-out data; ``out/log.csv`` gets one row per
 step. Only distributed rank 0 writes anything.
 """
@@ -82,7 +82,7 @@ def train(
             state reached is saved as ``out/checkpoint-STEP`` (resumable), never half-written.
         console: show a progress bar with ETA on the console (default: when ``progress`` is None).
         overwrite: replace an earlier run in ``config.out`` (its files are removed first); without
-            it (or ``config.resume``) a folder holding a run is refused (``checkpointing.claimed_run``).
+            it (or ``config.resume``) a folder holding a run is refused (``run_state.claimed_run``).
 
     Returns:
         ``TrainResult``. The model in ``result.checkpoint`` loads with ``load_segmenter(folder)``.
@@ -181,10 +181,10 @@ def build_model(config: TrainConfig, resume_folder: Path | None = None, start=No
     """The network to train: from the resume checkpoint, ``start``, ``config.model`` or scratch."""
     import torch
 
-    from ..checkpoint import load_model, load_sam_image_encoder
+    from ..hub.model_files import load_model, load_sam_image_encoder
+    from ..hub.registry import CLASSIC, resolve_model_name
     from ..model.config import LabelAnythingConfig
     from ..model.label_anything import LabelAnything
-    from ..registry import CLASSIC, resolve_model_name
 
     if resume_folder is not None:
         return load_model(resume_folder)
@@ -203,7 +203,7 @@ def build_model(config: TrainConfig, resume_folder: Path | None = None, start=No
 
 
 def _resume_folder(config: TrainConfig) -> Path | None:
-    from .checkpointing import latest_checkpoint
+    from .run_state import latest_checkpoint
 
     if config.resume is None or config.resume is False:
         return None
@@ -247,10 +247,10 @@ def run(
 ) -> TrainResult:
     """The loop behind ``train`` and ``finetune``: ``data``/``validation`` are dataset objects.
     ``config.out`` is claimed for the run and an earlier run there refused unless resumed or
-    ``overwrite`` (``checkpointing.claimed_run``)."""
-    from ..device import import_torch, resolve_device
+    ``overwrite`` (``run_state.claimed_run``)."""
+    from ..hub.device import import_torch, resolve_device
     from . import distributed
-    from .checkpointing import claimed_run, remove_partials
+    from .run_state import claimed_run, remove_partials
 
     torch = import_torch()
     if data is None or len(data) == 0:
@@ -278,9 +278,9 @@ class _Loop:
     def __init__(self, config: TrainConfig, data, validation, network, context, resume: Path | None) -> None:
         import torch
 
-        from .checkpointing import read_training_state
         from .distributed import wrap_model
         from .features import EncoderFeatureCache
+        from .run_state import read_training_state
         from .sampler import EpisodeSampler
         from .schedule import lr_schedule
 
@@ -382,8 +382,8 @@ class _Loop:
         """mIoU and FB-IoU of the current model on the validation data (rank 0 only)."""
         if self.validation is None or not self.context.is_main:
             return None
-        from ..evaluation import evaluate
-        from ..inference.label_anything import LabelAnythingSegmenter
+        from ..inference.label_anything.segmenter import LabelAnythingSegmenter
+        from .evaluation import evaluate
         from .features import CachedEncoderBackend
 
         precision = "bfloat16" if self.autocast_dtype is not None else "float32"
@@ -402,7 +402,7 @@ class _Loop:
         return {"miou": float(result.miou), "fb_iou": float(result.fb_iou)}
 
     def save(self, folder: Path, resumable: bool) -> Path:
-        from .checkpointing import write_checkpoint
+        from .run_state import write_checkpoint
 
         state = {"step": self.step, "total_steps": self.total, "history": self.history, "best": self.best}
         summary = {"step": self.step, "best": self.best, "config": self.config.to_dict()}
@@ -411,8 +411,8 @@ class _Loop:
         return write_checkpoint(folder, self.model, summary=summary)
 
     def checkpoint(self) -> Path | None:
-        from .checkpointing import prune_checkpoints
         from .distributed import barrier
+        from .run_state import prune_checkpoints
 
         folder = Path(self.config.out) / f"checkpoint-{self.step}"
         if self.context.is_main:
@@ -430,7 +430,7 @@ class _Loop:
         config, main = self.config, self.context.is_main
         log = _CsvLog(config.log_path(), self.step) if main else None
         if main:
-            from ..files import atomic_write
+            from ..io.label_files import atomic_write
 
             with atomic_write(Path(config.out) / "train_config.json") as partial:
                 partial.write_text(json.dumps(config.to_dict(), indent=2))
@@ -476,7 +476,7 @@ class _Loop:
             if main:
                 self.save(final, resumable=False)
                 if config.register_as:
-                    from ..registry import register_local_model
+                    from ..hub.registry import register_local_model
 
                     register_local_model(config.register_as, final)
             return TrainResult(final, self.history, self.best, before, after, self.step, False)
@@ -505,7 +505,7 @@ class _CsvLog:
     (the kept rows written atomically: a run killed then leaves the log as it was)."""
 
     def __init__(self, path: Path, resumed_step: int) -> None:
-        from ..files import atomic_write
+        from ..io.label_files import atomic_write
 
         path.parent.mkdir(parents=True, exist_ok=True)
         kept: list[dict[str, str]] = []

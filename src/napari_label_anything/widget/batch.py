@@ -1,7 +1,7 @@
 """The dock's Batch panel: the current episode over a folder of files, as ``predict`` runs it.
 
 ``BatchPanel`` is the dock's part (its host described by ``BatchHost``). The jobs are planned with the batch code
-of the command line (``inference.batch``: inputs expanded, unique output names, existing outputs
+of the command line (``batch.jobs``: inputs expanded, unique output names, existing outputs
 refused unless overwrite is ticked, a writable folder, every input checked) before the model
 loads, and each runs through ``batch.run_job`` (TIFF or OME-Zarr, optionally with objects) in a
 worker: the episode and model are the ones a Run uses. Stop cancels within the file in progress
@@ -46,10 +46,10 @@ def plan_batch(
     options: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> tuple[list, list[int]]:
-    """The batch's jobs (``inference.batch.BatchJob``) and each one's number of planes, every
+    """The batch's jobs (``batch.jobs.BatchJob``) and each one's number of planes, every
     input checked as ``predict`` checks it. Raises ValueError / FileNotFoundError."""
-    from ..files import check_writable_folder
-    from ..inference.batch import FORMATS, BatchJob, check_job, expand_inputs, output_paths, refuse_existing
+    from ..batch.jobs import FORMATS, BatchJob, check_job, expand_inputs, output_paths, refuse_existing
+    from ..io.label_files import check_writable_folder
 
     if format not in FORMATS:
         raise ValueError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -88,8 +88,8 @@ def batch_job(
     import queue
     import threading
 
+    from ..batch.jobs import run_job
     from ..inference.base import PredictionCancelled, is_cancelled
-    from ..inference.batch import run_job
 
     try:
         if download is not None:
@@ -171,7 +171,7 @@ class BatchPanel:
     def build(self) -> QGroupBox:
         from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit
 
-        from ..inference.batch import FORMATS
+        from ..batch.jobs import FORMATS
 
         self._batch_launcher = WorkerLauncher()
         self.worker = None  # the worker of the latest batch
@@ -277,7 +277,7 @@ class BatchPanel:
         checked again under the claims), released by ``_release_batch``."""
         from contextlib import ExitStack
 
-        from ..inference.batch import claimed_outputs
+        from ..batch.jobs import claimed_outputs
 
         self._release_batch()
         stack = ExitStack()

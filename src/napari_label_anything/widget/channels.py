@@ -1,6 +1,6 @@
 """Which colour channels the model sees: the dock widget's "channels" combo and its warning.
 
-The choice applies to the query and to every colour support alike (``layers.model_data``, one
+The choice applies to the query and to every colour support alike (``layer_conversion.model_data``, one
 rule for both); the core is ``preprocessing.select_channels`` (one channel -> grey). "all" (the
 default) gives the model the image as it is. When the query or a support holds (nearly) all its
 signal in one channel (``preprocessing.signal_in_one_channel``, e.g. a DAPI image exported as
@@ -16,7 +16,7 @@ from typing import Any
 from qtpy.QtWidgets import QComboBox
 
 from ..preprocessing import channel_label, check_channels, signal_in_one_channel
-from .layers import colour_channels
+from .layer_conversion import colour_channels
 from .reporting import notify
 
 ALL_CHANNELS = "all"

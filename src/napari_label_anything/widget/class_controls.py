@@ -1,7 +1,7 @@
 """The class list of the dock widget: add, rename, recolour, remove, and the active class.
 
 ``ClassControls`` is the dock's part (its host described by ``ClassHost``); the classes live in a
-``ClassTable`` (``classes.py``), and the prompt layers follow its edits. List row k is label
+``ClassTable`` (``class_table.py``), and the prompt layers follow its edits. List row k is label
 value k of the output: row 0 is the built-in background, paintable when the model takes
 background prompts ('classic' does: its explicit background class; the Label Anything models
 learned the background without prompts, so their row 0 is shown but cannot be selected).
@@ -43,7 +43,7 @@ BACKGROUND_NOT_PAINTABLE = (
 
 def takes_background_prompts(model_name: str, device: str = "cpu") -> bool:
     """Whether ``model_name`` uses background prompts: only 'classic' (directly or via 'auto')."""
-    from ..registry import CLASSIC, resolve_model_name
+    from ..hub.registry import CLASSIC, resolve_model_name
 
     try:
         return resolve_model_name(model_name, "cpu" if device == "auto" else device) == CLASSIC
@@ -117,7 +117,7 @@ class ClassControls:
             support.recolor(self.host.classes)
         output = self.host.output_layer()
         if output is not None:
-            from .layers import label_colormap
+            from .layer_conversion import label_colormap
 
             output.colormap = label_colormap(self.host.classes)
         self.host.refresh_support_list()

@@ -1,6 +1,6 @@
 """The Label Anything dock widget: classes, supports, query, run/cancel, objects, batch, files.
 
-Thin by design: it collects prompts from layers into an ``Episode`` (``layers.py``), runs a
+Thin by design: it collects prompts from layers into an ``Episode`` (``layer_conversion.py``), runs a
 ``Segmenter`` in a worker, one run at a time (``run_controller.py``, ``workers.py``), and
 writes a Labels layer (``output_layers.py``). The dock is made of parts, each a small class
 with the controls and state of one concern and a ``Protocol`` naming what it uses of the dock
@@ -34,14 +34,14 @@ from ..stacks import stack_layout
 from .batch import BatchPanel
 from .channels import ChannelControls
 from .class_controls import BACKGROUND_NOT_PAINTABLE, KEY_NEXT_CLASS, KEY_PREVIOUS_CLASS, ClassControls
-from .classes import ClassTable
+from .class_table import ClassTable
 from .dock_layout import KEY_RUN, SCOPES, build_ui
 from .encoding import SupportEncoding
-from .episode_files import EpisodeFileActions, register_widget
 from .fast_encoder import FastEncoderPreparation
 from .feedback import FeedbackPanel, kept_planes
+from .file_actions import EpisodeFileActions, register_widget
 from .finetune import FinetunePanel
-from .layers import SupportLayers, has_background_prompts, spatial_shape, supports_to_episode
+from .layer_conversion import SupportLayers, has_background_prompts, spatial_shape, supports_to_episode
 from .messages import RunOutcome
 from .object_table import ObjectsPanel
 from .output_layers import find_output_layer, is_plugin_output
@@ -107,7 +107,7 @@ class LabelAnythingWidget(QWidget):
         self.class_controls.on_classes_changed()  # row 0, the background, before any class
         self._connect_viewer()
         self.refresh_layer_choices()
-        register_widget(self)  # episode_files.py: the npe2 reader loads into an open widget
+        register_widget(self)  # file_actions.py: the npe2 reader loads into an open widget
         if not adopt_state(self):  # persistence.py: the state of a panel closed with ×
             self.support_actions.adopt_sample_layers()
         # The main window deletes its children when it closes (WA_DeleteOnClose): stop the runs
@@ -489,7 +489,7 @@ class LabelAnythingWidget(QWidget):
         name = self.query_combo.currentText()
         return find_output_layer(self.viewer, self.viewer.layers[name]) if name in self.viewer.layers else None
 
-    # -- files (episode_files.EpisodeFileActions): ValueError/OSError with a clear message ---
+    # -- files (file_actions.EpisodeFileActions): ValueError/OSError with a clear message ---
 
     def save_episode(self, path: str | Path) -> Path:
         """Write the episode (classes, supports, prompts, model, channels) to an .episode file."""

@@ -205,7 +205,7 @@ def _build_file_row(widget) -> QWidget:
     widget.load_button = QPushButton("load episode…")
     widget.export_button = QPushButton("export TIFF…")
     widget.probabilities_button = QPushButton("export probabilities…")  # probability_export.py
-    actions = widget.files  # episode_files.py
+    actions = widget.files  # file_actions.py
     for pair in (((widget.save_button, actions.save_dialog), (widget.load_button, actions.load_dialog)),
                  ((widget.export_button, actions.export_dialog),
                   (widget.probabilities_button, widget.probability_export.export_dialog))):  # fmt: skip

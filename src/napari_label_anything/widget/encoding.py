@@ -27,7 +27,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel
 
-from .layers import model_data, spatial_shape, supports_to_episode
+from .layer_conversion import model_data, spatial_shape, supports_to_episode
 from .messages import EncodingEnded, EncodingOutcome, SupportsEncoded
 from .reporting import one_line
 from .workers import WorkerLauncher, import_torch_stack

@@ -27,8 +27,8 @@ import numpy as np
 
 from ..corrections import as_complete_prompts, complete_planes
 from ..inference.uncertainty import rank_planes
-from .classes import BACKGROUND_PROMPT
-from .layers import same_layer, spatial_shape
+from .class_table import BACKGROUND_PROMPT
+from .layer_conversion import same_layer, spatial_shape
 from .output_layers import SCORES_KEY, find_output_layer, find_uncertainty_layer
 
 

@@ -27,7 +27,7 @@ DEFAULT_STEPS = 100
 
 def finetuned_models_dir() -> Path:
     """Where the widget keeps fine-tuned checkpoints: ``<registry config dir>/finetuned``."""
-    from ..registry import config_dir
+    from ..hub.registry import config_dir
 
     return config_dir() / "finetuned"
 

@@ -130,6 +130,6 @@ class FileStarted:
 
 @dataclass(frozen=True)
 class FileDone:
-    """A batch wrote one file: its ``inference.batch.JobResult``."""
+    """A batch wrote one file: its ``batch.jobs.JobResult``."""
 
     result: Any

@@ -46,7 +46,7 @@ class ModelPicker(QGroupBox):
     """A model combo (registry + local folders), a device combo and a note on what it costs."""
 
     def __init__(self) -> None:
-        from ..registry import list_models
+        from ..hub.registry import list_models
         from .preflight import device_choices
 
         super().__init__("Model")
@@ -156,7 +156,7 @@ class ModelPicker(QGroupBox):
     def resolved_encoder(self) -> str:
         """The encoder the choice stands for on the chosen device (``encoder_backends.resolve_encoder``;
         before any fallback); ``torch`` when the device cannot be resolved."""
-        from ..device import resolve_device
+        from ..hub.device import resolve_device
         from ..inference.encoder_backends import resolve_encoder
 
         try:
@@ -180,8 +180,8 @@ class ModelPicker(QGroupBox):
     def is_classic(self) -> bool:
         """Whether the chosen model and device resolve to the embedded ``classic`` model (False
         when they cannot be resolved)."""
-        from ..device import resolve_device
-        from ..registry import CLASSIC, resolve_model_name
+        from ..hub.device import resolve_device
+        from ..hub.registry import CLASSIC, resolve_model_name
 
         try:
             return resolve_model_name(self.model_name, resolve_device(self.device).type) == CLASSIC
@@ -229,9 +229,9 @@ class ModelPicker(QGroupBox):
         """Whether the chosen model is a Label Anything model whose encoder choice resolves to
         ONNX Runtime here (``auto`` on a CPU), not loaded yet and on this machine already (no
         download, no network check): what the widget prepares in the background."""
-        from ..checkpoint import cached_checkpoint, looks_like_repo_id
-        from ..device import resolve_device
-        from ..registry import resolve_model_name
+        from ..hub.device import resolve_device
+        from ..hub.model_files import cached_checkpoint, looks_like_repo_id
+        from ..hub.registry import resolve_model_name
 
         if self.is_loaded() or self.is_classic() or self.resolved_encoder() == "torch":
             return False
@@ -248,9 +248,9 @@ class ModelPicker(QGroupBox):
         must be downloaded but downloads are off or the hub cannot be reached
         (``preflight.check_download``).
         """
-        from ..checkpoint import cached_checkpoint, looks_like_repo_id
-        from ..device import resolve_device
-        from ..registry import resolve_model_name
+        from ..hub.device import resolve_device
+        from ..hub.model_files import cached_checkpoint, looks_like_repo_id
+        from ..hub.registry import resolve_model_name
         from .preflight import check_download
 
         if self._key() in self._segmenters:
@@ -271,7 +271,7 @@ class ModelPicker(QGroupBox):
             self.model_combo.setCurrentIndex(0)
 
     def _update_note(self, *args) -> None:
-        from ..device import resolve_device
+        from ..hub.device import resolve_device
 
         name = str(self.model_name)
         try:

@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 
 from ..labels import CLASSES_KEY
 from ..objects import DEFAULT_MIN_DISTANCE
-from .layers import spatial_shape
+from .layer_conversion import spatial_shape
 from .output_layers import find_output_layer, write_objects
 
 

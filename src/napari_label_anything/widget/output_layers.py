@@ -28,8 +28,8 @@ import numpy as np
 
 from ..inference.uncertainty import plane_score
 from ..labels import CLASSES_KEY, class_names, labels_dtype
-from .classes import ClassTable
-from .layers import label_colormap, same_layer, spatial_shape, unwrapped
+from .class_table import ClassTable
+from .layer_conversion import label_colormap, same_layer, spatial_shape, unwrapped
 
 logger = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ def check_download(repo_id: str, reachable=None) -> None:
 
     ``reachable``: the probe (default ``hub_reachable``), replaced in tests.
     """
-    from ..checkpoint import CheckpointNotAvailableError, hub_cache_dir, is_offline, manual_install_hint
+    from ..hub.model_files import CheckpointNotAvailableError, hub_cache_dir, is_offline, manual_install_hint
 
     if is_offline():
         reason = "downloads are off (HF_HUB_OFFLINE is set)"
@@ -66,14 +66,14 @@ def check_download(repo_id: str, reachable=None) -> None:
 
 def device_choices() -> list[str]:
     """The choice "auto" and the devices this machine has, best first."""
-    from ..device import available_devices
+    from ..hub.device import available_devices
 
     return ["auto", *available_devices()]
 
 
 def check_device(device: str) -> str:
     """``device`` when this machine has it (``cuda:1`` style allowed), else ValueError."""
-    from ..device import resolve_device
+    from ..hub.device import resolve_device
 
     resolve_device(device)  # ValueError: unknown, or not on this machine
     return str(device).lower()

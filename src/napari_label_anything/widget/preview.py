@@ -31,7 +31,7 @@ from qtpy.QtWidgets import QCheckBox
 
 from ..corrections import keep_planes
 from .feedback import kept_note, kept_planes
-from .layers import model_data, same_layer
+from .layer_conversion import model_data, same_layer
 from .messages import ModelReady, PlaneResult, PreviewPlane
 from .output_layers import is_plugin_output, write_preview
 from .reporting import one_line, set_status

@@ -137,9 +137,9 @@ class ProbabilityExporter:
             ValueError: while a run or fine-tuning is going, for an unknown dtype or file type,
                 or an incomplete episode.
         """
-        from ..ome_zarr import is_zarr_path
+        from ..io.ome_zarr import is_zarr_path
         from ..probabilities import TIFF_SUFFIXES, check_dtype
-        from .layers import model_data
+        from .layer_conversion import model_data
         from .workers import import_torch_stack
 
         host = self.host

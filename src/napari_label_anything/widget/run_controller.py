@@ -25,7 +25,7 @@ import numpy as np
 
 from ..corrections import keep_planes
 from .feedback import kept_note
-from .layers import model_data, same_layer
+from .layer_conversion import model_data, same_layer
 from .messages import ModelReady, Normalised, PlaneResult, Progress, RunOutcome, Status
 from .output_layers import ProgressiveOutput, ProgressiveUncertainty, write_output
 from .reporting import one_line
@@ -113,7 +113,7 @@ class RunController:
     ):
         """Start predicting ``indices`` of ``query_layer`` in a worker and return the worker.
 
-        ``channels``: the colour channels of the query the model sees (``layers.model_data``).
+        ``channels``: the colour channels of the query the model sees (``layer_conversion.model_data``).
 
         ``kept``: {plane index: labels} the user corrected (``feedback.kept_planes``): written
         as they are, whatever the model predicts there (``corrections.keep_planes``); where the

@@ -1,7 +1,7 @@
 """The supports of the dock widget: add and remove support images, and the list of prompted planes.
 
 ``SupportActions`` is the dock's part (its host described by ``SupportHost``); the prompt layers are made
-and read in ``layers.py``. Every prompted plane of a stack is one support of the episode, so the
+and read in ``layer_conversion.py``. Every prompted plane of a stack is one support of the episode, so the
 list has one row per prompted plane (with its prompt counts per class); *go to plane* shows the
 selected one, and a stroke on a plane that had no prompts adds a row and says so on the status
 line, so that a stray stroke never becomes a support unnoticed.
@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..labels import BACKGROUND, CLASSES_KEY
 from .feedback import move_to_plane
-from .layers import (
+from .layer_conversion import (
     SupportLayers,
     _classes_of,
     create_support_layers,

@@ -18,7 +18,7 @@ def import_torch_stack() -> None:
     """Import torch, torchvision and segment_anything on the GUI thread (``device.import_torch``
     hides triton first, whose LLVM crashes next to Mesa's); native extensions then never load in
     a worker thread."""
-    from ..device import import_torch
+    from ..hub.device import import_torch
 
     import_torch()
     try:
@@ -89,7 +89,7 @@ def download_with_status(repo_id: str, poll_seconds: float = 0.25) -> Iterator[S
     """Download a checkpoint in a helper thread, yielding ``Status("downloading ... 42%")`` lines."""
     import threading
 
-    from ..checkpoint import download_checkpoint, hub_cache_dir
+    from ..hub.model_files import download_checkpoint, hub_cache_dir
 
     state: dict[str, Any] = {"file": "", "done": 0, "total": 0, "error": None}
 

@@ -124,7 +124,7 @@ class CocoDataset:
     def __getitem__(self, i: int) -> Sample:
         """Sample ``i``: the image as stored (uint8, (Y, X, 3) or (Y, X)), labels (Y, X) int64
         category ids, one instance per kept annotation."""
-        from ...files import read_image
+        from ...io.label_files import read_image
 
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
             raise TypeError(f"CocoDataset index {i!r}: must be an integer")

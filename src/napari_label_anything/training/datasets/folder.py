@@ -1,6 +1,6 @@
 """Images with integer label images on disk, as users have them and as the plugin exports them.
 
-Accepted layouts (images: anything ``files.read_image`` reads; labels: integer images):
+Accepted layouts (images: anything ``io.label_files.read_image`` reads; labels: integer images):
 
 * a folder with an image subfolder (``images/``, ``image/``, ``imgs/`` or ``img/``) and a label
   subfolder (``labels/``, ``label/``, ``masks/`` or ``mask/``; any letter case), files paired by
@@ -16,7 +16,7 @@ when the labels are (Z, Y, X) and the image (Z, Y, X[, 3]). Planes without any l
 are left out (they carry no annotation to learn from).
 
 Class names come from ``classes``, else from the class names the plugin writes into its label
-TIFFs (``files.write_labels``), else "class k". With names from the files, classes are matched
+TIFFs (``io.label_files.write_labels``), else "class k". With names from the files, classes are matched
 by name across files, so two exports whose class lists differ still agree on what each id means.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...files import IMAGE_SUFFIXES, TIFF_SUFFIXES, image_base_name, read_image, read_label_classes
+from ...io.label_files import IMAGE_SUFFIXES, TIFF_SUFFIXES, image_base_name, read_image, read_label_classes
 from .base import Sample, build_index, classes_present, instances_from_labels
 
 LABELS_SUFFIX = "_labels"
@@ -256,7 +256,7 @@ def _read_labels(path: Path) -> np.ndarray:
 
 def _image_shape(path: Path) -> tuple[int, ...]:
     """The array shape ``read_image`` would return, from the file header."""
-    from ...image_reader import probe_image
+    from ...io.image_reader import probe_image
 
     return probe_image(path, decode=False).shape
 
