@@ -443,7 +443,8 @@ def test_available_memory_honours_the_cgroup_limit(tmp_path, monkeypatch, versio
 
 
 def test_a_classic_query_is_checked_before_it_is_normalised(monkeypatch, episode):
-    from napari_label_anything.inference import classic, classic_features
+    from napari_label_anything.inference.classic import features as classic_features
+    from napari_label_anything.inference.classic import segmenter as classic
 
     normalised = []
     original = classic.normalise_image

@@ -8,7 +8,7 @@ a support's neighbouring planes together) and ``NLA_MAX_PLANES`` (planes of one 
 ``available_memory`` is the one answer to "how much may this process still allocate": the
 least of the machine's free memory, the room left under this process's cgroup memory limit
 (v2 ``memory.max``, v1 ``memory.limit_in_bytes``, ancestors included) and under its own
-``RLIMIT_AS`` and ``RLIMIT_DATA``. Memory checks (``classic_features.check_memory``, the
+``RLIMIT_AS`` and ``RLIMIT_DATA``. Memory checks (``inference.classic.features.check_memory``, the
 ``.episode`` reader) ask it before their first large allocation.
 """
 

@@ -5,7 +5,7 @@ ratio, then zero-pad right/bottom to S x S. ``squash`` (MAE checkpoints): resize
 Everything here is NumPy/PIL plus ``torch.nn.functional.interpolate`` for the masks.
 
 Microscopy images (any dtype, one channel) are first brought to 8-bit RGB by
-``to_uint8_rgb``: a robust per-image (or per-stack) percentile stretch, documented in README.
+``to_uint8_rgb``: a robust per-image (or per-stack) percentile stretch (docs/api.md, "Images and intensity").
 
 Channels: ``select_channels`` is the one rule for which colour channels the model sees (all of
 them, the default, or chosen ones: one channel becomes a grey image, several become their mean,

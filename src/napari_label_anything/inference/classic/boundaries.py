@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .classic_features import sobel_magnitude
+from .features import sobel_magnitude
 
 # Share of the prompts' outline that must touch another class's prompts for the prompts to
 # count as drawing the boundaries: complete masks score about 1, strokes 0.

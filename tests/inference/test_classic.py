@@ -341,7 +341,7 @@ def test_trees_are_the_same_whichever_threads_grow_them():
     on several threads must not change a single split."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from napari_label_anything.inference.classic_trees import BalancedExtraTrees
+    from napari_label_anything.inference.classic.trees import BalancedExtraTrees
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1500, 12)).astype(np.float32)
@@ -364,7 +364,7 @@ def test_trees_are_the_same_whichever_threads_grow_them():
 def test_trees_read_only_their_column_sets():
     """``column_sets``: trees are dealt round the sets and each reads only its columns, so a set
     without the informative column learns nothing and one with it learns the classes."""
-    from napari_label_anything.inference.classic_trees import BalancedExtraTrees
+    from napari_label_anything.inference.classic.trees import BalancedExtraTrees
 
     rng = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""Boundaries the prompts leave open: ``classic_boundaries`` and how ``ClassicSegmenter`` uses it.
+"""Boundaries the prompts leave open: ``inference.classic.boundaries`` and how ``ClassicSegmenter`` uses it.
 
 Complete masks draw every boundary, strokes none; where none is drawn the labels follow the
 image's edges. Images are synthetic, with exact ground truth.
@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 
 from napari_label_anything.episode import Episode
 from napari_label_anything.inference.classic import ClassicSegmenter
-from napari_label_anything.inference.classic_boundaries import (
+from napari_label_anything.inference.classic.boundaries import (
     edge_strength,
     outlined_share,
     prompts_outline_boundaries,
@@ -217,8 +217,8 @@ def test_bad_snap_options_are_named(options):
 def test_snapping_checks_its_memory_after_the_prediction(disks, monkeypatch):
     """The flood runs after the feature bands are freed: its memory is checked then, on its own,
     and a plane it cannot afford is refused with the same clear error as the prediction."""
-    from napari_label_anything.inference import classic_features
-    from napari_label_anything.inference.classic_features import FeatureMemoryError
+    from napari_label_anything.inference.classic import features as classic_features
+    from napari_label_anything.inference.classic.features import FeatureMemoryError
 
     (support, truth), (query, _) = disks
     episode = Episode(["background", "nucleus"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .classic_trees import BalancedExtraTrees, predict_in_chunks, subsample
+from .trees import BalancedExtraTrees, predict_in_chunks, subsample
 
 # Candidates each detection classifier of step b learns from: it only scores how prompt-like a
 # candidate is, so a few trees on a few thousand pixels suffice (and cost half the fit).
@@ -42,29 +42,6 @@ def add_background(target: np.ndarray, weight: np.ndarray, footprints) -> None:
     target[candidates], weight[candidates] = 0, 1.0
 
 
-def _split_lone_classes(targets: list[np.ndarray], folds: list[np.ndarray], n_folds: int) -> int:
-    """Give every prompted class pixels in both folds, in place; returns the number of folds.
-
-    Folds go by whole stroke, disk or box core, so a class prompted once (one stroke per texture)
-    would sit in one fold only, and the other fold's classifier would learn nothing of it: its
-    texture would look unlike every prompt. Such a class's prompts are cut in two halves along
-    their longest extent (per support) instead."""
-    classes = np.unique(np.concatenate([t[t > 0] for t in targets]))
-    for k in classes:
-        members = [np.flatnonzero(t.ravel() == k) for t in targets]
-        if n_folds == 2 and len({int(f) for fo, m in zip(folds, members, strict=True) for f in np.unique(fo[m])}) > 1:
-            continue
-        for target, fold, rows in zip(targets, folds, members, strict=True):
-            if len(rows) < 2:
-                continue
-            coords = np.stack(np.divmod(rows, target.shape[1]), axis=1).astype(np.float64)
-            coords -= coords.mean(axis=0)
-            along = coords @ np.linalg.svd(coords, full_matrices=False)[2][0]
-            fold[rows] = along > np.median(along)
-        n_folds = 2
-    return n_folds
-
-
 def drop_prompt_like(targets: list[np.ndarray], features: list[np.ndarray], settings: Any) -> None:
     """Steps b and c, on the targets of all supports in place.
 
@@ -85,7 +62,6 @@ def drop_prompt_like(targets: list[np.ndarray], features: list[np.ndarray], sett
     fold_of = rng.permutation(offsets[-1]) % n_folds  # one fold per stroke, disk or box core
     folds = [np.where(r > 0, fold_of[np.maximum(r - 1, 0) + o], -1).ravel()
              for (r, _), o in zip(components, offsets[:-1], strict=True)]  # fmt: skip
-    n_folds = _split_lone_classes(targets, folds, n_folds)
     candidates = [np.flatnonzero(t.ravel() == 0) for t in targets]
     cap = min(settings.max_samples_per_class, DETECTION_SAMPLES)
     sample = subsample([t.ravel() == 0 for t in targets], cap, rng)

@@ -8,9 +8,9 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_label_anything.episode import Episode
-from napari_label_anything.inference import classic_features
 from napari_label_anything.inference.classic import ClassicSegmenter
-from napari_label_anything.inference.classic_features import (
+from napari_label_anything.inference.classic import features as classic_features
+from napari_label_anything.inference.classic.features import (
     BRIGHTNESS_COLUMN,
     FeatureMemoryError,
     brightness_threshold,
@@ -156,7 +156,7 @@ def test_fast_kernels_match_the_library(shape):
 def test_fewer_scales_are_a_prefix_of_more(image01, colour):
     """The features of scales 1..4 are columns of those of 1..16 (``scale_columns``): what the
     scale ensemble's fine trees read from the one set of features computed per band."""
-    from napari_label_anything.inference.classic_features import scale_columns
+    from napari_label_anything.inference.classic.features import scale_columns
 
     image = np.stack([image01, image01[::-1], image01[:, ::-1]], axis=-1) if colour else image01
     wide, narrow = pixel_features(image, 1.0, 16.0), pixel_features(image, 1.0, 4.0)

@@ -2,7 +2,7 @@
 
 ``ClassicSegmenter`` trains randomised trees (scikit-learn) on multi-scale intensity, edge and
 texture features of an episode's prompted pixels, once per episode content, then classifies
-every pixel of each query plane. Features (``classic_features``) are computed in row bands, so
+every pixel of each query plane. Features (``features``) are computed in row bands, so
 prediction memory grows with the number of classes, not the number of features.
 """
 
@@ -16,14 +16,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..episode import CONTEXT_REACH, Episode, Support, check_image
-from ..labels import BACKGROUND, labels_dtype
-from ..preprocessing import PER_PLANE, intensity_range, normalise_image, stack_value_range
-from .base import PredictionCancelled, Segmenter, brightness_differs, current_steps, is_cancelled
-from .cache import LRUCache
-from .classic_background import add_background, drop_prompt_like
-from .classic_boundaries import SNAP_BYTES_PER_PIXEL, prompts_outline_boundaries, snap_to_edges
-from .classic_features import (
+from ...episode import CONTEXT_REACH, Episode, Support, check_image
+from ...labels import BACKGROUND, labels_dtype
+from ...preprocessing import PER_PLANE, intensity_range, normalise_image, stack_value_range
+from ..base import PredictionCancelled, Segmenter, brightness_differs, current_steps, is_cancelled
+from ..cache import LRUCache
+from .background import add_background, drop_prompt_like
+from .boundaries import SNAP_BYTES_PER_PIXEL, prompts_outline_boundaries, snap_to_edges
+from .features import (
     BAND_PIXELS,
     BYTES_PER_FEATURE_PIXEL,
     Depth,
@@ -38,7 +38,7 @@ from .classic_features import (
     pixel_features,
     scale_columns,
 )
-from .classic_trees import BalancedExtraTrees, predict_in_chunks, subsample
+from .trees import BalancedExtraTrees, predict_in_chunks, subsample
 
 __all__ = ["BalancedExtraTrees", "ClassicSegmenter", "pixel_features"]
 
@@ -57,7 +57,7 @@ class Fitted(NamedTuple):
     value_range: tuple[float, float] | None
     depth: bool  # trained on depth features too (see ``ClassicSegmenter.uses_depth``)
     threshold: float  # the supports' brightness_threshold, the cut of every image's features
-    outlined: bool  # the prompts draw the boundaries (``classic_boundaries``); else labels snap to edges
+    outlined: bool  # the prompts draw the boundaries (``boundaries``); else labels snap to edges
 
 
 def _is_per_plane(value_range) -> bool:
@@ -86,8 +86,9 @@ class ClassicSegmenter(Segmenter):
     edges, Hessian and structure-tensor eigenvalues, texture and differences of Gaussians at
     scales sigma_min..sigma_max, per channel for colour, across planes for stacks); prompted
     support pixels train ``BalancedExtraTrees``, half of which see only the scales up to
-    ``fine_scale`` (local detail) and half all of them (context), so the forest does well
-    whether the objects are small or large; every query pixel is classified and the
+    ``fine_scale`` (local detail) and half all of them (context), so the forest transfers to
+    images where things are smaller or larger (planes of one stack, featurised across planes,
+    share their scale: there every tree sees all); every query pixel is classified and the
     probability maps are smoothed by a Gaussian of ``smooth`` pixels.
 
     The rules (docs/classic.md has them in full):
@@ -112,7 +113,8 @@ class ClassicSegmenter(Segmenter):
 
     Args:
         sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
-        fine_scale: the largest scale half the trees see (None: every tree sees all scales).
+        fine_scale: the largest scale half the trees see, except on stacks seen across planes
+            (None: every tree sees all scales).
         point_radius, box_core, box_weight: prompt sampling (see above).
         label_margin, point_margin, box_margin, detection_threshold, detection_margin,
             min_background: the implicit background rule (see above).
@@ -240,7 +242,7 @@ class ClassicSegmenter(Segmenter):
         self._check_memory(shape, n_planes * (itemsize + 8), "the neighbouring planes (depth context)")
 
     def _depth_plane(self, plane: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
-        """One plane as ``Depth.planes`` holds it (``classic_features.depth_plane``)."""
+        """One plane as ``Depth.planes`` holds it (``features.depth_plane``)."""
         return depth_plane(self.image01(plane, value_range, False), self.sigma_min)
 
     @staticmethod
@@ -346,8 +348,8 @@ class ClassicSegmenter(Segmenter):
         """Subsample the training pixels over all supports, then fit the trees on them.
 
         ``features[i]`` is support i's (Y, X, F) features or a callable giving the (n, F)
-        features of flat pixel indices (then ``n_depth`` depth columns; with ``fine_scale``, half
-        the trees see only the columns of the scales up to it). Implicit background: at most ``max_samples_per_class``
+        features of flat pixel indices (then ``n_depth`` depth columns; with ``fine_scale`` and no
+        depth columns, half the trees see only the columns of the scales up to it). Implicit background: at most ``max_samples_per_class``
         pixels per class. Otherwise every class was prompted, so the pixels are drawn uniformly
         (at most that cap times the number of classes). ``balance``: class-balanced trees, else
         the trees keep the drawn pixels' proportions.
@@ -371,8 +373,10 @@ class ClassicSegmenter(Segmenter):
         w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
         ratio = self.background_ratio if implicit else None
 
+        # Across images the size of things changes (magnification, cell type), and a forest of fine
+        # and of all scales transfers better than either; the planes of one stack share their scale.
         sets = None
-        if self.fine_scale is not None and self.fine_scale < self.sigma_max:
+        if self.fine_scale is not None and self.fine_scale < self.sigma_max and not n_depth:
             all_columns = np.arange(x.shape[1])
             sets = [scale_columns(self.sigma_min, self.sigma_max, self.fine_scale, colour, n_depth), all_columns]
         trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, self.seed, balance,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .thread_pools import run_threaded
+from ..thread_pools import run_threaded
 
 _PREDICT_CHUNK = 1 << 18  # pixels per predict call
 _VOTE_GROUPS = 8

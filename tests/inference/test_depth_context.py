@@ -11,9 +11,9 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_label_anything.episode import CONTEXT_REACH, Episode
-from napari_label_anything.inference import classic_features as cf
 from napari_label_anything.inference.base import PredictionCancelled
 from napari_label_anything.inference.classic import ClassicSegmenter
+from napari_label_anything.inference.classic import features as cf
 from napari_label_anything.stacks import stack_layout
 
 CLASSES = ["background", "nucleus"]

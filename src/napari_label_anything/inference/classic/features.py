@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..limits import available_memory
-from .thread_pools import run_threaded
+from ...limits import available_memory
+from ..thread_pools import run_threaded
 
 _LUMA = np.array([0.2125, 0.7154, 0.0721], np.float32)
 BAND_PIXELS = 1 << 21  # pixels per band (plus margins): about 0.3 GB of features and temporaries
