@@ -79,7 +79,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_baselines import nuclei_scribbles, stardist_images  # noqa: E402
+from baseline_cases import nuclei_scribbles, stardist_images  # noqa: E402
 
 from napari_label_anything.corrections import as_complete_prompts, keep_planes  # noqa: E402
 from napari_label_anything.episode import Episode  # noqa: E402

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_baselines import nuclei_scribbles, stardist_images  # noqa: E402
+from baseline_cases import nuclei_scribbles, stardist_images  # noqa: E402
 from propagation import propagate_stack  # noqa: E402
 
 from napari_label_anything.episode import Episode  # noqa: E402

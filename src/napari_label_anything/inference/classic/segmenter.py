@@ -87,8 +87,7 @@ class ClassicSegmenter(Segmenter):
     scales sigma_min..sigma_max, per channel for colour, across planes for stacks); prompted
     support pixels train ``BalancedExtraTrees``, half of which see only the scales up to
     ``fine_scale`` (local detail) and half all of them (context), so the forest transfers to
-    images where things are smaller or larger (planes of one stack, featurised across planes,
-    share their scale: there every tree sees all); every query pixel is classified and the
+    images where things are smaller or larger; every query pixel is classified and the
     probability maps are smoothed by a Gaussian of ``smooth`` pixels.
 
     The rules (docs/classic.md has them in full):
@@ -113,8 +112,7 @@ class ClassicSegmenter(Segmenter):
 
     Args:
         sigma_min, sigma_max: feature scales in pixels (powers of two from sigma_min).
-        fine_scale: the largest scale half the trees see, except on stacks seen across planes
-            (None: every tree sees all scales).
+        fine_scale: the largest scale half the trees see (None: every tree sees all scales).
         point_radius, box_core, box_weight: prompt sampling (see above).
         label_margin, point_margin, box_margin, detection_threshold, detection_margin,
             min_background: the implicit background rule (see above).
@@ -348,9 +346,10 @@ class ClassicSegmenter(Segmenter):
         """Subsample the training pixels over all supports, then fit the trees on them.
 
         ``features[i]`` is support i's (Y, X, F) features or a callable giving the (n, F)
-        features of flat pixel indices (then ``n_depth`` depth columns; with ``fine_scale`` and no
-        depth columns, half the trees see only the columns of the scales up to it). Implicit background: at most ``max_samples_per_class``
-        pixels per class. Otherwise every class was prompted, so the pixels are drawn uniformly
+        features of flat pixel indices (then ``n_depth`` depth columns; with ``fine_scale``, half
+        the trees see only the columns of the scales up to it, and the depth columns). Implicit
+        background: at most ``max_samples_per_class`` pixels per class. Otherwise every class
+        was prompted, so the pixels are drawn uniformly
         (at most that cap times the number of classes). ``balance``: class-balanced trees, else
         the trees keep the drawn pixels' proportions.
         """
@@ -373,10 +372,10 @@ class ClassicSegmenter(Segmenter):
         w = np.concatenate([wt.ravel()[r] for wt, r in zip(weights, rows, strict=True)])
         ratio = self.background_ratio if implicit else None
 
-        # Across images the size of things changes (magnification, cell type), and a forest of fine
-        # and of all scales transfers better than either; the planes of one stack share their scale.
+        # The size of things changes between images (magnification, cell type, depth), and a forest
+        # of fine and of all scales transfers better than either alone.
         sets = None
-        if self.fine_scale is not None and self.fine_scale < self.sigma_max and not n_depth:
+        if self.fine_scale is not None and self.fine_scale < self.sigma_max:
             all_columns = np.arange(x.shape[1])
             sets = [scale_columns(self.sigma_min, self.sigma_max, self.fine_scale, colour, n_depth), all_columns]
         trees = BalancedExtraTrees(self.n_estimators, self.min_samples_leaf, ratio, self.n_jobs, self.seed, balance,
