@@ -64,7 +64,7 @@ def test_label_anything_caches_are_bounded(sam_like_segmenter, episode):
     segmenter.predict(episode, query)
     segmenter.predict(episode, query)
     assert segmenter.stats["encoded_images"] - before == 2  # the support and the query, once each
-    assert len(segmenter._features) == 2 and len(segmenter._prototypes) == 1
+    assert segmenter.cached() == {"features": 2, "prototypes": 1}
 
 
 def _lookup(keys, memory, store, computed, stats):

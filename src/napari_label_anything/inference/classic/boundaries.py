@@ -24,7 +24,7 @@ from .features import sobel_magnitude
 # Share of the prompts' outline that must touch another class's prompts for the prompts to
 # count as drawing the boundaries: complete masks score about 1, strokes 0.
 OUTLINED_SHARE = 0.5
-SNAP_BYTES_PER_PIXEL = 36  # gradient, markers, the flood's output and its queue (measured ~35)
+SNAP_BYTES_PER_PIXEL = 36  # gradient, markers, the flood's output and its queue
 
 
 def outlined_share(targets: Sequence[np.ndarray]) -> float:

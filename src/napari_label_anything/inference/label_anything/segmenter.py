@@ -121,6 +121,10 @@ class LabelAnythingSegmenter(Segmenter):
         self._features.clear()
         self._prototypes.clear()
 
+    def cached(self) -> dict[str, int]:
+        """How many entries each in-memory cache holds: image features and class prototypes."""
+        return {"features": len(self._features), "prototypes": len(self._prototypes)}
+
     # -- cached steps --------------------------------------------------------------------
 
     def _model_input_on_device(self, image: np.ndarray, value_range: tuple[float, float] | None):
