@@ -160,9 +160,10 @@ def _build_query_box(widget) -> QGroupBox:
     for label, mode in NORMALISE_CHOICES:
         widget.normalise_combo.addItem(label, mode)
     widget.normalise_combo.setToolTip(
-        "How the brightness of a stack's planes is read.\n"
+        "How the brightness of a query's planes is read.\n"
         "auto: each plane on its own scale where the planes differ in brightness (bleaching,\n"
-        "section thickness, illumination), else one scale for the whole stack ('classic' model);\n"
+        "section thickness, illumination), or a single image from its supports (another exposure\n"
+        "or stain), else one scale for the whole stack ('classic' model);\n"
         "one range for the stack: equal values look alike on every plane;\n"
         "each plane its own: every plane and support stretched by its own percentiles."
     )

@@ -47,7 +47,7 @@ def probability_job(get_segmenter, episode, query, rgb: bool, target: str, dtype
         segmenter = get_segmenter()
         yield Status(f"class probabilities with {segmenter.name} on {segmenter.device}")
         layout = stack_layout(query.shape, 0, rgb)
-        mode = segmenter.normalisation(query, rgb=rgb, normalise=normalise)
+        mode = segmenter.normalisation(query, rgb=rgb, normalise=normalise, episode=episode)
         updates: queue.SimpleQueue = queue.SimpleQueue()
         planes = probability_planes(segmenter, episode, query, 0, rgb=rgb, cancel=cancel, normalise=mode,
                                     progress=lambda done, total: updates.put((done, total)))  # fmt: skip

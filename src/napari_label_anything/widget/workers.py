@@ -171,7 +171,7 @@ def predict_planes(
             yield Status(f"{segmenter.name} gives no uncertainty: labels only")
         options = {"uncertainty": True} if with_uncertainty else {}
         if hasattr(segmenter, "normalisation"):  # a Segmenter; a bare plane iterator has no choice
-            options["normalise"] = segmenter.normalisation(query, rgb=rgb, normalise=normalise)
+            options["normalise"] = segmenter.normalisation(query, rgb=rgb, normalise=normalise, episode=episode)
             yield Normalised(options["normalise"])
 
         def planes(stop, plane_progress) -> Iterator[tuple]:
