@@ -285,3 +285,15 @@ def fake_hub_download(source: Path, calls: list):
         return str(snapshot / filename)
 
     return download
+
+
+def exposed_discs(seed: int, gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """(96, 96) uint8 dark-background image of bright discs at ``gain`` times the usual exposure,
+    and its truth (1 = disc)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:96, :96]
+    truth = np.zeros((96, 96), np.uint8)
+    for cy, cx in rng.uniform(12, 84, (7, 2)):
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = 1
+    image = 8 + truth * 180.0 * gain + rng.normal(0, 3, truth.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), truth

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import dimmed_stack, mean_iou
+from conftest import dimmed_stack, exposed_discs, mean_iou
 from napari_label_anything import Episode
 from napari_label_anything.corrections import as_complete_prompts, complete_planes, is_complete, keep_planes
 from napari_label_anything.inference.classic import ClassicSegmenter
@@ -86,18 +86,6 @@ def test_normalise_options_are_checked():
         segmenter.predict_stack(episode, stack, normalise="plane", value_range=(0, 255))
 
 
-def _fluorescence(seed: int, gain: float) -> tuple[np.ndarray, np.ndarray]:
-    """(96, 96) uint8 dark-background image of bright discs at ``gain`` times the usual exposure,
-    and its truth (1 = disc)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:96, :96]
-    truth = np.zeros((96, 96), np.uint8)
-    for cy, cx in rng.uniform(12, 84, (7, 2)):
-        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= 36] = 1
-    image = 8 + truth * 180.0 * gain + rng.normal(0, 3, truth.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), truth
-
-
 def test_a_lone_image_at_another_exposure_is_normalised_on_its_own():
     """Highlights that move (``highlights_move``) while the dark background stays: a query image
     from another exposure is stretched by its own percentiles, as its supports are, and found;
@@ -105,9 +93,9 @@ def test_a_lone_image_at_another_exposure_is_normalised_on_its_own():
     from napari_label_anything.inference.base import brightness_differs
     from napari_label_anything.preprocessing import PER_PLANE, highlights_move
 
-    support, truth = _fluorescence(0, 1.0)
-    dim, dim_truth = _fluorescence(1, 0.3)
-    alike, _ = _fluorescence(2, 1.0)
+    support, truth = exposed_discs(0, 1.0)
+    dim, dim_truth = exposed_discs(1, 0.3)
+    alike, _ = exposed_discs(2, 1.0)
     episode = Episode(["background", "nucleus"])
     episode.add_support(support, labels=truth + 1)
     assert highlights_move([support], [dim]) and not highlights_move([support], [alike])

@@ -212,6 +212,13 @@ def check_normalise(normalise: str) -> str:
     return normalise
 
 
+def _levels_sample(image) -> np.ndarray:
+    """About 65,000 values of a 2D (Y, X[, C]) image, float64, 1D."""
+    image = np.asarray(image)
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 65_536)))
+    return image[::step, ::step].astype(np.float64).ravel()
+
+
 def brightness_drifts(planes, share: float = DRIFT_SHARE) -> bool:
     """Whether the planes of a stack differ in brightness (bleaching, section thickness,
     illumination): some plane's median *and* 98th percentile both lie more than ``share`` of the
@@ -226,11 +233,7 @@ def brightness_drifts(planes, share: float = DRIFT_SHARE) -> bool:
     (a plane with more or fewer objects, or another image of the same kind) has not, so its
     content is not stretched to look like the others'.
     """
-    samples = []
-    for plane in planes:
-        plane = np.asarray(plane)
-        step = max(1, int(np.sqrt(plane.shape[0] * plane.shape[1] / 65_536)))
-        samples.append(plane[::step, ::step].astype(np.float64).ravel())
+    samples = [_levels_sample(plane) for plane in planes]
     if len(samples) < 2:
         return False
     low, high = np.percentile(np.concatenate(samples), DEFAULT_PERCENTILES)
@@ -244,13 +247,6 @@ def brightness_drifts(planes, share: float = DRIFT_SHARE) -> bool:
 
 HIGHLIGHT_SHIFT = 0.25  # an image whose bright level moves this share of the supports' range differs
 MIN_CONTENT = 0.1  # ... if its own range spans at least this share of theirs (else it is an empty field)
-
-
-def _levels_sample(image) -> np.ndarray:
-    """About 65,000 values of a 2D (Y, X[, C]) image, float64, 1D."""
-    image = np.asarray(image)
-    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 65_536)))
-    return image[::step, ::step].astype(np.float64).ravel()
 
 
 def highlights_move(supports, images, share: float = HIGHLIGHT_SHIFT) -> bool:

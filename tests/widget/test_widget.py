@@ -180,17 +180,13 @@ def test_sample_data_opens_ready_to_run(qtbot, make_napari_viewer):
 def test_a_query_at_another_exposure_is_normalised_on_its_own(qtbot, make_napari_viewer):
     """A lone query image whose highlights moved far from the supports' (another exposure) is
     stretched by its own percentiles on "auto", as ``ClassicSegmenter.predict`` does, and the
-    done line says so; the same scene at the supports' exposure is not."""
-    from conftest import classic_dock
+    done line says so; an image at the supports' exposure is not."""
+    from conftest import classic_dock, exposed_discs
     from napari_label_anything.inference.classic import ClassicSegmenter
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:64, :72]
-    truth = np.zeros((64, 72), np.uint8)
-    for cy, cx in ((16, 18), (40, 50), (48, 16)):
-        truth[(yy - cy) ** 2 + (xx - cx) ** 2 <= 49] = 1
-    bright = np.clip(8 + 180.0 * truth + rng.normal(0, 3, truth.shape), 0, 255).astype(np.uint8)
-    dim = np.clip(8 + 50.0 * truth + rng.normal(0, 3, truth.shape), 0, 255).astype(np.uint8)
+    bright, truth = exposed_discs(0, 1.0)
+    dim, dim_truth = exposed_discs(1, 0.3)
+    alike, _ = exposed_discs(2, 1.0)
     viewer = make_napari_viewer()
     viewer.add_image(bright, name="support")
     viewer.add_image(dim, name="dim")
@@ -201,7 +197,7 @@ def test_a_query_at_another_exposure_is_normalised_on_its_own(qtbot, make_napari
     assert "normalised on its own" in widget.status.text()
     expected = ClassicSegmenter().predict(widget.episode, dim)
     np.testing.assert_array_equal(viewer.layers["dim labels"].data, expected)
-    assert ((expected == 1) == (truth == 1)).mean() > 0.95
-    viewer.add_image(np.clip(bright.astype(int) + 3, 0, 255).astype(np.uint8), name="alike")
+    assert ((expected == 1) == (dim_truth == 1)).mean() > 0.95
+    viewer.add_image(alike, name="alike")
     wait_for(qtbot, widget.run(viewer.layers["alike"]))
     assert widget.status.text().startswith("done") and "normalised on its own" not in widget.status.text()

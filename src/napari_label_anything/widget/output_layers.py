@@ -103,12 +103,7 @@ def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarra
     names = class_names(classes.names)
     features = {"index": list(names), "class": list(names.values())}
     if layer is None:
-        name = f"{query_layer.name} labels"
-        existing = {lay.name for lay in viewer.layers}
-        suffix = 2
-        while name in existing:
-            name = f"{query_layer.name} labels ({suffix})"
-            suffix += 1
+        name = free_layer_name(viewer, f"{query_layer.name} labels")
         kept = keep_selection(viewer)
         layer = viewer.add_labels(
             data, name=name, scale=query_layer.scale, translate=query_layer.translate, opacity=0.6
@@ -123,6 +118,16 @@ def write_output(viewer, query_layer, predicted: dict[tuple[int, ...], np.ndarra
     return layer
 
 
+def free_layer_name(viewer, name: str) -> str:
+    """``name``, or ``"name (2)"``, ``"name (3)"``, ... : the first no layer of ``viewer`` has, so a
+    new output layer never takes a user layer's name."""
+    existing = {layer.name for layer in viewer.layers}
+    candidate, suffix = name, 2
+    while candidate in existing:
+        candidate, suffix = f"{name} ({suffix})", suffix + 1
+    return candidate
+
+
 def find_objects_layer(viewer, query_layer):
     """The plugin's objects layer for ``query_layer``, or None (user layers never match)."""
     return find_plugin_layer(viewer, OBJECTS_KEY, query_layer, "Labels")
@@ -134,10 +139,7 @@ def write_objects(viewer, query_layer, instances: np.ndarray):
     if layer is not None:
         layer.data = instances
         return layer
-    existing = {lay.name for lay in viewer.layers}
-    name, suffix = f"{query_layer.name} objects", 2
-    while name in existing:
-        name, suffix = f"{query_layer.name} objects ({suffix})", suffix + 1
+    name = free_layer_name(viewer, f"{query_layer.name} objects")
     kept = keep_selection(viewer)
     layer = viewer.add_labels(
         instances, name=name, scale=query_layer.scale, translate=query_layer.translate, opacity=0.6,
@@ -175,10 +177,7 @@ def write_uncertainty(viewer, query_layer, planes: dict[tuple[int, ...], np.ndar
         scores[index] = plane_score(plane)
     top = max(1.0 - 1.0 / max(n_channels, 2), 1e-3)
     if layer is None:
-        existing = {lay.name for lay in viewer.layers}
-        name, suffix = f"{query_layer.name} uncertainty", 2
-        while name in existing:
-            name, suffix = f"{query_layer.name} uncertainty ({suffix})", suffix + 1
+        name = free_layer_name(viewer, f"{query_layer.name} uncertainty")
         kept = keep_selection(viewer)
         layer = viewer.add_image(
             data, name=name, scale=query_layer.scale, translate=query_layer.translate, colormap="inferno",

@@ -10,7 +10,7 @@ two previews never run at once and an older result never overwrites a newer one.
 A full Run always wins: no preview starts while it is busy, starting it drops any preview in
 flight, and an edit made during the run is previewed after it. A preview never downloads a
 model. The "live preview" check box is on by default when a plane costs under ``FAST_PLANE_S``
-(measured on the last run or preview of the chosen model; before any, for the embedded
+(timed on the last run or preview of the chosen model; before any, for the embedded
 'classic' model only), unless the user set it (the box or ``set_live_preview``); when it turns
 itself off, the status line says why.
 

@@ -53,9 +53,14 @@ def plane_width(n_scales: int, colour: bool) -> int:
     return 1 + sum(scale_width(i, colour) for i in range(n_scales))
 
 
+def depth_width(depth_sigmas: Sequence[float]) -> int:
+    """Columns ``depth_features`` adds: two per depth scale."""
+    return 2 * len(depth_sigmas)
+
+
 def n_features(sigma_min: float, sigma_max: float, colour: bool, depth: Depth | None = None) -> int:
     n = len(sigmas(sigma_min, sigma_max))
-    return plane_width(n, colour) + (2 * len(depth.sigmas) if depth is not None else 0)
+    return plane_width(n, colour) + (depth_width(depth.sigmas) if depth is not None else 0)
 
 
 def scale_columns(sigma_min: float, sigma_max: float, up_to: float, colour: bool, n_depth: int) -> np.ndarray:
@@ -120,7 +125,7 @@ def depth_features(depth: Depth, rows: slice) -> np.ndarray:
     blurred = depth.planes[:, rows]
     here = blurred[depth.position]
     impulses = np.eye(len(blurred), dtype=np.float64)
-    out = np.empty((*here.shape, 2 * len(depth.sigmas)), np.float32)
+    out = np.empty((*here.shape, depth_width(depth.sigmas)), np.float32)
     for i, s in enumerate(depth.sigmas):
         truncate = min(4.0, depth.reach / s)
         for j, order in enumerate((0, 2)):

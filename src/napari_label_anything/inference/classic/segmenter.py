@@ -32,6 +32,7 @@ from .features import (
     check_memory,
     depth_features,
     depth_plane,
+    depth_width,
     feature_bands,
     features_at,
     n_features,
@@ -404,9 +405,9 @@ class ClassicSegmenter(Segmenter):
             if infer:
                 add_background(target, weight, footprints)
         rule = [i for i, infer in enumerate(inferred) if infer and (targets[i] == 0).any()]
+        n_depth = depth_width(self.depth_sigmas) if depth else 0
         if rule and self.detection_threshold is not None:
             features = [self._features01(im, d, threshold) for im, d in zip(images, depths, strict=True)]
-            n_depth = 2 * len(self.depth_sigmas) if depth else 0
             fine = scale_columns(self.sigma_min, self.sigma_max, self.fine_scale or self.sigma_max, colour, n_depth)
             drop_prompt_like([targets[i] for i in rule], [features[i][..., fine] for i in rule], self)
         else:  # only the training pixels are featurised (band by band)
@@ -414,7 +415,6 @@ class ClassicSegmenter(Segmenter):
                          threshold=threshold)  # fmt: skip
             features = [partial(at, im, depth=d) for im, d in zip(images, depths, strict=True)]
         current_steps().check()
-        n_depth = 2 * len(self.depth_sigmas) if depth else 0
         classifier = self._train(targets, weights, features, implicit, implicit or not outlined, colour, n_depth)
         return Fitted(classifier, colour, value_range, depth, threshold, outlined)
 
